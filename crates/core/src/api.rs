@@ -1,0 +1,362 @@
+//! The admin API contract: the JSON bodies `dashctl` sends to `dashd` over the admin
+//! socket and the bodies it gets back. Field names here are stable: they are also what
+//! `dashctl --output json` prints, and scripts depend on them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+
+use crate::{BotStatus, TenantStatus, ValidationError, validate};
+
+/// Version of the admin API. Raised when a change would break an older `dashctl`.
+pub const ADMIN_API_VERSION: u32 = 1;
+
+/// Response header carrying `dashd`'s release version.
+pub const HEADER_DAEMON_VERSION: &str = "x-dashd-version";
+/// Response header carrying `dashd`'s admin API version.
+pub const HEADER_API_VERSION: &str = "x-dashd-api";
+
+/// The body of every error response: `{"error": {"code", "message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code and a human-readable message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// One of the [`codes`] constants.
+    pub code: String,
+    pub message: String,
+    /// The offending field, for validation errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// Error codes used in [`ErrorDetail::code`].
+pub mod codes {
+    pub const VALIDATION: &str = "validation_failed";
+    pub const BAD_REQUEST: &str = "bad_request";
+    pub const NOT_FOUND: &str = "not_found";
+    pub const CONFLICT: &str = "conflict";
+    pub const FORBIDDEN: &str = "forbidden";
+    pub const UNAVAILABLE: &str = "unavailable";
+    pub const INTERNAL: &str = "internal";
+}
+
+/// `GET /v1/status`: what the daemon is and how it is doing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub api_version: u32,
+    pub pid: u32,
+    pub started_at: DateTime<Utc>,
+    pub uptime_s: u64,
+    pub data_dir: String,
+    pub admin_socket: String,
+    /// Address of the public HTTP listener (REST API, webhooks, `/health`).
+    pub listen: String,
+    pub database: DatabaseStatus,
+    pub tenants: u64,
+    pub bots: u64,
+}
+
+/// The storage backend as the status command reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseStatus {
+    /// `sqlite` or `postgres`.
+    pub backend: String,
+    /// Where the data lives, with any password removed.
+    pub location: String,
+    /// Latest applied migration.
+    pub schema_version: i64,
+}
+
+/// `POST /v1/tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub slug: String,
+    /// Defaults to the slug.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl CreateTenant {
+    /// Checks every field and returns the normalised request.
+    pub fn validated(&self) -> Result<CreateTenant, ValidationError> {
+        validate::slug("slug", &self.slug)?;
+        let name = match &self.name {
+            Some(name) => validate::display_name("name", name)?,
+            None => self.slug.clone(),
+        };
+        Ok(CreateTenant {
+            slug: self.slug.clone(),
+            name: Some(name),
+        })
+    }
+}
+
+/// `PATCH /v1/tenants/{tenant}`: only the fields present change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TenantStatus>,
+}
+
+impl UpdateTenant {
+    /// Checks every present field and returns the normalised request.
+    pub fn validated(&self) -> Result<UpdateTenant, ValidationError> {
+        let name = self
+            .name
+            .as_deref()
+            .map(|name| validate::display_name("name", name))
+            .transpose()?;
+        Ok(UpdateTenant {
+            name,
+            status: self.status,
+        })
+    }
+
+    /// True when the request changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none() && self.status.is_none()
+    }
+}
+
+/// `DELETE /v1/tenants/{tenant}` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantDeleted {
+    pub tenant: crate::Tenant,
+    /// Bots removed with the tenant (only non-zero with `force`).
+    pub bots_deleted: u64,
+}
+
+/// `POST /v1/tenants/{tenant}/bots`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBot {
+    pub name: String,
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// IANA zone; defaults to `UTC`.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// A JSON object; defaults to `{}`.
+    #[serde(default)]
+    pub settings: Option<serde_json::Value>,
+}
+
+impl CreateBot {
+    /// Checks every field and returns the normalised request (phone in E.164, time zone
+    /// in its canonical spelling, settings an object).
+    pub fn validated(&self) -> Result<CreateBot, ValidationError> {
+        validate::slug("name", &self.name)?;
+        let phone = self
+            .phone
+            .as_deref()
+            .map(|phone| validate::phone("phone", phone))
+            .transpose()?;
+        let timezone = match self.timezone.as_deref() {
+            Some(tz) => validate::timezone("timezone", tz)?.name().to_owned(),
+            None => "UTC".to_owned(),
+        };
+        let settings = match &self.settings {
+            Some(settings) => settings_object(settings)?,
+            None => serde_json::Value::Object(Default::default()),
+        };
+        Ok(CreateBot {
+            name: self.name.clone(),
+            phone,
+            timezone: Some(timezone),
+            settings: Some(settings),
+        })
+    }
+}
+
+/// `PATCH /v1/bots/{id}`: only the fields present change. `"phone": null` removes
+/// the number.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBot {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub phone: Option<Option<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<BotStatus>,
+    /// Replaces the whole settings document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<serde_json::Value>,
+}
+
+impl UpdateBot {
+    /// Checks every present field and returns the normalised request.
+    pub fn validated(&self) -> Result<UpdateBot, ValidationError> {
+        if let Some(name) = &self.name {
+            validate::slug("name", name)?;
+        }
+        let phone = match &self.phone {
+            Some(Some(phone)) => Some(Some(validate::phone("phone", phone)?)),
+            other => other.clone(),
+        };
+        let timezone = self
+            .timezone
+            .as_deref()
+            .map(|tz| validate::timezone("timezone", tz).map(|tz| tz.name().to_owned()))
+            .transpose()?;
+        let settings = self.settings.as_ref().map(settings_object).transpose()?;
+        Ok(UpdateBot {
+            name: self.name.clone(),
+            phone,
+            timezone,
+            status: self.status,
+            settings,
+        })
+    }
+
+    /// True when the request changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.phone.is_none()
+            && self.timezone.is_none()
+            && self.status.is_none()
+            && self.settings.is_none()
+    }
+}
+
+/// Query of `GET /v1/bots`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotFilter {
+    /// Only this tenant's bots (slug).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// A deleted record's identity, returned by deletions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deleted {
+    pub id: Uuid,
+    /// `TENANT/BOT` for bots, the slug for tenants.
+    pub name: String,
+}
+
+fn settings_object(value: &serde_json::Value) -> Result<serde_json::Value, ValidationError> {
+    if value.is_object() {
+        Ok(value.clone())
+    } else {
+        Err(ValidationError::new(
+            "settings",
+            "must be a JSON object (e.g. {}), not a list, string or number",
+        ))
+    }
+}
+
+/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present_or_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_bot_normalises_and_defaults() {
+        let req = CreateBot {
+            name: "sales".into(),
+            phone: Some("+54 9 11 2345-6789".into()),
+            timezone: None,
+            settings: None,
+        }
+        .validated()
+        .unwrap();
+        assert_eq!(req.phone.as_deref(), Some("+5491123456789"));
+        assert_eq!(req.timezone.as_deref(), Some("UTC"));
+        assert_eq!(req.settings, Some(serde_json::json!({})));
+    }
+
+    #[test]
+    fn create_bot_rejects_each_bad_field_by_name() {
+        let base = CreateBot {
+            name: "sales".into(),
+            phone: None,
+            timezone: None,
+            settings: None,
+        };
+        let cases = [
+            (
+                CreateBot {
+                    name: "Sales".into(),
+                    ..base.clone()
+                },
+                "name",
+            ),
+            (
+                CreateBot {
+                    phone: Some("12345".into()),
+                    ..base.clone()
+                },
+                "phone",
+            ),
+            (
+                CreateBot {
+                    timezone: Some("Nowhere/City".into()),
+                    ..base.clone()
+                },
+                "timezone",
+            ),
+            (
+                CreateBot {
+                    settings: Some(serde_json::json!([1])),
+                    ..base.clone()
+                },
+                "settings",
+            ),
+        ];
+        for (req, field) in cases {
+            assert_eq!(req.validated().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn update_bot_tells_null_from_absent() {
+        let absent: UpdateBot = serde_json::from_str("{}").unwrap();
+        assert_eq!(absent.phone, None);
+        assert!(absent.is_empty());
+        let cleared: UpdateBot = serde_json::from_str(r#"{"phone":null}"#).unwrap();
+        assert_eq!(cleared.phone, Some(None));
+        let set: UpdateBot = serde_json::from_str(r#"{"phone":"+14155552671"}"#).unwrap();
+        assert_eq!(set.phone, Some(Some("+14155552671".into())));
+        assert!(serde_json::from_str::<UpdateBot>(r#"{"phon":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn tenant_requests_validate() {
+        let req = CreateTenant {
+            slug: "acme".into(),
+            name: None,
+        };
+        assert_eq!(req.validated().unwrap().name.as_deref(), Some("acme"));
+        let bad = CreateTenant {
+            slug: "ACME".into(),
+            name: None,
+        };
+        assert_eq!(bad.validated().unwrap_err().field, "slug");
+        assert!(UpdateTenant::default().is_empty());
+    }
+}

@@ -1,0 +1,348 @@
+//! The configuration schema of `dashd`: one typed struct with every key, its default and
+//! its rules. Loading it (defaults → file → `DASHD_*` environment → flags) is I/O and
+//! lives in `dashd`; `config.example.toml` at the repository root documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Keys that hold secrets. Each can also be given as `<key>_file`, naming a file whose
+/// contents (without the trailing newline) are the value; `Debug` and `check-config`
+/// never show them in clear.
+pub const SECRET_KEYS: &[&str] = &["database.url"];
+
+/// Everything `dashd` can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded database, the admin socket and other state live.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub database: DatabaseConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./dashd-data"),
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            database: DatabaseConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The public HTTP listener: REST API, provider webhooks and `/health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// How long shutdown waits for in-flight requests before closing them.
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3009)),
+            shutdown_timeout_s: 10,
+        }
+    }
+}
+
+/// The admin API that `dashctl` talks to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Unix socket path; unset means `<data_dir>/dashd.sock`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// A Unix group whose members may use the admin socket besides root and the user
+    /// `dashd` runs as. Unset: nobody else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Where records live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`; unset means
+    /// `sqlite://<data_dir>/dashd.db`. A secret (accepts `url_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<Secret>,
+    /// Upper bound of the connection pool.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 8,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `dashd=debug,sqlx=warn`...
+    pub level: String,
+    /// `auto` (text on a terminal, JSON otherwise), `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+/// Which storage backend a database URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The name used in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl Config {
+    /// The admin socket path, defaulted from the data directory.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.admin
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("dashd.sock"))
+    }
+
+    /// The database URL, defaulted to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("dashd.db").display()),
+        }
+    }
+
+    /// The backend the database URL selects.
+    pub fn backend(&self) -> Result<Backend, ConfigError> {
+        backend_of(&self.database_url())
+    }
+
+    /// Checks the rules that types alone cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.backend()?;
+        if self.database.max_connections == 0 {
+            return Err(ConfigError {
+                key: "database.max_connections".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if !(1..=3600).contains(&self.server.shutdown_timeout_s) {
+            return Err(ConfigError {
+                key: "server.shutdown_timeout_s".into(),
+                message: "must be between 1 and 3600 seconds".into(),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError {
+                key: "data_dir".into(),
+                message: "must not be empty".into(),
+            });
+        }
+        if let Some(group) = &self.admin.group
+            && group.trim().is_empty()
+        {
+            return Err(ConfigError {
+                key: "admin.group".into(),
+                message: "must name a group; remove the key to allow no group".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Picks the backend from a URL's scheme.
+pub fn backend_of(url: &str) -> Result<Backend, ConfigError> {
+    if url.starts_with("sqlite:") {
+        Ok(Backend::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Backend::Postgres)
+    } else {
+        Err(ConfigError {
+            key: "database.url".into(),
+            message: format!(
+                "unsupported scheme in {}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact_url(url)
+            ),
+        })
+    }
+}
+
+/// Returns `url` with its password (and any query string naming one) replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) if query.to_ascii_lowercase().contains("password") => {
+            (rest, Some("***"))
+        }
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    match query {
+        Some(query) => format!("{scheme}://{authority}{path}?{query}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
+/// A secret value. `Debug` and `Serialize` never show it: a URL keeps everything but its
+/// password, anything else becomes `***`. Read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value in clear, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// What may be shown of the value.
+    pub fn redacted(&self) -> String {
+        if self.0.contains("://") {
+            redact_url(&self.0)
+        } else {
+            "***".to_owned()
+        }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({})", self.redacted())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted())
+    }
+}
+
+/// Makes a path absolute against `base` (the working directory), without touching the
+/// file system.
+pub fn absolute(base: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        base.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let config = Config::default();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:3009");
+        assert_eq!(config.admin_socket(), PathBuf::from("./dashd-data/dashd.sock"));
+        assert_eq!(config.database_url(), "sqlite://./dashd-data/dashd.db");
+        assert_eq!(config.backend().unwrap(), Backend::Sqlite);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn backend_follows_the_scheme() {
+        assert_eq!(backend_of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(backend_of("postgresql://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(backend_of("sqlite:///var/lib/dashd/dashd.db").unwrap(), Backend::Sqlite);
+        let err = backend_of("mysql://root:pw@h/db").unwrap_err();
+        assert_eq!(err.key, "database.url");
+        assert!(!err.message.contains("pw"), "{}", err.message);
+    }
+
+    #[test]
+    fn secrets_never_show_passwords() {
+        let url = Secret::new("postgres://dash:s3cr3t@db.example:5432/dashd");
+        assert_eq!(url.redacted(), "postgres://dash:***@db.example:5432/dashd");
+        assert!(!format!("{url:?}").contains("s3cr3t"));
+        assert_eq!(
+            redact_url("postgres://h/db?user=a&password=s3cr3t"),
+            "postgres://h/db?***"
+        );
+        assert_eq!(redact_url("postgres://dash@h/db"), "postgres://dash@h/db");
+        assert_eq!(Secret::new("token").redacted(), "***");
+        let json = serde_json::to_string(&url).unwrap();
+        assert!(!json.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn rules_name_the_key() {
+        let mut config = Config::default();
+        config.database.max_connections = 0;
+        assert_eq!(config.validate().unwrap_err().key, "database.max_connections");
+        let mut config = Config::default();
+        config.server.shutdown_timeout_s = 0;
+        assert_eq!(config.validate().unwrap_err().key, "server.shutdown_timeout_s");
+    }
+}

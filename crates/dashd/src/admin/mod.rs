@@ -1,0 +1,69 @@
+//! The admin API for `dashctl`: JSON over HTTP on a Unix socket. Every request is checked
+//! against the peer's credentials ([`access`]); every response carries the daemon's
+//! version and admin-API version so `dashctl` can warn about a mismatch.
+
+pub mod access;
+mod bots;
+pub mod socket;
+mod status;
+mod tenants;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::get;
+use dash_core::api::{ADMIN_API_VERSION, HEADER_API_VERSION, HEADER_DAEMON_VERSION};
+
+use crate::error::not_found;
+use crate::state::AppState;
+use access::AdminAccess;
+
+/// The admin router, with the access check and version headers applied.
+pub fn router(state: AppState, access: AdminAccess) -> Router {
+    Router::new()
+        .route("/v1/status", get(status::show))
+        .route("/v1/tenants", get(tenants::list).post(tenants::create))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(tenants::show)
+                .patch(tenants::update)
+                .delete(tenants::delete),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bots",
+            get(bots::list_of_tenant).post(bots::create),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bots/{bot}",
+            get(bots::show_by_path)
+                .patch(bots::update_by_path)
+                .delete(bots::delete_by_path),
+        )
+        .route("/v1/bots", get(bots::list))
+        .route(
+            "/v1/bots/{id}",
+            get(bots::show_by_id)
+                .patch(bots::update_by_id)
+                .delete(bots::delete_by_id),
+        )
+        .fallback(not_found)
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(access),
+            access::authorize,
+        ))
+        .layer(middleware::map_response(version_headers))
+}
+
+async fn version_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(
+        HEADER_DAEMON_VERSION,
+        HeaderValue::from_static(dash_core::VERSION),
+    );
+    headers.insert(HEADER_API_VERSION, HeaderValue::from(ADMIN_API_VERSION));
+    response
+}

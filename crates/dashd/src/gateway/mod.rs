@@ -1,0 +1,81 @@
+//! The public HTTP listener. At this stage it serves `GET /health`; the REST API,
+//! provider webhooks and metrics join it in later releases.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::error::not_found;
+use crate::state::AppState;
+
+/// Body of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `degraded` when a dependency does not answer (then HTTP 503).
+    pub status: String,
+    pub version: String,
+    pub uptime_s: u64,
+    /// Resident memory of the dashd process.
+    pub memory_mb: f64,
+    /// `ok` or `error`.
+    pub database: String,
+    /// `ok`, `error`, or `disabled` when no Redis is configured.
+    pub redis: String,
+}
+
+/// The public router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
+    // A database that hangs must not hang the health check with it.
+    let database_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let health = Health {
+        status: if database_ok { "ok" } else { "degraded" }.to_owned(),
+        version: dash_core::VERSION.to_owned(),
+        uptime_s: state.uptime_s(),
+        memory_mb: resident_memory_mb().unwrap_or(0.0),
+        database: if database_ok { "ok" } else { "error" }.to_owned(),
+        redis: "disabled".to_owned(),
+    };
+    (status, axum::Json(health))
+}
+
+/// Resident set size from `/proc/self/status` (Linux), rounded to 0.1 MB.
+fn resident_memory_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some((kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn resident_memory_is_read() {
+        let mb = super::resident_memory_mb().unwrap();
+        assert!(mb > 0.1 && mb < 4096.0, "{mb}");
+    }
+}

@@ -1,0 +1,230 @@
+//! The DashOffice daemon as a library. `main.rs` parses flags, sets up logging and calls
+//! [`run`]; tests call [`start`] to get a real daemon in-process (port 0, temporary data
+//! directory) and drive it over HTTP or with `dashctl`.
+//!
+//! Start-up order: data directory → admin socket (refuses if another dashd is live) →
+//! storage (migrations) → public listener → serve → `READY=1`. Shutdown runs backwards:
+//! stop accepting, drain in-flight requests within `server.shutdown_timeout_s`, close
+//! the pool, remove the socket.
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dash_core::config::Config;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::access::{AdminAccess, PeerInfo};
+use crate::state::AppState;
+
+/// A daemon running in this process.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The public listener's bound address.
+    pub http_addr: SocketAddr,
+    /// The admin socket's path.
+    pub admin_socket: PathBuf,
+    state: AppState,
+    shutdown: CancellationToken,
+    servers: JoinSet<std::io::Result<()>>,
+}
+
+/// Binds every listener, opens storage and starts serving. Returns once the daemon
+/// accepts requests.
+pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    let started = Instant::now();
+    config.validate()?;
+    let mut config = config;
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
+
+    let access = AdminAccess::resolve(config.admin.group.as_deref())?;
+    let admin_socket = std::path::absolute(config.admin_socket())?;
+    let admin_listener =
+        admin::socket::bind(&admin_socket, access.group.as_ref().map(|g| g.gid))?;
+    // From here on the socket file is ours: remove it on any early return.
+    let socket_guard = SocketFile(admin_socket.clone());
+
+    let store = store::open(&config, None)
+        .await
+        .context("cannot open the database")?;
+    let http_listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set server.listen, DASHD_SERVER_LISTEN or --listen)",
+                config.server.listen
+            )
+        })?;
+    let http_addr = http_listener.local_addr()?;
+
+    let state = AppState {
+        store: Arc::from(store),
+        config: Arc::new(config),
+        started,
+        started_at: chrono::Utc::now(),
+        http_addr,
+        admin_socket: admin_socket.clone(),
+    };
+    let shutdown = CancellationToken::new();
+    let mut servers = JoinSet::new();
+
+    let admin_app = admin::router(state.clone(), access)
+        .into_make_service_with_connect_info::<PeerInfo>();
+    servers.spawn(
+        axum::serve(admin_listener, admin_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+    let public_app = gateway::router(state.clone());
+    servers.spawn(
+        axum::serve(http_listener, public_app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    );
+
+    std::mem::forget(socket_guard);
+    tracing::info!(
+        version = dash_core::VERSION,
+        listen = %http_addr,
+        admin_socket = %admin_socket.display(),
+        database = state.store.backend().as_str(),
+        data_dir = %state.config.data_dir.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "dashd ready"
+    );
+    Ok(Daemon {
+        http_addr,
+        admin_socket,
+        state,
+        shutdown,
+        servers,
+    })
+}
+
+impl Daemon {
+    /// A token that stops the daemon when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, drains in-flight requests within the configured bound, closes
+    /// storage and removes the admin socket.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let bound = Duration::from_secs(self.state.config.server.shutdown_timeout_s);
+        let drained = tokio::time::timeout(bound, async {
+            while let Some(result) = self.servers.join_next().await {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) => tracing::error!(error = %err, "listener failed"),
+                    Err(err) => tracing::error!(error = %err, "listener task failed"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                timeout_s = bound.as_secs(),
+                "in-flight requests did not finish in time; closing them"
+            );
+            self.servers.shutdown().await;
+        }
+        self.state.store.close().await;
+        remove_socket(&self.admin_socket);
+        tracing::info!("dashd stopped");
+        Ok(())
+    }
+
+    /// Waits until a listener stops on its own (an error) or the token is cancelled.
+    async fn wait(&mut self) {
+        tokio::select! {
+            () = self.shutdown.cancelled() => {}
+            Some(result) = self.servers.join_next() => {
+                tracing::error!(?result, "a listener stopped unexpectedly; shutting down");
+            }
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` is cancelled (SIGTERM/SIGINT in `main`), telling
+/// systemd when it is ready and when it stops.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let mut daemon = start(config).await?;
+    let token = daemon.shutdown_token();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        token.cancel();
+    });
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    daemon.wait().await;
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    daemon.shutdown().await
+}
+
+/// Sends a state to systemd when `NOTIFY_SOCKET` is set (a no-op otherwise).
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_some()
+        && let Err(err) = sd_notify::notify(state)
+    {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "shutting down");
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// Creates the data directory readable by its owner only (it holds the database).
+fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .with_context(|| format!("cannot create data_dir {}", path.display()))
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(err) = std::fs::remove_file(path)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %err, "cannot remove the admin socket");
+    }
+}
+
+/// Removes the admin socket when start-up fails after binding it.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        remove_socket(&self.0);
+    }
+}

@@ -1,0 +1,165 @@
+//! `dashd`: parses flags, loads the configuration, sets up logging and runs the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dashd::config::{Flag, Loaded};
+use dashd::store::{self, MigrationPolicy};
+use tokio_util::sync::CancellationToken;
+
+/// DashOffice daemon: runs WhatsApp bots for many tenants.
+///
+/// With no configuration at all it keeps its data in ./dashd-data/ (SQLite database and
+/// admin socket) and listens on 127.0.0.1:3009. Configuration layers, each overriding the
+/// one before: built-in defaults, the TOML file (--config or DASHD_CONFIG), DASHD_*
+/// environment variables (e.g. DASHD_SERVER_LISTEN), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "dashd", version, about, long_about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(short, long, global = true, env = "DASHD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Directory for the embedded database and the admin socket [default: ./dashd-data].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Address of the public HTTP listener [default: 127.0.0.1:3009].
+    #[arg(long, global = true, value_name = "ADDR:PORT")]
+    listen: Option<String>,
+
+    /// Admin socket path [default: DATA_DIR/dashd.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    /// Log filter, e.g. info, debug, dashd=debug,sqlx=warn [default: info].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+
+    /// Log format [default: auto: text on a terminal, JSON otherwise].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon (the default when no command is given).
+    Run,
+    /// Validate the configuration and print it with every default filled in and secrets
+    /// redacted; exits non-zero when it is invalid.
+    CheckConfig,
+    /// Apply pending database migrations (needed before starting on PostgreSQL; the
+    /// embedded SQLite database is migrated at start-up).
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match dashd::config::load(cli.config.as_deref(), std::env::vars(), &flags(&cli)) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("dashd: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => check_config(&loaded),
+        Command::Run => with_runtime(&loaded, |config| async move {
+            let shutdown = CancellationToken::new();
+            dashd::cancel_on_signals(shutdown.clone())?;
+            dashd::run(config, shutdown).await
+        }),
+        Command::Migrate => with_runtime(&loaded, |config| async move {
+            std::fs::create_dir_all(&config.data_dir)?;
+            let store = store::open(&config, Some(MigrationPolicy::Apply)).await?;
+            let version = store.schema_version().await?;
+            store.close().await;
+            #[allow(clippy::print_stdout)] // command output
+            {
+                println!("{}: schema at version {version}", store.location());
+            }
+            Ok(())
+        }),
+    }
+}
+
+fn flags(cli: &Cli) -> Vec<Flag> {
+    let mut flags = Vec::new();
+    let mut push = |key, flag, value: Option<String>| {
+        if let Some(value) = value {
+            flags.push(Flag { key, flag, value });
+        }
+    };
+    push(
+        "data_dir",
+        "--data-dir",
+        cli.data_dir.as_ref().map(|p| p.display().to_string()),
+    );
+    push("server.listen", "--listen", cli.listen.clone());
+    push(
+        "admin.socket",
+        "--socket",
+        cli.socket.as_ref().map(|p| p.display().to_string()),
+    );
+    push("log.level", "--log-level", cli.log_level.clone());
+    push(
+        "log.format",
+        "--log-format",
+        cli.log_format.map(|f| {
+            match f {
+                LogFormatArg::Auto => "auto",
+                LogFormatArg::Text => "text",
+                LogFormatArg::Json => "json",
+            }
+            .to_owned()
+        }),
+    );
+    flags
+}
+
+#[allow(clippy::print_stdout)] // command output
+fn check_config(loaded: &Loaded) -> ExitCode {
+    println!("# configuration is valid");
+    for layer in &loaded.layers {
+        println!("# from: {layer}");
+    }
+    println!("# effective values (secrets redacted):\n");
+    print!("{}", dashd::config::render_effective(&loaded.config));
+    ExitCode::SUCCESS
+}
+
+fn with_runtime<F, Fut>(loaded: &Loaded, body: F) -> ExitCode
+where
+    F: FnOnce(dash_core::config::Config) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    if let Err(err) = dashd::telemetry::init(&loaded.config.log) {
+        eprintln!("dashd: {err:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("dashd: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body(loaded.config.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dashd: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The one state struct every handler receives: cheap handles, cloned per request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use dash_core::config::Config;
+
+use crate::store::Store;
+
+/// Shared handles of a running daemon.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub started: Instant,
+    pub started_at: DateTime<Utc>,
+    /// The public listener's bound address (differs from the config with port 0).
+    pub http_addr: SocketAddr,
+    pub admin_socket: PathBuf,
+}
+
+impl AppState {
+    /// Seconds since start-up.
+    pub fn uptime_s(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+}

@@ -1,0 +1,376 @@
+//! Storage: one [`Store`] trait for every record `dashd` keeps, one implementation per
+//! backend (SQLite for the embedded default, PostgreSQL for production), chosen once at
+//! start-up from the database URL's scheme. Each backend has its own migrations under
+//! `migrations/<backend>/`; both pass the same conformance suite (`tests/store.rs`).
+
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
+use dash_core::config::{Backend, Config};
+use dash_core::{Bot, BotRef, Tenant};
+use uuid::Uuid;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Everything that can go wrong in storage, in terms the API can map to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The record does not exist (`what` names it as the user would: `tenant acme`).
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// A uniqueness or dependency rule refused the change.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        field: Option<&'static str>,
+    },
+    /// The database schema does not match this binary.
+    #[error("{0}")]
+    Schema(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result alias for storage calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A tenant named by slug or by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRef {
+    Id(Uuid),
+    Slug(String),
+}
+
+impl TenantRef {
+    /// A UUID is an id; anything else is a slug.
+    pub fn parse(value: &str) -> Self {
+        match Uuid::parse_str(value) {
+            Ok(id) => TenantRef::Id(id),
+            Err(_) => TenantRef::Slug(value.to_owned()),
+        }
+    }
+
+    fn not_found(&self) -> StoreError {
+        StoreError::NotFound {
+            what: format!("tenant {self}"),
+        }
+    }
+}
+
+impl std::fmt::Display for TenantRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TenantRef::Id(id) => write!(f, "{id}"),
+            TenantRef::Slug(slug) => write!(f, "{slug}"),
+        }
+    }
+}
+
+/// Records of tenants and bots. Requests reaching a `Store` are already validated
+/// (see `dash_core::api`); the store enforces uniqueness and references.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Which backend this is.
+    fn backend(&self) -> Backend;
+    /// Where the data lives, with any password removed.
+    fn location(&self) -> String;
+    /// A cheap round trip proving the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+    /// The latest applied migration.
+    async fn schema_version(&self) -> StoreResult<i64>;
+    /// Closes the pool, waiting for connections to be returned.
+    async fn close(&self);
+
+    async fn create_tenant(&self, req: &CreateTenant) -> StoreResult<Tenant>;
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
+    async fn tenant(&self, tenant: &TenantRef) -> StoreResult<Tenant>;
+    async fn update_tenant(&self, tenant: &TenantRef, changes: &UpdateTenant)
+    -> StoreResult<Tenant>;
+    /// Deletes a tenant. With bots left, refuses unless `force`, which deletes them too;
+    /// returns the tenant and how many bots went with it.
+    async fn delete_tenant(&self, tenant: &TenantRef, force: bool) -> StoreResult<(Tenant, u64)>;
+
+    async fn create_bot(&self, tenant: &TenantRef, req: &CreateBot) -> StoreResult<Bot>;
+    /// All bots, or one tenant's, ordered by tenant slug then name.
+    async fn list_bots(&self, tenant: Option<&TenantRef>) -> StoreResult<Vec<Bot>>;
+    async fn bot(&self, bot: &BotRef) -> StoreResult<Bot>;
+    async fn update_bot(&self, bot: &BotRef, changes: &UpdateBot) -> StoreResult<Bot>;
+    async fn delete_bot(&self, bot: &BotRef) -> StoreResult<Bot>;
+    /// Number of tenants and bots.
+    async fn counts(&self) -> StoreResult<(u64, u64)>;
+}
+
+/// Whether migrations are applied when the store opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    /// Apply pending migrations (the embedded SQLite default, and `dashd migrate`).
+    Apply,
+    /// Refuse to open a database whose schema is not exactly what this binary expects
+    /// (PostgreSQL at start-up: migrations are an explicit operator step).
+    Require,
+}
+
+/// Opens the backend the configuration selects.
+pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResult<Box<dyn Store>> {
+    let url = config.database_url();
+    let max = config.database.max_connections;
+    match config.backend().map_err(|err| StoreError::Schema(err.to_string()))? {
+        Backend::Sqlite => {
+            let store = SqliteStore::open(&url, max).await?;
+            store.prepare(policy.unwrap_or(MigrationPolicy::Apply)).await?;
+            Ok(Box::new(store))
+        }
+        Backend::Postgres => {
+            let store = PostgresStore::open(&url, max).await?;
+            store.prepare(policy.unwrap_or(MigrationPolicy::Require)).await?;
+            Ok(Box::new(store))
+        }
+    }
+}
+
+/// How the database's schema compares with the migrations compiled into this binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaState {
+    UpToDate { version: i64 },
+    /// Migrations this binary has are not applied (an empty database included).
+    Behind { current: i64, expected: i64 },
+    /// The database has migrations this binary does not know: a newer dashd wrote it.
+    Ahead { current: i64, expected: i64 },
+    /// An applied migration differs from the binary's copy, or failed half-way.
+    Damaged { version: i64, reason: &'static str },
+}
+
+/// One migration, as (version, checksum, succeeded).
+pub type MigrationRecord = (i64, Vec<u8>, bool);
+
+/// Compares embedded migrations with applied ones. Pure, so it is tested on its own.
+pub fn compare_schema(embedded: &[(i64, Vec<u8>)], applied: &[MigrationRecord]) -> SchemaState {
+    let expected = embedded.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    let current = applied.iter().map(|(v, _, _)| *v).max().unwrap_or(0);
+    for (version, checksum, success) in applied {
+        if !success {
+            return SchemaState::Damaged {
+                version: *version,
+                reason: "a migration failed half-way",
+            };
+        }
+        match embedded.iter().find(|(v, _)| v == version) {
+            None => return SchemaState::Ahead { current, expected },
+            Some((_, known)) if known != checksum => {
+                return SchemaState::Damaged {
+                    version: *version,
+                    reason: "the applied migration differs from this binary's copy",
+                };
+            }
+            Some(_) => {}
+        }
+    }
+    if embedded.iter().any(|(v, _)| !applied.iter().any(|(a, _, _)| a == v)) {
+        SchemaState::Behind { current, expected }
+    } else {
+        SchemaState::UpToDate { version: current }
+    }
+}
+
+/// Turns a schema mismatch into the message an operator needs.
+fn schema_error(state: &SchemaState) -> Option<StoreError> {
+    let message = match state {
+        SchemaState::UpToDate { .. } => return None,
+        SchemaState::Behind { current, expected } => format!(
+            "the database schema is at version {current} and this dashd needs version {expected}: run `dashd migrate` (same --config) and start again"
+        ),
+        SchemaState::Ahead { current, expected } => format!(
+            "the database schema is at version {current}, newer than this dashd understands (version {expected}): upgrade dashd"
+        ),
+        SchemaState::Damaged { version, reason } => format!(
+            "migration {version} is damaged ({reason}): restore the database from a backup or repair the migration history"
+        ),
+    };
+    Some(StoreError::Schema(message))
+}
+
+/// Maps a unique-constraint violation to a conflict naming the field, by constraint name.
+fn conflict(err: sqlx::Error, tenant_slug: &str, bot: Option<(&str, Option<&str>)>) -> StoreError {
+    let Some(db) = err.as_database_error() else {
+        return StoreError::Database(err);
+    };
+    if !db.is_unique_violation() {
+        return StoreError::Database(err);
+    }
+    // PostgreSQL reports the constraint name; SQLite only the columns in the message.
+    let what = db.constraint().unwrap_or_else(|| db.message()).to_owned();
+    match bot {
+        Some((_, Some(phone))) if what.contains("phone") => StoreError::Conflict {
+            message: format!("phone {phone} is already used by another bot"),
+            field: Some("phone"),
+        },
+        Some((name, _)) => StoreError::Conflict {
+            message: format!("bot {tenant_slug}/{name} already exists"),
+            field: Some("name"),
+        },
+        None => StoreError::Conflict {
+            message: format!("tenant {tenant_slug} already exists"),
+            field: Some("slug"),
+        },
+    }
+}
+
+fn bot_not_found(bot: &BotRef) -> StoreError {
+    StoreError::NotFound {
+        what: format!("bot {bot}"),
+    }
+}
+
+fn has_bots(slug: &str, count: u64) -> StoreError {
+    StoreError::Conflict {
+        message: format!(
+            "tenant {slug} still has {count} bot{}: delete them first, or force the deletion (dashctl tenant delete {slug} --force)",
+            if count == 1 { "" } else { "s" }
+        ),
+        field: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emb(v: &[i64]) -> Vec<(i64, Vec<u8>)> {
+        v.iter().map(|v| (*v, vec![*v as u8])).collect()
+    }
+
+    #[test]
+    fn schema_comparison_covers_every_case() {
+        let embedded = emb(&[1, 2]);
+        assert_eq!(
+            compare_schema(&embedded, &[(1, vec![1], true), (2, vec![2], true)]),
+            SchemaState::UpToDate { version: 2 }
+        );
+        assert_eq!(
+            compare_schema(&embedded, &[]),
+            SchemaState::Behind {
+                current: 0,
+                expected: 2
+            }
+        );
+        assert_eq!(
+            compare_schema(&embedded, &[(1, vec![1], true)]),
+            SchemaState::Behind {
+                current: 1,
+                expected: 2
+            }
+        );
+        assert_eq!(
+            compare_schema(&embedded, &[(1, vec![1], true), (2, vec![2], true), (3, vec![3], true)]),
+            SchemaState::Ahead {
+                current: 3,
+                expected: 2
+            }
+        );
+        assert!(matches!(
+            compare_schema(&embedded, &[(1, vec![9], true)]),
+            SchemaState::Damaged { version: 1, .. }
+        ));
+        assert!(matches!(
+            compare_schema(&embedded, &[(1, vec![1], false)]),
+            SchemaState::Damaged { version: 1, .. }
+        ));
+        let msg = schema_error(&SchemaState::Behind {
+            current: 0,
+            expected: 2,
+        })
+        .unwrap()
+        .to_string();
+        assert!(msg.contains("dashd migrate"), "{msg}");
+    }
+
+    #[test]
+    fn tenant_refs_tell_ids_from_slugs() {
+        let id = Uuid::new_v4();
+        assert_eq!(TenantRef::parse(&id.to_string()), TenantRef::Id(id));
+        assert_eq!(TenantRef::parse("acme"), TenantRef::Slug("acme".into()));
+    }
+}
+
+/// Builds a new tenant record from a validated request.
+fn new_tenant(req: &CreateTenant) -> Tenant {
+    let now = now();
+    Tenant {
+        id: Uuid::now_v7(),
+        slug: req.slug.clone(),
+        name: req.name.clone().unwrap_or_else(|| req.slug.clone()),
+        status: dash_core::TenantStatus::Active,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Applies a validated update to a tenant record.
+fn apply_tenant_update(tenant: &mut Tenant, changes: &UpdateTenant) {
+    if let Some(name) = &changes.name {
+        tenant.name.clone_from(name);
+    }
+    if let Some(status) = changes.status {
+        tenant.status = status;
+    }
+    tenant.updated_at = now();
+}
+
+/// Builds a new bot record from a validated request.
+fn new_bot(tenant: &Tenant, req: &CreateBot) -> Bot {
+    let now = now();
+    Bot {
+        id: Uuid::now_v7(),
+        tenant_id: tenant.id,
+        tenant: tenant.slug.clone(),
+        name: req.name.clone(),
+        phone: req.phone.clone(),
+        timezone: req.timezone.clone().unwrap_or_else(|| "UTC".to_owned()),
+        status: dash_core::BotStatus::Active,
+        settings: req
+            .settings
+            .clone()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Applies a validated update to a bot record.
+fn apply_bot_update(bot: &mut Bot, changes: &UpdateBot) {
+    if let Some(name) = &changes.name {
+        bot.name.clone_from(name);
+    }
+    if let Some(phone) = &changes.phone {
+        bot.phone.clone_from(phone);
+    }
+    if let Some(timezone) = &changes.timezone {
+        bot.timezone.clone_from(timezone);
+    }
+    if let Some(status) = changes.status {
+        bot.status = status;
+    }
+    if let Some(settings) = &changes.settings {
+        bot.settings = settings.clone();
+    }
+    bot.updated_at = now();
+}
+
+/// The current time, truncated to microseconds so that every backend stores and returns
+/// exactly the same value (PostgreSQL keeps microseconds).
+fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::{DurationRound, TimeDelta};
+    let now = chrono::Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now)
+}
+
+fn parse_status<T: std::str::FromStr>(value: &str) -> StoreResult<T> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Schema(format!("unknown status {value:?} in the database")))
+}

@@ -1,0 +1,367 @@
+//! The embedded backend: one SQLite file in WAL mode. Writes run in `BEGIN IMMEDIATE`
+//! transactions so that a read-then-write never fails half-way on a lock upgrade.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
+use dash_core::config::{Backend, redact_url};
+use dash_core::{Bot, BotRef, Tenant};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{Row, SqliteConnection};
+use uuid::fmt::Hyphenated;
+
+use super::{
+    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef,
+    apply_bot_update, apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots,
+    new_bot, new_tenant, parse_status, schema_error,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// The columns of a bot with its tenant's slug; every bot query starts with this.
+macro_rules! select_bot {
+    () => {
+        "SELECT b.id, b.tenant_id, t.slug AS tenant, b.name, b.phone, b.timezone, b.status, \
+         b.settings, b.created_at, b.updated_at FROM bots b JOIN tenants t ON t.id = b.tenant_id "
+    };
+}
+
+/// A SQLite database file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    location: String,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL is durable across process crashes; only a power loss can drop
+            // the last transactions, never corrupt the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .connect_with(options)
+            .await?;
+        Ok(Self {
+            pool,
+            location: redact_url(url),
+        })
+    }
+
+    /// Applies or checks migrations according to `policy`.
+    pub async fn prepare(&self, policy: MigrationPolicy) -> StoreResult<()> {
+        if policy == MigrationPolicy::Apply {
+            MIGRATOR.run(&self.pool).await?;
+        }
+        let state = compare_schema(&embedded(), &self.applied().await?);
+        match schema_error(&state) {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
+    async fn applied(&self) -> StoreResult<Vec<MigrationRecord>> {
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        if exists == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query("SELECT version, checksum, success FROM _sqlx_migrations")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect()
+    }
+
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn embedded() -> Vec<(i64, Vec<u8>)> {
+    MIGRATOR
+        .iter()
+        .map(|m| (m.version, m.checksum.to_vec()))
+        .collect()
+}
+
+fn tenant_from_row(row: &SqliteRow) -> StoreResult<Tenant> {
+    Ok(Tenant {
+        id: row.try_get::<Hyphenated, _>("id")?.into_uuid(),
+        slug: row.try_get("slug")?,
+        name: row.try_get("name")?,
+        status: parse_status(row.try_get("status")?)?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn bot_from_row(row: &SqliteRow) -> StoreResult<Bot> {
+    Ok(Bot {
+        id: row.try_get::<Hyphenated, _>("id")?.into_uuid(),
+        tenant_id: row.try_get::<Hyphenated, _>("tenant_id")?.into_uuid(),
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        phone: row.try_get("phone")?,
+        timezone: row.try_get("timezone")?,
+        status: parse_status(row.try_get("status")?)?,
+        settings: row.try_get::<Json<serde_json::Value>, _>("settings")?.0,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+async fn find_tenant(conn: &mut SqliteConnection, tenant: &TenantRef) -> StoreResult<Tenant> {
+    let row = match tenant {
+        TenantRef::Id(id) => {
+            sqlx::query("SELECT * FROM tenants WHERE id = ?")
+                .bind(id.hyphenated())
+                .fetch_optional(conn)
+                .await?
+        }
+        TenantRef::Slug(slug) => {
+            sqlx::query("SELECT * FROM tenants WHERE slug = ?")
+                .bind(slug)
+                .fetch_optional(conn)
+                .await?
+        }
+    };
+    row.as_ref()
+        .map(tenant_from_row)
+        .transpose()?
+        .ok_or_else(|| tenant.not_found())
+}
+
+async fn find_bot(conn: &mut SqliteConnection, bot: &BotRef) -> StoreResult<Bot> {
+    let row = match bot {
+        BotRef::Id(id) => {
+            sqlx::query(concat!(select_bot!(), "WHERE b.id = ?"))
+                .bind(id.hyphenated())
+                .fetch_optional(conn)
+                .await?
+        }
+        BotRef::Path { tenant, bot } => {
+            sqlx::query(concat!(select_bot!(), "WHERE t.slug = ? AND b.name = ?"))
+                .bind(tenant)
+                .bind(bot)
+                .fetch_optional(conn)
+                .await?
+        }
+    };
+    row.as_ref()
+        .map(bot_from_row)
+        .transpose()?
+        .ok_or_else(|| bot_not_found(bot))
+}
+
+async fn count_bots(conn: &mut SqliteConnection, tenant: &Tenant) -> StoreResult<u64> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM bots WHERE tenant_id = ?")
+        .bind(tenant.id.hyphenated())
+        .fetch_one(conn)
+        .await?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> StoreResult<i64> {
+        Ok(self
+            .applied()
+            .await?
+            .iter()
+            .map(|(v, _, _)| *v)
+            .max()
+            .unwrap_or(0))
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn create_tenant(&self, req: &CreateTenant) -> StoreResult<Tenant> {
+        let tenant = new_tenant(req);
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, name, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.id.hyphenated())
+        .bind(&tenant.slug)
+        .bind(&tenant.name)
+        .bind(tenant.status.as_str())
+        .bind(tenant.created_at)
+        .bind(tenant.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| conflict(err, &tenant.slug, None))?;
+        Ok(tenant)
+    }
+
+    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT * FROM tenants ORDER BY slug")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn tenant(&self, tenant: &TenantRef) -> StoreResult<Tenant> {
+        let mut conn = self.pool.acquire().await?;
+        find_tenant(&mut conn, tenant).await
+    }
+
+    async fn update_tenant(
+        &self,
+        tenant: &TenantRef,
+        changes: &UpdateTenant,
+    ) -> StoreResult<Tenant> {
+        let mut tx = self.write().await?;
+        let mut record = find_tenant(&mut tx, tenant).await?;
+        apply_tenant_update(&mut record, changes);
+        sqlx::query("UPDATE tenants SET name = ?, status = ?, updated_at = ? WHERE id = ?")
+            .bind(&record.name)
+            .bind(record.status.as_str())
+            .bind(record.updated_at)
+            .bind(record.id.hyphenated())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn delete_tenant(&self, tenant: &TenantRef, force: bool) -> StoreResult<(Tenant, u64)> {
+        let mut tx = self.write().await?;
+        let record = find_tenant(&mut tx, tenant).await?;
+        let bots = count_bots(&mut tx, &record).await?;
+        if bots > 0 && !force {
+            return Err(has_bots(&record.slug, bots));
+        }
+        // Bots go with the tenant through ON DELETE CASCADE.
+        sqlx::query("DELETE FROM tenants WHERE id = ?")
+            .bind(record.id.hyphenated())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((record, bots))
+    }
+
+    async fn create_bot(&self, tenant: &TenantRef, req: &CreateBot) -> StoreResult<Bot> {
+        let mut tx = self.write().await?;
+        let owner = find_tenant(&mut tx, tenant).await?;
+        let bot = new_bot(&owner, req);
+        sqlx::query(
+            "INSERT INTO bots (id, tenant_id, name, phone, timezone, status, settings, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(bot.id.hyphenated())
+        .bind(owner.id.hyphenated())
+        .bind(&bot.name)
+        .bind(&bot.phone)
+        .bind(&bot.timezone)
+        .bind(bot.status.as_str())
+        .bind(Json(&bot.settings))
+        .bind(bot.created_at)
+        .bind(bot.updated_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| conflict(err, &owner.slug, Some((&bot.name, bot.phone.as_deref()))))?;
+        tx.commit().await?;
+        Ok(bot)
+    }
+
+    async fn list_bots(&self, tenant: Option<&TenantRef>) -> StoreResult<Vec<Bot>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = match tenant {
+            Some(tenant) => {
+                let owner = find_tenant(&mut conn, tenant).await?;
+                sqlx::query(concat!(select_bot!(), "WHERE b.tenant_id = ? ORDER BY b.name"))
+                    .bind(owner.id.hyphenated())
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            None => {
+                sqlx::query(concat!(select_bot!(), "ORDER BY t.slug, b.name"))
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+        };
+        rows.iter().map(bot_from_row).collect()
+    }
+
+    async fn bot(&self, bot: &BotRef) -> StoreResult<Bot> {
+        let mut conn = self.pool.acquire().await?;
+        find_bot(&mut conn, bot).await
+    }
+
+    async fn update_bot(&self, bot: &BotRef, changes: &UpdateBot) -> StoreResult<Bot> {
+        let mut tx = self.write().await?;
+        let mut record = find_bot(&mut tx, bot).await?;
+        apply_bot_update(&mut record, changes);
+        sqlx::query(
+            "UPDATE bots SET name = ?, phone = ?, timezone = ?, status = ?, settings = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(&record.name)
+        .bind(&record.phone)
+        .bind(&record.timezone)
+        .bind(record.status.as_str())
+        .bind(Json(&record.settings))
+        .bind(record.updated_at)
+        .bind(record.id.hyphenated())
+        .execute(&mut *tx)
+        .await
+        .map_err(|err| {
+            conflict(err, &record.tenant, Some((&record.name, record.phone.as_deref())))
+        })?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn delete_bot(&self, bot: &BotRef) -> StoreResult<Bot> {
+        let mut tx = self.write().await?;
+        let record = find_bot(&mut tx, bot).await?;
+        sqlx::query("DELETE FROM bots WHERE id = ?")
+            .bind(record.id.hyphenated())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn counts(&self) -> StoreResult<(u64, u64)> {
+        let (tenants, bots): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM bots)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            u64::try_from(tenants).unwrap_or(0),
+            u64::try_from(bots).unwrap_or(0),
+        ))
+    }
+}
