@@ -1,1 +1,73 @@
-fn main(){}
+//! `dashctl`: the command-line client of dashd. One module per noun, one admin-API
+//! client, one output layer.
+
+mod bot;
+mod cli;
+mod client;
+mod error;
+mod output;
+mod status;
+mod tenant;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+use dash_core::api::{ErrorBody, ErrorDetail};
+
+use crate::cli::{Cli, Command, OutputFormat};
+use crate::client::Client;
+use crate::error::{CliError, CliResult, Failure};
+use crate::output::Output;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = cli.output;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err, format);
+            err.failure.exit_code()
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult {
+    let out = Output {
+        format: cli.output,
+        assume_yes: cli.yes,
+    };
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "dashctl", &mut std::io::stdout());
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| CliError::new(Failure::Daemon, format!("cannot start: {err}")))?;
+    runtime.block_on(async {
+        let socket = client::find_socket(cli.socket.as_deref())?;
+        let client = Client::new(socket, cli.verbose)?;
+        match cli.command {
+            Command::Status => status::run(&client, out).await,
+            Command::Tenant(command) => tenant::run(&client, out, command).await,
+            Command::Bot(command) => bot::run(&client, out, command).await,
+            Command::Completions { .. } => Ok(()),
+        }
+    })
+}
+
+fn report(err: &CliError, format: OutputFormat) {
+    match format {
+        OutputFormat::Table => eprintln!("dashctl: {}", err.message),
+        OutputFormat::Json => {
+            let body = ErrorBody {
+                error: ErrorDetail {
+                    code: err.code.clone().unwrap_or_else(|| err.failure.code().to_owned()),
+                    message: err.message.clone(),
+                    field: None,
+                },
+            };
+            eprintln!("{}", serde_json::to_string(&body).unwrap_or_else(|_| err.message.clone()));
+        }
+    }
+}

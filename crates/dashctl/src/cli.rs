@@ -1,0 +1,198 @@
+//! The command line, declared with clap; doc comments are the help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dash_core::{BotRef, BotStatus, TenantStatus};
+
+/// Drive the DashOffice daemon (dashd): tenants, bots and their WhatsApp flows.
+///
+/// dashctl talks to dashd over its admin socket. Without --socket or DASHCTL_SOCKET it
+/// tries ./dashd-data/dashd.sock (dashd started in this directory), then
+/// /run/dashd/admin.sock (dashd under systemd).
+///
+/// Exit codes: 0 success, 1 failure inside dashd, 2 invalid input or usage,
+/// 3 dashd unreachable, 4 not found, 5 conflict (already exists, still in use),
+/// 6 permission denied.
+#[derive(Debug, Parser)]
+#[command(name = "dashctl", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Path of dashd's admin socket.
+    #[arg(long, global = true, env = "DASHCTL_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Output format: human-readable tables, or JSON for scripts.
+    #[arg(short, long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Assume "yes" for confirmations (required for destructive commands when stdin is not
+    /// a terminal).
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
+
+    /// Print each request to dashd and its timing on stderr.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show dashd's version, uptime, storage and record counts.
+    Status,
+    /// Manage tenants (the businesses that own bots).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage bots (one WhatsApp number each), addressed as TENANT/BOT or by id.
+    #[command(subcommand)]
+    Bot(BotCommand),
+    /// Print a shell completion script, e.g. `dashctl completions bash > /etc/bash_completion.d/dashctl`.
+    Completions {
+        /// The shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// Unique short name: 2-40 characters from a-z, 0-9 and '-'.
+        slug: String,
+        /// Display name [default: the slug].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List tenants.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one tenant.
+    Show {
+        /// Slug or id.
+        tenant: String,
+    },
+    /// Change a tenant's name or status.
+    Update {
+        /// Slug or id.
+        tenant: String,
+        /// New display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// active, or suspended to stop its bots (records are kept).
+        #[arg(long, value_parser = parse_tenant_status)]
+        status: Option<TenantStatus>,
+    },
+    /// Delete a tenant. Refused while it has bots, unless --force (which deletes them).
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Slug or id.
+        tenant: String,
+        /// Also delete the tenant's bots.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BotCommand {
+    /// Create a bot under a tenant.
+    Create {
+        /// TENANT/BOT, e.g. acme/sales (the bot name follows the slug rules).
+        #[arg(value_parser = parse_bot_path)]
+        bot: BotRef,
+        #[command(flatten)]
+        fields: BotFields,
+    },
+    /// List bots, all or one tenant's.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this tenant's bots (slug or id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show one bot, its settings included.
+    Show {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+    },
+    /// Change a bot.
+    Update {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// New name within its tenant.
+        #[arg(long)]
+        name: Option<String>,
+        /// Remove the bot's phone number.
+        #[arg(long, conflicts_with = "phone")]
+        no_phone: bool,
+        /// active, or paused to stop answering.
+        #[arg(long, value_parser = parse_bot_status)]
+        status: Option<BotStatus>,
+        #[command(flatten)]
+        fields: BotFields,
+    },
+    /// Delete a bot.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+    },
+}
+
+/// Fields shared by `bot create` and `bot update`.
+#[derive(Debug, Args)]
+pub struct BotFields {
+    /// WhatsApp number in E.164, e.g. +5491123456789 (spaces and dashes are dropped).
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// IANA time zone for business hours and dates, e.g. America/Argentina/Buenos_Aires
+    /// [default on create: UTC].
+    #[arg(long)]
+    pub timezone: Option<String>,
+    /// Settings document as a JSON object (replaces the whole document), or @FILE to
+    /// read it from a file.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub settings: Option<String>,
+}
+
+fn parse_tenant_status(value: &str) -> Result<TenantStatus, String> {
+    value.parse().map_err(|err: dash_core::ValidationError| err.message)
+}
+
+fn parse_bot_status(value: &str) -> Result<BotStatus, String> {
+    value.parse().map_err(|err: dash_core::ValidationError| err.message)
+}
+
+fn parse_bot_ref(value: &str) -> Result<BotRef, String> {
+    BotRef::parse(value).map_err(|err| err.to_string())
+}
+
+fn parse_bot_path(value: &str) -> Result<BotRef, String> {
+    match BotRef::parse(value).map_err(|err| err.to_string())? {
+        BotRef::Id(_) => Err("a new bot is named TENANT/BOT (e.g. acme/sales), not by id".into()),
+        path => Ok(path),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,213 @@
+//! The admin-API client: finds dashd's socket, sends JSON over HTTP on it, checks the
+//! version handshake, and turns every failure into a [`CliError`] with a clear message.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use dash_core::api::{ADMIN_API_VERSION, ErrorBody, HEADER_API_VERSION, HEADER_DAEMON_VERSION, codes};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{CliError, CliResult, Failure};
+
+/// Where dashd's socket is looked for when neither --socket nor DASHCTL_SOCKET is set:
+/// dashd started in the current directory, then dashd under systemd.
+pub const DEFAULT_SOCKETS: &[&str] = &["./dashd-data/dashd.sock", "/run/dashd/admin.sock"];
+
+/// A connection to one dashd.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    socket: PathBuf,
+    verbose: bool,
+    warned: AtomicBool,
+}
+
+/// Picks the socket: the explicit one, or the first default that exists.
+pub fn find_socket(explicit: Option<&Path>) -> CliResult<PathBuf> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    DEFAULT_SOCKETS
+        .iter()
+        .map(PathBuf::from)
+        .find(|path| path.exists())
+        .ok_or_else(|| {
+            CliError::new(
+                Failure::Unreachable,
+                format!(
+                    "dashd is not running: no admin socket at {}.\n{}",
+                    DEFAULT_SOCKETS.join(" or "),
+                    START_HINT
+                ),
+            )
+        })
+}
+
+const START_HINT: &str = "Start it with `dashd` in the directory that holds dashd-data/ (`make run` in a source checkout, `systemctl start dashd` on a server), or point --socket or DASHCTL_SOCKET at its admin socket.";
+
+impl Client {
+    /// A client for the socket at `socket`.
+    pub fn new(socket: PathBuf, verbose: bool) -> CliResult<Self> {
+        let http = reqwest::Client::builder()
+            .unix_socket(socket.clone())
+            .build()
+            .map_err(|err| CliError::new(Failure::Daemon, format!("cannot set up the client: {err}")))?;
+        Ok(Self {
+            http,
+            socket,
+            verbose,
+            warned: AtomicBool::new(false),
+        })
+    }
+
+    /// `GET path`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
+        self.send(Method::GET, path, None::<&()>).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> CliResult<T> {
+        self.send(Method::DELETE, path, None::<&()>).await
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> CliResult<T> {
+        let started = Instant::now();
+        if self.verbose {
+            eprintln!("> {method} {path} (via {})", self.socket.display());
+        }
+        // The host is ignored on a Unix socket; it only makes the URL well-formed.
+        let mut request = self.http.request(method, format!("http://dashd{path}"));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|err| self.connect_error(&err))?;
+        let status = response.status();
+        if self.verbose {
+            eprintln!("< {status} in {} ms", started.elapsed().as_millis());
+        }
+        self.handshake(&response)?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| CliError::new(Failure::Daemon, format!("reading dashd's answer failed: {err}")))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|err| {
+                CliError::new(Failure::Daemon, format!("dashd sent an answer this dashctl does not understand: {err}"))
+            });
+        }
+        Err(api_error(status, &bytes))
+    }
+
+    /// Checks that a dashd answered, and warns once when its version differs from ours.
+    fn handshake(&self, response: &reqwest::Response) -> CliResult<()> {
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let Some(daemon_version) = header(HEADER_DAEMON_VERSION) else {
+            return Err(CliError::new(
+                Failure::Unreachable,
+                format!("{} is not a dashd admin socket (no version header in the answer)", self.socket.display()),
+            ));
+        };
+        let api = header(HEADER_API_VERSION).and_then(|v| v.parse::<u32>().ok());
+        if self.warned.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        if api != Some(ADMIN_API_VERSION) {
+            eprintln!(
+                "warning: dashd {daemon_version} speaks admin API v{}, this dashctl {} speaks v{ADMIN_API_VERSION}: install the dashctl that ships with your dashd; commands may fail",
+                api.map_or_else(|| "?".to_owned(), |v| v.to_string()),
+                dash_core::VERSION,
+            );
+        } else if daemon_version != dash_core::VERSION {
+            eprintln!(
+                "warning: dashctl {} is talking to dashd {daemon_version}; they are compatible, but use matching versions when you can",
+                dash_core::VERSION
+            );
+        }
+        Ok(())
+    }
+
+    fn connect_error(&self, err: &reqwest::Error) -> CliError {
+        let socket = self.socket.display();
+        let io = std::error::Error::source(err)
+            .and_then(find_io_error);
+        let message = match io.map(std::io::Error::kind) {
+            Some(std::io::ErrorKind::NotFound) => {
+                format!("dashd is not running: no admin socket at {socket}.\n{START_HINT}")
+            }
+            Some(std::io::ErrorKind::ConnectionRefused) => format!(
+                "dashd is not running: {socket} is left over from a daemon that stopped.\n{START_HINT}"
+            ),
+            Some(std::io::ErrorKind::PermissionDenied) => {
+                return CliError::new(
+                    Failure::Forbidden,
+                    format!("permission denied on {socket}: run dashctl as root or as the user dashd runs as (or as a member of its admin.group)"),
+                );
+            }
+            _ => format!("cannot talk to dashd on {socket}: {err}"),
+        };
+        CliError::new(Failure::Unreachable, message)
+    }
+}
+
+/// Walks an error's sources to the underlying I/O error, if any.
+fn find_io_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut current = Some(err);
+    while let Some(err) = current {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// Maps an error answer to a failure kind and message.
+fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
+    let parsed: Option<ErrorBody> = serde_json::from_slice(bytes).ok();
+    let failure = match status {
+        StatusCode::NOT_FOUND => Failure::NotFound,
+        StatusCode::CONFLICT => Failure::Conflict,
+        StatusCode::FORBIDDEN => Failure::Forbidden,
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => Failure::Invalid,
+        _ => Failure::Daemon,
+    };
+    match parsed {
+        Some(body) => {
+            let message = if body.error.code == codes::INTERNAL {
+                format!("{} (see dashd's log for the cause)", body.error.message)
+            } else {
+                body.error.message
+            };
+            CliError {
+                failure,
+                code: Some(body.error.code),
+                message,
+            }
+        }
+        None => CliError::new(failure, format!("dashd answered {status}")),
+    }
+}
