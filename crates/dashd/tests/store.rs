@@ -1,0 +1,414 @@
+//! Storage conformance: the same cases against every backend. SQLite always runs;
+//! PostgreSQL runs when `DASHD_TEST_DATABASE_URL` points at a server (each test creates
+//! and drops its own database) and is mandatory when `CI=true`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
+use dash_core::config::Config;
+use dash_core::{BotRef, BotStatus, TenantStatus};
+use dashd::store::{self, MigrationPolicy, Store, StoreError, TenantRef};
+use serde_json::json;
+
+/// A throwaway database of one backend.
+enum TestDb {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    async fn sqlite() -> Self {
+        TestDb::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    async fn postgres() -> Self {
+        let admin_url = std::env::var("DASHD_TEST_DATABASE_URL")
+            .expect("DASHD_TEST_DATABASE_URL must name a PostgreSQL server");
+        let name = format!("dashd_test_{}", uuid::Uuid::new_v4().simple());
+        let pool = sqlx::PgPool::connect(&admin_url)
+            .await
+            .expect("the PostgreSQL server at DASHD_TEST_DATABASE_URL must be reachable");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        TestDb::Postgres { admin_url, name }
+    }
+
+    fn config(&self) -> Config {
+        let mut config = Config::default();
+        match self {
+            TestDb::Sqlite(dir) => config.data_dir = dir.path().to_owned(),
+            TestDb::Postgres { admin_url, name } => {
+                config.database.url = Some(dash_core::config::Secret::new(database_url(admin_url, name)));
+            }
+        }
+        config
+    }
+
+    async fn open(&self, policy: Option<MigrationPolicy>) -> Result<Box<dyn Store>, StoreError> {
+        store::open(&self.config(), policy).await
+    }
+
+    async fn drop_database(self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin_url, String::new()),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_and_path = &base[scheme_end..];
+    let authority = host_and_path.split('/').next().unwrap_or(host_and_path);
+    format!("{}{authority}/{name}{query}", &base[..scheme_end])
+}
+
+/// Runs one case on a fresh, migrated database and cleans up even if it panics.
+async fn with_store<F, Fut>(db: TestDb, case: F)
+where
+    F: FnOnce(Arc<dyn Store>, Arc<TestDb>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let store: Arc<dyn Store> = Arc::from(db.open(Some(MigrationPolicy::Apply)).await.unwrap());
+    let db = Arc::new(db);
+    let outcome = tokio::spawn(case(store.clone(), db.clone())).await;
+    store.close().await;
+    if let Ok(db) = Arc::try_unwrap(db) {
+        db.drop_database().await;
+    }
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+fn tenant(slug: &str) -> CreateTenant {
+    CreateTenant {
+        slug: slug.into(),
+        name: Some(format!("{slug} SA")),
+    }
+}
+
+fn bot(name: &str, phone: Option<&str>) -> CreateBot {
+    CreateBot {
+        name: name.into(),
+        phone: phone.map(str::to_owned),
+        timezone: Some("America/Argentina/Buenos_Aires".into()),
+        settings: Some(json!({"greeting": "¡Hola! 👋", "chain": ["sandbox"], "hours": {"mon": [[9, 18]]}})),
+    }
+}
+
+fn path(tenant: &str, bot: &str) -> BotRef {
+    BotRef::Path {
+        tenant: tenant.into(),
+        bot: bot.into(),
+    }
+}
+
+fn slug(s: &str) -> TenantRef {
+    TenantRef::Slug(s.into())
+}
+
+fn assert_conflict(err: StoreError, expected_field: Option<&str>) {
+    match err {
+        StoreError::Conflict { field, message } => {
+            assert_eq!(field, expected_field, "{message}");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn assert_not_found(err: StoreError) {
+    assert!(matches!(err, StoreError::NotFound { .. }), "expected not found, got {err:?}");
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn tenants_round_trip(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let created = store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        assert_eq!(created.status, TenantStatus::Active);
+        assert_eq!(store.tenant(&slug("acme")).await.unwrap(), created);
+        assert_eq!(store.tenant(&TenantRef::Id(created.id)).await.unwrap(), created);
+        let slugs: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|t| t.slug).collect();
+        assert_eq!(slugs, ["acme", "beta"]);
+
+        let updated = store
+            .update_tenant(
+                &slug("acme"),
+                &UpdateTenant {
+                    name: Some("Acme Corp".into()),
+                    status: Some(TenantStatus::Suspended),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(updated.name, "Acme Corp");
+        assert_eq!(updated.status, TenantStatus::Suspended);
+        assert_eq!(updated.created_at, created.created_at);
+        assert!(updated.updated_at >= created.updated_at);
+        assert_eq!(store.tenant(&slug("acme")).await.unwrap(), updated);
+
+        // Only the fields present change.
+        let renamed = store
+            .update_tenant(&slug("acme"), &UpdateTenant { name: Some("A".into()), status: None })
+            .await
+            .unwrap();
+        assert_eq!(renamed.status, TenantStatus::Suspended);
+
+        let (deleted, bots) = store.delete_tenant(&slug("acme"), false).await.unwrap();
+        assert_eq!((deleted.id, bots), (created.id, 0));
+        assert_not_found(store.tenant(&slug("acme")).await.unwrap_err());
+        assert_eq!(store.counts().await.unwrap(), (1, 0));
+    }
+
+    pub async fn duplicate_slug_conflicts(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        assert_conflict(store.create_tenant(&tenant("acme")).await.unwrap_err(), Some("slug"));
+        assert_eq!(store.list_tenants().await.unwrap().len(), 1);
+    }
+
+    pub async fn missing_records_are_not_found(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let ghost = slug("ghost");
+        assert_not_found(store.tenant(&ghost).await.unwrap_err());
+        assert_not_found(store.tenant(&TenantRef::Id(uuid::Uuid::new_v4())).await.unwrap_err());
+        assert_not_found(store.update_tenant(&ghost, &UpdateTenant::default()).await.unwrap_err());
+        assert_not_found(store.delete_tenant(&ghost, true).await.unwrap_err());
+        assert_not_found(store.create_bot(&ghost, &bot("sales", None)).await.unwrap_err());
+        assert_not_found(store.list_bots(Some(&ghost)).await.unwrap_err());
+        assert_not_found(store.bot(&path("ghost", "sales")).await.unwrap_err());
+        assert_not_found(store.bot(&BotRef::Id(uuid::Uuid::new_v4())).await.unwrap_err());
+        assert_not_found(store.update_bot(&path("ghost", "sales"), &UpdateBot::default()).await.unwrap_err());
+        assert_not_found(store.delete_bot(&path("ghost", "sales")).await.unwrap_err());
+    }
+
+    pub async fn bots_round_trip(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let owner = store.create_tenant(&tenant("acme")).await.unwrap();
+        let created = store
+            .create_bot(&slug("acme"), &bot("sales", Some("+5491123456789")))
+            .await
+            .unwrap();
+        assert_eq!(created.tenant, "acme");
+        assert_eq!(created.tenant_id, owner.id);
+        assert_eq!(created.status, BotStatus::Active);
+        assert_eq!(store.bot(&path("acme", "sales")).await.unwrap(), created);
+        assert_eq!(store.bot(&BotRef::Id(created.id)).await.unwrap(), created);
+        assert_eq!(created.settings["greeting"], "¡Hola! 👋");
+
+        let updated = store
+            .update_bot(
+                &BotRef::Id(created.id),
+                &UpdateBot {
+                    name: Some("ventas".into()),
+                    phone: Some(None),
+                    timezone: Some("Europe/Madrid".into()),
+                    status: Some(BotStatus::Paused),
+                    settings: Some(json!({"v": 2})),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(updated.name, "ventas");
+        assert_eq!(updated.phone, None);
+        assert_eq!(updated.timezone, "Europe/Madrid");
+        assert_eq!(updated.status, BotStatus::Paused);
+        assert_eq!(updated.settings, json!({"v": 2}));
+        assert_eq!(store.bot(&path("acme", "ventas")).await.unwrap(), updated);
+        assert_not_found(store.bot(&path("acme", "sales")).await.unwrap_err());
+
+        let phone_only = store
+            .update_bot(
+                &path("acme", "ventas"),
+                &UpdateBot {
+                    phone: Some(Some("+14155552671".into())),
+                    ..UpdateBot::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(phone_only.phone.as_deref(), Some("+14155552671"));
+        assert_eq!(phone_only.timezone, "Europe/Madrid");
+
+        let deleted = store.delete_bot(&path("acme", "ventas")).await.unwrap();
+        assert_eq!(deleted.id, created.id);
+        assert_not_found(store.bot(&BotRef::Id(created.id)).await.unwrap_err());
+        assert_eq!(store.counts().await.unwrap(), (1, 0));
+    }
+
+    pub async fn bot_names_are_unique_per_tenant(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("support", None)).await.unwrap();
+        // The same name under another tenant is a different bot.
+        let other = store.create_bot(&slug("beta"), &bot("sales", None)).await.unwrap();
+        assert_conflict(store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap_err(), Some("name"));
+        let rename = UpdateBot {
+            name: Some("sales".into()),
+            ..UpdateBot::default()
+        };
+        assert_conflict(store.update_bot(&path("acme", "support"), &rename).await.unwrap_err(), Some("name"));
+        assert_eq!(store.bot(&path("beta", "sales")).await.unwrap().id, other.id);
+    }
+
+    pub async fn phones_are_unique_across_bots(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("sales", Some("+5491123456789"))).await.unwrap();
+        assert_conflict(
+            store.create_bot(&slug("beta"), &bot("sales", Some("+5491123456789"))).await.unwrap_err(),
+            Some("phone"),
+        );
+        // Any number of bots may have no phone.
+        store.create_bot(&slug("beta"), &bot("a1", None)).await.unwrap();
+        store.create_bot(&slug("beta"), &bot("a2", None)).await.unwrap();
+        let steal = UpdateBot {
+            phone: Some(Some("+5491123456789".into())),
+            ..UpdateBot::default()
+        };
+        assert_conflict(store.update_bot(&path("beta", "a1"), &steal).await.unwrap_err(), Some("phone"));
+        assert_eq!(store.bot(&path("beta", "a1")).await.unwrap().phone, None);
+    }
+
+    pub async fn tenants_are_isolated(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("alpha", None)).await.unwrap();
+        store.create_bot(&slug("beta"), &bot("sales", None)).await.unwrap();
+        let acme: Vec<String> = store
+            .list_bots(Some(&slug("acme")))
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.path())
+            .collect();
+        assert_eq!(acme, ["acme/alpha", "acme/sales"]);
+        let all: Vec<String> = store.list_bots(None).await.unwrap().iter().map(|b| b.path()).collect();
+        assert_eq!(all, ["acme/alpha", "acme/sales", "beta/sales"]);
+        assert_eq!(store.counts().await.unwrap(), (2, 3));
+    }
+
+    pub async fn tenant_with_bots_needs_force(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("sales", Some("+5491123456789"))).await.unwrap();
+        store.create_bot(&slug("acme"), &bot("support", None)).await.unwrap();
+        store.create_bot(&slug("beta"), &bot("sales", None)).await.unwrap();
+        assert_conflict(store.delete_tenant(&slug("acme"), false).await.unwrap_err(), None);
+        assert_eq!(store.list_bots(Some(&slug("acme"))).await.unwrap().len(), 2);
+
+        let (_, removed) = store.delete_tenant(&slug("acme"), true).await.unwrap();
+        assert_eq!(removed, 2);
+        assert_eq!(store.counts().await.unwrap(), (1, 1));
+        assert_not_found(store.bot(&path("acme", "sales")).await.unwrap_err());
+        // The number is free again once its bot is gone.
+        store.create_bot(&slug("beta"), &bot("new", Some("+5491123456789"))).await.unwrap();
+    }
+
+    pub async fn data_survives_reopening(store: Arc<dyn Store>, db: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        let created = store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap();
+        store.close().await;
+        let reopened = db.open(None).await.unwrap();
+        assert_eq!(reopened.bot(&BotRef::Id(created.id)).await.unwrap(), created);
+        reopened.close().await;
+    }
+
+    pub async fn health_and_schema(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.ping().await.unwrap();
+        assert_eq!(store.schema_version().await.unwrap(), 1);
+        assert!(!store.location().contains("password"));
+    }
+
+    pub async fn concurrent_updates_are_not_lost(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.create_bot(&slug("acme"), &bot(&format!("bot-{i}"), None)).await.unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(store.list_bots(Some(&slug("acme"))).await.unwrap().len(), 8);
+    }
+}
+
+/// Generates one test per case for a backend; `$attr` decides whether they are ignored.
+macro_rules! suite {
+    ($backend:ident, $open:expr, $attr:meta) => {
+        mod $backend {
+            use super::*;
+            suite!(@cases $open, $attr;
+                tenants_round_trip, duplicate_slug_conflicts, missing_records_are_not_found,
+                bots_round_trip, bot_names_are_unique_per_tenant, phones_are_unique_across_bots,
+                tenants_are_isolated, tenant_with_bots_needs_force, data_survives_reopening,
+                health_and_schema, concurrent_updates_are_not_lost);
+
+            #[tokio::test]
+            #[$attr]
+            async fn start_up_refuses_an_unmigrated_database() {
+                let db = $open;
+                let err = db.open(Some(MigrationPolicy::Require)).await.unwrap_err();
+                assert!(err.to_string().contains("dashd migrate"), "{err}");
+                db.drop_database().await;
+            }
+        }
+    };
+    (@cases $open:expr, $attr:meta; $($case:ident),*) => {
+        $(
+            #[tokio::test]
+            #[$attr]
+            async fn $case() {
+                with_store($open, cases::$case).await;
+            }
+        )*
+    };
+}
+
+suite!(sqlite, TestDb::sqlite().await, cfg_attr(any(), ignore));
+
+suite!(
+    postgres,
+    TestDb::postgres().await,
+    cfg_attr(
+        not(dashd_pg_tests),
+        ignore = "set DASHD_TEST_DATABASE_URL to run the PostgreSQL suite"
+    )
+);
+
+/// Under CI the PostgreSQL suite is not optional.
+#[test]
+fn postgres_suite_is_enabled_under_ci() {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        assert!(
+            cfg!(dashd_pg_tests),
+            "CI=true but DASHD_TEST_DATABASE_URL was not set when the tests were built"
+        );
+    }
+}
+
+#[test]
+fn database_url_swaps_the_name() {
+    assert_eq!(
+        database_url("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+        "postgres://postgres@127.0.0.1:5432/x"
+    );
+    assert_eq!(database_url("postgres://h?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+}
