@@ -94,7 +94,9 @@ impl BotRef {
         let Some((tenant, bot)) = value.split_once('/') else {
             return Err(ValidationError::new(
                 "bot",
-                format!("{value:?} is not a bot reference: use TENANT/BOT (e.g. acme/sales) or the bot's id"),
+                format!(
+                    "{value:?} is not a bot reference: use TENANT/BOT (e.g. acme/sales) or the bot's id"
+                ),
             ));
         };
         validate::slug("tenant", tenant)?;
@@ -141,7 +143,10 @@ mod tests {
         assert_eq!(BotRef::parse("acme").unwrap_err().field, "bot");
         assert_eq!(BotRef::parse("Acme/sales").unwrap_err().field, "tenant");
         assert_eq!(BotRef::parse("acme/sales/x").unwrap_err().field, "bot");
-        assert_eq!(BotRef::parse("acme/sales").unwrap().to_string(), "acme/sales");
+        assert_eq!(
+            BotRef::parse("acme/sales").unwrap().to_string(),
+            "acme/sales"
+        );
     }
 
     #[test]

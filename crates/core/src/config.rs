@@ -3,7 +3,7 @@
 //! lives in `dashd`; `config.example.toml` at the repository root documents every key.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -280,16 +280,6 @@ impl Serialize for Secret {
     }
 }
 
-/// Makes a path absolute against `base` (the working directory), without touching the
-/// file system.
-pub fn absolute(base: &Path, path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_owned()
-    } else {
-        base.join(path)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,7 +288,10 @@ mod tests {
     fn defaults_are_the_embedded_setup() {
         let config = Config::default();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:3009");
-        assert_eq!(config.admin_socket(), PathBuf::from("./dashd-data/dashd.sock"));
+        assert_eq!(
+            config.admin_socket(),
+            PathBuf::from("./dashd-data/dashd.sock")
+        );
         assert_eq!(config.database_url(), "sqlite://./dashd-data/dashd.db");
         assert_eq!(config.backend().unwrap(), Backend::Sqlite);
         config.validate().unwrap();
@@ -306,16 +299,22 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let err = toml::from_str::<Config>("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n")
-            .unwrap_err();
+        let err =
+            toml::from_str::<Config>("[server]\nlisten = \"127.0.0.1:1\"\nport = 3\n").unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
     }
 
     #[test]
     fn backend_follows_the_scheme() {
         assert_eq!(backend_of("postgres://u@h/db").unwrap(), Backend::Postgres);
-        assert_eq!(backend_of("postgresql://u@h/db").unwrap(), Backend::Postgres);
-        assert_eq!(backend_of("sqlite:///var/lib/dashd/dashd.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            backend_of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            backend_of("sqlite:///var/lib/dashd/dashd.db").unwrap(),
+            Backend::Sqlite
+        );
         let err = backend_of("mysql://root:pw@h/db").unwrap_err();
         assert_eq!(err.key, "database.url");
         assert!(!err.message.contains("pw"), "{}", err.message);
@@ -340,9 +339,15 @@ mod tests {
     fn rules_name_the_key() {
         let mut config = Config::default();
         config.database.max_connections = 0;
-        assert_eq!(config.validate().unwrap_err().key, "database.max_connections");
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "database.max_connections"
+        );
         let mut config = Config::default();
         config.server.shutdown_timeout_s = 0;
-        assert_eq!(config.validate().unwrap_err().key, "server.shutdown_timeout_s");
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "server.shutdown_timeout_s"
+        );
     }
 }

@@ -127,7 +127,15 @@ mod tests {
             assert!(slug("slug", good).is_ok(), "{good}");
         }
         for bad in [
-            "", "a", "Acme", "-acme", "acme-", "ac me", "acmé", "a_b", &"x".repeat(41),
+            "",
+            "a",
+            "Acme",
+            "-acme",
+            "acme-",
+            "ac me",
+            "acmé",
+            "a_b",
+            &"x".repeat(41),
         ] {
             let err = slug("slug", bad).unwrap_err();
             assert_eq!(err.field, "slug");

@@ -13,7 +13,10 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
     match command {
         BotCommand::Create { bot, fields } => {
             let BotRef::Path { tenant, bot: name } = bot else {
-                return Err(CliError::new(Failure::Invalid, "a new bot is named TENANT/BOT"));
+                return Err(CliError::new(
+                    Failure::Invalid,
+                    "a new bot is named TENANT/BOT",
+                ));
             };
             let req = CreateBot {
                 name,
@@ -24,7 +27,9 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
             let bot: Bot = client
                 .post(&format!("/v1/tenants/{}/bots", segment(&tenant)), &req)
                 .await?;
-            out.print(&bot, || format!("bot {} created\n{}", bot.path(), show(&bot)))
+            out.print(&bot, || {
+                format!("bot {} created\n{}", bot.path(), show(&bot))
+            })
         }
         BotCommand::List { tenant } => {
             let url = match &tenant {
@@ -32,19 +37,23 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
                 None => "/v1/bots".to_owned(),
             };
             let bots: Vec<Bot> = client.get(&url).await?;
-            out.print_list(&bots, "No bots yet: create one with `dashctl bot create TENANT/BOT`.", || {
-                let mut t = table(&["BOT", "PHONE", "TIMEZONE", "STATUS", "CREATED"]);
-                for bot in &bots {
-                    t.add_row(vec![
-                        bot.path(),
-                        bot.phone.clone().unwrap_or_else(|| "-".into()),
-                        bot.timezone.clone(),
-                        bot.status.to_string(),
-                        time(&bot.created_at),
-                    ]);
-                }
-                t
-            })
+            out.print_list(
+                &bots,
+                "No bots yet: create one with `dashctl bot create TENANT/BOT`.",
+                || {
+                    let mut t = table(&["BOT", "PHONE", "TIMEZONE", "STATUS", "CREATED"]);
+                    for bot in &bots {
+                        t.add_row(vec![
+                            bot.path(),
+                            bot.phone.clone().unwrap_or_else(|| "-".into()),
+                            bot.timezone.clone(),
+                            bot.status.to_string(),
+                            time(&bot.created_at),
+                        ]);
+                    }
+                    t
+                },
+            )
         }
         BotCommand::Show { bot } => {
             let bot: Bot = client.get(&path(&bot)).await?;
@@ -57,7 +66,11 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
             status,
             fields,
         } => {
-            let phone = if no_phone { Some(None) } else { fields.phone.map(Some) };
+            let phone = if no_phone {
+                Some(None)
+            } else {
+                fields.phone.map(Some)
+            };
             let changes = UpdateBot {
                 name,
                 phone,
@@ -72,7 +85,9 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
                 ));
             }
             let bot: Bot = client.patch(&path(&bot), &changes).await?;
-            out.print(&bot, || format!("bot {} updated\n{}", bot.path(), show(&bot)))
+            out.print(&bot, || {
+                format!("bot {} updated\n{}", bot.path(), show(&bot))
+            })
         }
         BotCommand::Delete { bot } => {
             let record: Bot = client.get(&path(&bot)).await?;
@@ -86,7 +101,9 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
 fn path(bot: &BotRef) -> String {
     match bot {
         BotRef::Id(id) => format!("/v1/bots/{id}"),
-        BotRef::Path { tenant, bot } => format!("/v1/tenants/{}/bots/{}", segment(tenant), segment(bot)),
+        BotRef::Path { tenant, bot } => {
+            format!("/v1/tenants/{}/bots/{}", segment(tenant), segment(bot))
+        }
     }
 }
 
@@ -95,7 +112,10 @@ fn settings(arg: Option<&str>) -> CliResult<Option<serde_json::Value>> {
     let Some(arg) = arg else { return Ok(None) };
     let text = match arg.strip_prefix('@') {
         Some(file) => std::fs::read_to_string(file).map_err(|err| {
-            CliError::new(Failure::Invalid, format!("settings: cannot read {file}: {err}"))
+            CliError::new(
+                Failure::Invalid,
+                format!("settings: cannot read {file}: {err}"),
+            )
         })?,
         None => arg.to_owned(),
     };
@@ -118,4 +138,3 @@ fn show(bot: &Bot) -> String {
         ("settings", settings),
     ])
 }
-

@@ -168,11 +168,15 @@ pub struct BotFields {
 }
 
 fn parse_tenant_status(value: &str) -> Result<TenantStatus, String> {
-    value.parse().map_err(|err: dash_core::ValidationError| err.message)
+    value
+        .parse()
+        .map_err(|err: dash_core::ValidationError| err.message)
 }
 
 fn parse_bot_status(value: &str) -> Result<BotStatus, String> {
-    value.parse().map_err(|err: dash_core::ValidationError| err.message)
+    value
+        .parse()
+        .map_err(|err: dash_core::ValidationError| err.message)
 }
 
 fn parse_bot_ref(value: &str) -> Result<BotRef, String> {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use dash_core::api::{ADMIN_API_VERSION, ErrorBody, HEADER_API_VERSION, HEADER_DAEMON_VERSION, codes};
+use dash_core::api::{
+    ADMIN_API_VERSION, ErrorBody, HEADER_API_VERSION, HEADER_DAEMON_VERSION, codes,
+};
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -54,7 +56,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .unix_socket(socket.clone())
             .build()
-            .map_err(|err| CliError::new(Failure::Daemon, format!("cannot set up the client: {err}")))?;
+            .map_err(|err| {
+                CliError::new(Failure::Daemon, format!("cannot set up the client: {err}"))
+            })?;
         Ok(Self {
             http,
             socket,
@@ -69,12 +73,20 @@ impl Client {
     }
 
     /// `POST path` with a JSON body.
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> CliResult<T> {
         self.send(Method::POST, path, Some(body)).await
     }
 
     /// `PATCH path` with a JSON body.
-    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> CliResult<T> {
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> CliResult<T> {
         self.send(Method::PATCH, path, Some(body)).await
     }
 
@@ -98,19 +110,27 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|err| self.connect_error(&err))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|err| self.connect_error(&err))?;
         let status = response.status();
         if self.verbose {
             eprintln!("< {status} in {} ms", started.elapsed().as_millis());
         }
         self.handshake(&response)?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| CliError::new(Failure::Daemon, format!("reading dashd's answer failed: {err}")))?;
+        let bytes = response.bytes().await.map_err(|err| {
+            CliError::new(
+                Failure::Daemon,
+                format!("reading dashd's answer failed: {err}"),
+            )
+        })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|err| {
-                CliError::new(Failure::Daemon, format!("dashd sent an answer this dashctl does not understand: {err}"))
+                CliError::new(
+                    Failure::Daemon,
+                    format!("dashd sent an answer this dashctl does not understand: {err}"),
+                )
             });
         }
         Err(api_error(status, &bytes))
@@ -128,7 +148,10 @@ impl Client {
         let Some(daemon_version) = header(HEADER_DAEMON_VERSION) else {
             return Err(CliError::new(
                 Failure::Unreachable,
-                format!("{} is not a dashd admin socket (no version header in the answer)", self.socket.display()),
+                format!(
+                    "{} is not a dashd admin socket (no version header in the answer)",
+                    self.socket.display()
+                ),
             ));
         };
         let api = header(HEADER_API_VERSION).and_then(|v| v.parse::<u32>().ok());
@@ -152,8 +175,7 @@ impl Client {
 
     fn connect_error(&self, err: &reqwest::Error) -> CliError {
         let socket = self.socket.display();
-        let io = std::error::Error::source(err)
-            .and_then(find_io_error);
+        let io = std::error::Error::source(err).and_then(find_io_error);
         let message = match io.map(std::io::Error::kind) {
             Some(std::io::ErrorKind::NotFound) => {
                 format!("dashd is not running: no admin socket at {socket}.\n{START_HINT}")
@@ -164,7 +186,9 @@ impl Client {
             Some(std::io::ErrorKind::PermissionDenied) => {
                 return CliError::new(
                     Failure::Forbidden,
-                    format!("permission denied on {socket}: run dashctl as root or as the user dashd runs as (or as a member of its admin.group)"),
+                    format!(
+                        "permission denied on {socket}: run dashctl as root or as the user dashd runs as (or as a member of its admin.group)"
+                    ),
                 );
             }
             _ => format!("cannot talk to dashd on {socket}: {err}"),

@@ -37,7 +37,12 @@ fn run(cli: Cli) -> CliResult {
         assume_yes: cli.yes,
     };
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "dashctl", &mut std::io::stdout());
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "dashctl",
+            &mut std::io::stdout(),
+        );
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -62,12 +67,18 @@ fn report(err: &CliError, format: OutputFormat) {
         OutputFormat::Json => {
             let body = ErrorBody {
                 error: ErrorDetail {
-                    code: err.code.clone().unwrap_or_else(|| err.failure.code().to_owned()),
+                    code: err
+                        .code
+                        .clone()
+                        .unwrap_or_else(|| err.failure.code().to_owned()),
                     message: err.message.clone(),
                     field: None,
                 },
             };
-            eprintln!("{}", serde_json::to_string(&body).unwrap_or_else(|_| err.message.clone()));
+            eprintln!(
+                "{}",
+                serde_json::to_string(&body).unwrap_or_else(|_| err.message.clone())
+            );
         }
     }
 }

@@ -22,8 +22,9 @@ impl Output {
     /// Prints `value` as JSON, or the human rendering `human` builds.
     pub fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CliResult {
         let text = match self.format {
-            OutputFormat::Json => serde_json::to_string_pretty(value)
-                .map_err(|err| CliError::new(Failure::Daemon, format!("cannot print JSON: {err}")))?,
+            OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|err| {
+                CliError::new(Failure::Daemon, format!("cannot print JSON: {err}"))
+            })?,
             OutputFormat::Table => human(),
         };
         let mut stdout = std::io::stdout().lock();
@@ -33,7 +34,12 @@ impl Output {
     }
 
     /// Prints a list: a table, a hint on stderr when empty, or a JSON array.
-    pub fn print_list<T: Serialize>(&self, items: &[T], empty_hint: &str, table: impl FnOnce() -> Table) -> CliResult {
+    pub fn print_list<T: Serialize>(
+        &self,
+        items: &[T],
+        empty_hint: &str,
+        table: impl FnOnce() -> Table,
+    ) -> CliResult {
         if items.is_empty() && self.format == OutputFormat::Table {
             eprintln!("{empty_hint}");
             return Ok(());
@@ -50,7 +56,9 @@ impl Output {
         if !std::io::stdin().is_terminal() {
             return Err(CliError::new(
                 Failure::Invalid,
-                format!("{question} Not confirmed: stdin is not a terminal, pass --yes to go ahead"),
+                format!(
+                    "{question} Not confirmed: stdin is not a terminal, pass --yes to go ahead"
+                ),
             ));
         }
         eprint!("{question} [y/N] ");
@@ -59,11 +67,16 @@ impl Output {
         std::io::stdin()
             .lock()
             .read_line(&mut answer)
-            .map_err(|err| CliError::new(Failure::Invalid, format!("cannot read the answer: {err}")))?;
+            .map_err(|err| {
+                CliError::new(Failure::Invalid, format!("cannot read the answer: {err}"))
+            })?;
         if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
             Ok(())
         } else {
-            Err(CliError::new(Failure::Invalid, "aborted: nothing was changed"))
+            Err(CliError::new(
+                Failure::Invalid,
+                "aborted: nothing was changed",
+            ))
         }
     }
 }
@@ -106,7 +119,12 @@ pub fn time(at: &DateTime<Utc>) -> String {
 
 /// A duration in seconds as `3d 4h`, `5m 2s`...
 pub fn uptime(seconds: u64) -> String {
-    let (d, h, m, s) = (seconds / 86_400, seconds / 3600 % 24, seconds / 60 % 60, seconds % 60);
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
         (0, 0, _) => format!("{m}m {s}s"),

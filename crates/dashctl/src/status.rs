@@ -10,9 +10,19 @@ pub async fn run(client: &Client, out: Output) -> CliResult {
     let status: DaemonStatus = client.get("/v1/status").await?;
     out.print(&status, || {
         details(&[
-            ("dashd", format!("{} (admin API v{})", status.version, status.api_version)),
+            (
+                "dashd",
+                format!("{} (admin API v{})", status.version, status.api_version),
+            ),
             ("pid", status.pid.to_string()),
-            ("up", format!("{} (since {})", uptime(status.uptime_s), time(&status.started_at))),
+            (
+                "up",
+                format!(
+                    "{} (since {})",
+                    uptime(status.uptime_s),
+                    time(&status.started_at)
+                ),
+            ),
             ("listen", status.listen.clone()),
             ("admin socket", status.admin_socket.clone()),
             ("data dir", status.data_dir.clone()),
@@ -20,7 +30,9 @@ pub async fn run(client: &Client, out: Output) -> CliResult {
                 "database",
                 format!(
                     "{} {} (schema v{})",
-                    status.database.backend, status.database.location, status.database.schema_version
+                    status.database.backend,
+                    status.database.location,
+                    status.database.schema_version
                 ),
             ),
             ("tenants", status.tenants.to_string()),

@@ -14,28 +14,38 @@ pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliRes
             let tenant: Tenant = client
                 .post("/v1/tenants", &CreateTenant { slug, name })
                 .await?;
-            out.print(&tenant, || format!("tenant {} created\n{}", tenant.slug, show(&tenant)))
+            out.print(&tenant, || {
+                format!("tenant {} created\n{}", tenant.slug, show(&tenant))
+            })
         }
         TenantCommand::List => {
             let tenants: Vec<Tenant> = client.get("/v1/tenants").await?;
-            out.print_list(&tenants, "No tenants yet: create one with `dashctl tenant create SLUG`.", || {
-                let mut t = table(&["SLUG", "NAME", "STATUS", "CREATED"]);
-                for tenant in &tenants {
-                    t.add_row(vec![
-                        tenant.slug.clone(),
-                        tenant.name.clone(),
-                        tenant.status.to_string(),
-                        time(&tenant.created_at),
-                    ]);
-                }
-                t
-            })
+            out.print_list(
+                &tenants,
+                "No tenants yet: create one with `dashctl tenant create SLUG`.",
+                || {
+                    let mut t = table(&["SLUG", "NAME", "STATUS", "CREATED"]);
+                    for tenant in &tenants {
+                        t.add_row(vec![
+                            tenant.slug.clone(),
+                            tenant.name.clone(),
+                            tenant.status.to_string(),
+                            time(&tenant.created_at),
+                        ]);
+                    }
+                    t
+                },
+            )
         }
         TenantCommand::Show { tenant } => {
             let tenant: Tenant = client.get(&path(&tenant)).await?;
             out.print(&tenant, || show(&tenant))
         }
-        TenantCommand::Update { tenant, name, status } => {
+        TenantCommand::Update {
+            tenant,
+            name,
+            status,
+        } => {
             let changes = UpdateTenant { name, status };
             if changes.is_empty() {
                 return Err(CliError::new(
@@ -44,14 +54,17 @@ pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliRes
                 ));
             }
             let tenant: Tenant = client.patch(&path(&tenant), &changes).await?;
-            out.print(&tenant, || format!("tenant {} updated\n{}", tenant.slug, show(&tenant)))
+            out.print(&tenant, || {
+                format!("tenant {} updated\n{}", tenant.slug, show(&tenant))
+            })
         }
         TenantCommand::Delete { tenant, force } => {
             let record: Tenant = client.get(&path(&tenant)).await?;
             if !force {
                 // Refuse before asking: the answer would not matter.
-                let bots: Vec<dash_core::Bot> =
-                    client.get(&format!("{}/bots", path(&record.id.to_string()))).await?;
+                let bots: Vec<dash_core::Bot> = client
+                    .get(&format!("{}/bots", path(&record.id.to_string())))
+                    .await?;
                 if !bots.is_empty() {
                     return Err(CliError::new(
                         Failure::Conflict,
@@ -64,7 +77,10 @@ pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliRes
                 }
             }
             let question = if force {
-                format!("Delete tenant {} ({}) and all its bots?", record.slug, record.name)
+                format!(
+                    "Delete tenant {} ({}) and all its bots?",
+                    record.slug, record.name
+                )
             } else {
                 format!("Delete tenant {} ({})?", record.slug, record.name)
             };
@@ -88,7 +104,9 @@ pub fn segment(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             other => format!("%{other:02X}"),
         })
         .collect()

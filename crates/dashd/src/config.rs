@@ -56,7 +56,12 @@ pub fn load(
             key: path.display().to_string(),
             message: err.to_string(),
         })?;
-        record_origins(&table, "", &format!("file {}", path.display()), &mut origins);
+        record_origins(
+            &table,
+            "",
+            &format!("file {}", path.display()),
+            &mut origins,
+        );
         layers.push(format!("file {}", path.display()));
     }
 
@@ -72,7 +77,12 @@ pub fn load(
     for (name, raw) in &env {
         let origin = format!("environment variable {name}");
         let path = env_key_path(&name["DASHD_".len()..], &defaults);
-        set(&mut table, &path, typed(&defaults, &path, raw, &origin)?, &origin)?;
+        set(
+            &mut table,
+            &path,
+            typed(&defaults, &path, raw, &origin)?,
+            &origin,
+        )?;
         origins.insert(path.join("."), origin);
     }
     if !env.is_empty() {
@@ -83,7 +93,12 @@ pub fn load(
     for flag in flags {
         let origin = format!("flag {}", flag.flag);
         let path: Vec<String> = flag.key.split('.').map(str::to_owned).collect();
-        set(&mut table, &path, typed(&defaults, &path, &flag.value, &origin)?, &origin)?;
+        set(
+            &mut table,
+            &path,
+            typed(&defaults, &path, &flag.value, &origin)?,
+            &origin,
+        )?;
         origins.insert(flag.key.to_owned(), origin);
     }
     if !flags.is_empty() {
@@ -93,34 +108,38 @@ pub fn load(
 
     resolve_secret_files(&mut table, &origins)?;
 
-    let config: Config =
-        serde_path_to_error::deserialize(Value::Table(table)).map_err(|err| {
-            let mut key = err.path().to_string();
-            let message = err.inner().to_string();
-            // Unknown keys: the path names the table, the message the key itself.
-            if let Some(unknown) = message
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                key = if key == "." {
-                    unknown.to_owned()
-                } else {
-                    format!("{key}.{unknown}")
-                };
-            }
-            let message = match origins.get(&key) {
-                Some(origin) => format!("{message} (set by {origin})"),
-                None => message,
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|err| {
+        let mut key = err.path().to_string();
+        // The deserializer appends "in `table`" on a second line; the key says it.
+        let inner = err.inner().to_string();
+        let message = inner.lines().next().unwrap_or_default().to_owned();
+        // Unknown keys: the path may stop at the table; the message names the key.
+        if let Some(unknown) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+            && !key.ends_with(unknown)
+        {
+            key = if key == "." {
+                unknown.to_owned()
+            } else {
+                format!("{key}.{unknown}")
             };
-            ConfigError { key, message }
-        })?;
-    config.validate().map_err(|err| match origins.get(&err.key) {
-        Some(origin) => ConfigError {
-            message: format!("{} (set by {origin})", err.message),
-            ..err
-        },
-        None => err,
+        }
+        let message = match origins.get(&key) {
+            Some(origin) => format!("{message} (set by {origin})"),
+            None => message,
+        };
+        ConfigError { key, message }
     })?;
+    config
+        .validate()
+        .map_err(|err| match origins.get(&err.key) {
+            Some(origin) => ConfigError {
+                message: format!("{} (set by {origin})", err.message),
+                ..err
+            },
+            None => err,
+        })?;
     crate::telemetry::parse_filter(&config.log.level).map_err(|err| ConfigError {
         key: "log.level".into(),
         message: format!("{err:#}"),
@@ -155,7 +174,9 @@ fn typed(defaults: &Table, path: &[String], raw: &str, origin: &str) -> Result<V
         message: format!("expected {expected}, got {raw:?} (set by {origin})"),
     };
     Ok(match current {
-        Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| invalid("an integer"))?),
+        Some(Value::Integer(_)) => {
+            Value::Integer(raw.trim().parse().map_err(|_| invalid("an integer"))?)
+        }
         Some(Value::Float(_)) => Value::Float(raw.trim().parse().map_err(|_| invalid("a number"))?),
         Some(Value::Boolean(_)) => Value::Boolean(match raw.trim() {
             "true" | "1" | "yes" => true,
@@ -284,7 +305,9 @@ mod tests {
 
     #[test]
     fn layers_override_in_order() {
-        let f = file("data_dir = \"/srv/a\"\n[server]\nlisten = \"127.0.0.1:1\"\nshutdown_timeout_s = 5\n");
+        let f = file(
+            "data_dir = \"/srv/a\"\n[server]\nlisten = \"127.0.0.1:1\"\nshutdown_timeout_s = 5\n",
+        );
         let loaded = load(
             Some(f.path()),
             env(&[
@@ -316,7 +339,10 @@ mod tests {
         assert!(err.message.contains("file"), "{}", err.message);
 
         let f = file("colour = true\n");
-        assert_eq!(load(Some(f.path()), env(&[]), &[]).unwrap_err().key, "colour");
+        assert_eq!(
+            load(Some(f.path()), env(&[]), &[]).unwrap_err().key,
+            "colour"
+        );
 
         let err = load(None, env(&[("DASHD_DATABSE_URL", "x")]), &[]).unwrap_err();
         assert_eq!(err.key, "databse_url");
@@ -329,7 +355,12 @@ mod tests {
         let err = load(Some(f.path()), env(&[]), &[]).unwrap_err();
         assert_eq!(err.key, "server.listen");
 
-        let err = load(None, env(&[("DASHD_SERVER_SHUTDOWN_TIMEOUT_S", "soon")]), &[]).unwrap_err();
+        let err = load(
+            None,
+            env(&[("DASHD_SERVER_SHUTDOWN_TIMEOUT_S", "soon")]),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(err.key, "server.shutdown_timeout_s");
         assert!(err.message.contains("integer"), "{}", err.message);
 
@@ -341,7 +372,11 @@ mod tests {
 
         let err = load(None, env(&[("DASHD_DATABASE_URL", "mysql://x")]), &[]).unwrap_err();
         assert_eq!(err.key, "database.url");
-        assert!(err.message.contains("DASHD_DATABASE_URL"), "{}", err.message);
+        assert!(
+            err.message.contains("DASHD_DATABASE_URL"),
+            "{}",
+            err.message
+        );
 
         let f = file("[server\n");
         assert!(load(Some(f.path()), env(&[]), &[]).is_err());
@@ -355,7 +390,10 @@ mod tests {
         assert_eq!(loaded.config.database_url(), "postgres://dash:pw@db/dashd");
         let rendered = render_effective(&loaded.config);
         assert!(!rendered.contains(":pw@"), "{rendered}");
-        assert!(rendered.contains("postgres://dash:***@db/dashd"), "{rendered}");
+        assert!(
+            rendered.contains("postgres://dash:***@db/dashd"),
+            "{rendered}"
+        );
         assert!(!format!("{:?}", loaded.config).contains(":pw@"));
 
         let both = load(
@@ -369,8 +407,12 @@ mod tests {
         .unwrap_err();
         assert_eq!(both.key, "database.url_file");
 
-        let missing =
-            load(None, env(&[("DASHD_DATABASE_URL_FILE", "/nonexistent/secret")]), &[]).unwrap_err();
+        let missing = load(
+            None,
+            env(&[("DASHD_DATABASE_URL_FILE", "/nonexistent/secret")]),
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(missing.key, "database.url_file");
     }
 

@@ -62,9 +62,7 @@ impl IntoResponse for ApiError {
                 field.map(str::to_owned),
             ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN, None),
-            ApiError::Unavailable(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, None)
-            }
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, None),
             ApiError::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, None)

@@ -53,8 +53,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 
     let access = AdminAccess::resolve(config.admin.group.as_deref())?;
     let admin_socket = std::path::absolute(config.admin_socket())?;
-    let admin_listener =
-        admin::socket::bind(&admin_socket, access.group.as_ref().map(|g| g.gid))?;
+    let admin_listener = admin::socket::bind(&admin_socket, access.group.as_ref().map(|g| g.gid))?;
     // From here on the socket file is ours: remove it on any early return.
     let socket_guard = SocketFile(admin_socket.clone());
 
@@ -82,8 +81,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let shutdown = CancellationToken::new();
     let mut servers = JoinSet::new();
 
-    let admin_app = admin::router(state.clone(), access)
-        .into_make_service_with_connect_info::<PeerInfo>();
+    let admin_app =
+        admin::router(state.clone(), access).into_make_service_with_connect_info::<PeerInfo>();
     servers.spawn(
         axum::serve(admin_listener, admin_app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -9,9 +9,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Checks a `log.level` filter without installing it.
 pub fn parse_filter(level: &str) -> anyhow::Result<EnvFilter> {
-    EnvFilter::builder()
-        .parse(level)
-        .with_context(|| format!("log.level: {level:?} is not a valid filter (e.g. info, debug, dashd=debug,sqlx=warn)"))
+    EnvFilter::builder().parse(level).with_context(|| {
+        format!(
+            "log.level: {level:?} is not a valid filter (e.g. info, debug, dashd=debug,sqlx=warn)"
+        )
+    })
 }
 
 /// Installs the global subscriber. Logs go to stderr; stdout stays for command output.

@@ -2,6 +2,8 @@
 //! PostgreSQL runs when `DASHD_TEST_DATABASE_URL` points at a server (each test creates
 //! and drops its own database) and is mandatory when `CI=true`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
 use std::future::Future;
 use std::sync::Arc;
 
@@ -42,7 +44,9 @@ impl TestDb {
         match self {
             TestDb::Sqlite(dir) => config.data_dir = dir.path().to_owned(),
             TestDb::Postgres { admin_url, name } => {
-                config.database.url = Some(dash_core::config::Secret::new(database_url(admin_url, name)));
+                config.database.url = Some(dash_core::config::Secret::new(database_url(
+                    admin_url, name,
+                )));
             }
         }
         config
@@ -55,10 +59,12 @@ impl TestDb {
     async fn drop_database(self) {
         if let TestDb::Postgres { admin_url, name } = self {
             let pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
             pool.close().await;
         }
     }
@@ -106,7 +112,9 @@ fn bot(name: &str, phone: Option<&str>) -> CreateBot {
         name: name.into(),
         phone: phone.map(str::to_owned),
         timezone: Some("America/Argentina/Buenos_Aires".into()),
-        settings: Some(json!({"greeting": "¡Hola! 👋", "chain": ["sandbox"], "hours": {"mon": [[9, 18]]}})),
+        settings: Some(
+            json!({"greeting": "¡Hola! 👋", "chain": ["sandbox"], "hours": {"mon": [[9, 18]]}}),
+        ),
     }
 }
 
@@ -131,7 +139,10 @@ fn assert_conflict(err: StoreError, expected_field: Option<&str>) {
 }
 
 fn assert_not_found(err: StoreError) {
-    assert!(matches!(err, StoreError::NotFound { .. }), "expected not found, got {err:?}");
+    assert!(
+        matches!(err, StoreError::NotFound { .. }),
+        "expected not found, got {err:?}"
+    );
 }
 
 mod cases {
@@ -142,8 +153,17 @@ mod cases {
         store.create_tenant(&tenant("beta")).await.unwrap();
         assert_eq!(created.status, TenantStatus::Active);
         assert_eq!(store.tenant(&slug("acme")).await.unwrap(), created);
-        assert_eq!(store.tenant(&TenantRef::Id(created.id)).await.unwrap(), created);
-        let slugs: Vec<String> = store.list_tenants().await.unwrap().into_iter().map(|t| t.slug).collect();
+        assert_eq!(
+            store.tenant(&TenantRef::Id(created.id)).await.unwrap(),
+            created
+        );
+        let slugs: Vec<String> = store
+            .list_tenants()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.slug)
+            .collect();
         assert_eq!(slugs, ["acme", "beta"]);
 
         let updated = store
@@ -164,7 +184,13 @@ mod cases {
 
         // Only the fields present change.
         let renamed = store
-            .update_tenant(&slug("acme"), &UpdateTenant { name: Some("A".into()), status: None })
+            .update_tenant(
+                &slug("acme"),
+                &UpdateTenant {
+                    name: Some("A".into()),
+                    status: None,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(renamed.status, TenantStatus::Suspended);
@@ -177,21 +203,49 @@ mod cases {
 
     pub async fn duplicate_slug_conflicts(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
-        assert_conflict(store.create_tenant(&tenant("acme")).await.unwrap_err(), Some("slug"));
+        assert_conflict(
+            store.create_tenant(&tenant("acme")).await.unwrap_err(),
+            Some("slug"),
+        );
         assert_eq!(store.list_tenants().await.unwrap().len(), 1);
     }
 
     pub async fn missing_records_are_not_found(store: Arc<dyn Store>, _: Arc<TestDb>) {
         let ghost = slug("ghost");
         assert_not_found(store.tenant(&ghost).await.unwrap_err());
-        assert_not_found(store.tenant(&TenantRef::Id(uuid::Uuid::new_v4())).await.unwrap_err());
-        assert_not_found(store.update_tenant(&ghost, &UpdateTenant::default()).await.unwrap_err());
+        assert_not_found(
+            store
+                .tenant(&TenantRef::Id(uuid::Uuid::new_v4()))
+                .await
+                .unwrap_err(),
+        );
+        assert_not_found(
+            store
+                .update_tenant(&ghost, &UpdateTenant::default())
+                .await
+                .unwrap_err(),
+        );
         assert_not_found(store.delete_tenant(&ghost, true).await.unwrap_err());
-        assert_not_found(store.create_bot(&ghost, &bot("sales", None)).await.unwrap_err());
+        assert_not_found(
+            store
+                .create_bot(&ghost, &bot("sales", None))
+                .await
+                .unwrap_err(),
+        );
         assert_not_found(store.list_bots(Some(&ghost)).await.unwrap_err());
         assert_not_found(store.bot(&path("ghost", "sales")).await.unwrap_err());
-        assert_not_found(store.bot(&BotRef::Id(uuid::Uuid::new_v4())).await.unwrap_err());
-        assert_not_found(store.update_bot(&path("ghost", "sales"), &UpdateBot::default()).await.unwrap_err());
+        assert_not_found(
+            store
+                .bot(&BotRef::Id(uuid::Uuid::new_v4()))
+                .await
+                .unwrap_err(),
+        );
+        assert_not_found(
+            store
+                .update_bot(&path("ghost", "sales"), &UpdateBot::default())
+                .await
+                .unwrap_err(),
+        );
         assert_not_found(store.delete_bot(&path("ghost", "sales")).await.unwrap_err());
     }
 
@@ -251,44 +305,95 @@ mod cases {
     pub async fn bot_names_are_unique_per_tenant(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
         store.create_tenant(&tenant("beta")).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("support", None)).await.unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("support", None))
+            .await
+            .unwrap();
         // The same name under another tenant is a different bot.
-        let other = store.create_bot(&slug("beta"), &bot("sales", None)).await.unwrap();
-        assert_conflict(store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap_err(), Some("name"));
+        let other = store
+            .create_bot(&slug("beta"), &bot("sales", None))
+            .await
+            .unwrap();
+        assert_conflict(
+            store
+                .create_bot(&slug("acme"), &bot("sales", None))
+                .await
+                .unwrap_err(),
+            Some("name"),
+        );
         let rename = UpdateBot {
             name: Some("sales".into()),
             ..UpdateBot::default()
         };
-        assert_conflict(store.update_bot(&path("acme", "support"), &rename).await.unwrap_err(), Some("name"));
-        assert_eq!(store.bot(&path("beta", "sales")).await.unwrap().id, other.id);
+        assert_conflict(
+            store
+                .update_bot(&path("acme", "support"), &rename)
+                .await
+                .unwrap_err(),
+            Some("name"),
+        );
+        assert_eq!(
+            store.bot(&path("beta", "sales")).await.unwrap().id,
+            other.id
+        );
     }
 
     pub async fn phones_are_unique_across_bots(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
         store.create_tenant(&tenant("beta")).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("sales", Some("+5491123456789"))).await.unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("sales", Some("+5491123456789")))
+            .await
+            .unwrap();
         assert_conflict(
-            store.create_bot(&slug("beta"), &bot("sales", Some("+5491123456789"))).await.unwrap_err(),
+            store
+                .create_bot(&slug("beta"), &bot("sales", Some("+5491123456789")))
+                .await
+                .unwrap_err(),
             Some("phone"),
         );
         // Any number of bots may have no phone.
-        store.create_bot(&slug("beta"), &bot("a1", None)).await.unwrap();
-        store.create_bot(&slug("beta"), &bot("a2", None)).await.unwrap();
+        store
+            .create_bot(&slug("beta"), &bot("a1", None))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("beta"), &bot("a2", None))
+            .await
+            .unwrap();
         let steal = UpdateBot {
             phone: Some(Some("+5491123456789".into())),
             ..UpdateBot::default()
         };
-        assert_conflict(store.update_bot(&path("beta", "a1"), &steal).await.unwrap_err(), Some("phone"));
+        assert_conflict(
+            store
+                .update_bot(&path("beta", "a1"), &steal)
+                .await
+                .unwrap_err(),
+            Some("phone"),
+        );
         assert_eq!(store.bot(&path("beta", "a1")).await.unwrap().phone, None);
     }
 
     pub async fn tenants_are_isolated(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
         store.create_tenant(&tenant("beta")).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("alpha", None)).await.unwrap();
-        store.create_bot(&slug("beta"), &bot("sales", None)).await.unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("alpha", None))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("beta"), &bot("sales", None))
+            .await
+            .unwrap();
         let acme: Vec<String> = store
             .list_bots(Some(&slug("acme")))
             .await
@@ -297,7 +402,13 @@ mod cases {
             .map(|b| b.path())
             .collect();
         assert_eq!(acme, ["acme/alpha", "acme/sales"]);
-        let all: Vec<String> = store.list_bots(None).await.unwrap().iter().map(|b| b.path()).collect();
+        let all: Vec<String> = store
+            .list_bots(None)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.path())
+            .collect();
         assert_eq!(all, ["acme/alpha", "acme/sales", "beta/sales"]);
         assert_eq!(store.counts().await.unwrap(), (2, 3));
     }
@@ -305,10 +416,22 @@ mod cases {
     pub async fn tenant_with_bots_needs_force(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
         store.create_tenant(&tenant("beta")).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("sales", Some("+5491123456789"))).await.unwrap();
-        store.create_bot(&slug("acme"), &bot("support", None)).await.unwrap();
-        store.create_bot(&slug("beta"), &bot("sales", None)).await.unwrap();
-        assert_conflict(store.delete_tenant(&slug("acme"), false).await.unwrap_err(), None);
+        store
+            .create_bot(&slug("acme"), &bot("sales", Some("+5491123456789")))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("support", None))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("beta"), &bot("sales", None))
+            .await
+            .unwrap();
+        assert_conflict(
+            store.delete_tenant(&slug("acme"), false).await.unwrap_err(),
+            None,
+        );
         assert_eq!(store.list_bots(Some(&slug("acme"))).await.unwrap().len(), 2);
 
         let (_, removed) = store.delete_tenant(&slug("acme"), true).await.unwrap();
@@ -316,15 +439,24 @@ mod cases {
         assert_eq!(store.counts().await.unwrap(), (1, 1));
         assert_not_found(store.bot(&path("acme", "sales")).await.unwrap_err());
         // The number is free again once its bot is gone.
-        store.create_bot(&slug("beta"), &bot("new", Some("+5491123456789"))).await.unwrap();
+        store
+            .create_bot(&slug("beta"), &bot("new", Some("+5491123456789")))
+            .await
+            .unwrap();
     }
 
     pub async fn data_survives_reopening(store: Arc<dyn Store>, db: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
-        let created = store.create_bot(&slug("acme"), &bot("sales", None)).await.unwrap();
+        let created = store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
         store.close().await;
         let reopened = db.open(None).await.unwrap();
-        assert_eq!(reopened.bot(&BotRef::Id(created.id)).await.unwrap(), created);
+        assert_eq!(
+            reopened.bot(&BotRef::Id(created.id)).await.unwrap(),
+            created
+        );
         reopened.close().await;
     }
 
@@ -340,7 +472,10 @@ mod cases {
         for i in 0..8 {
             let store = store.clone();
             tasks.push(tokio::spawn(async move {
-                store.create_bot(&slug("acme"), &bot(&format!("bot-{i}"), None)).await.unwrap();
+                store
+                    .create_bot(&slug("acme"), &bot(&format!("bot-{i}"), None))
+                    .await
+                    .unwrap();
             }));
         }
         for task in tasks {
@@ -396,11 +531,9 @@ suite!(
 /// Under CI the PostgreSQL suite is not optional.
 #[test]
 fn postgres_suite_is_enabled_under_ci() {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        assert!(
-            cfg!(dashd_pg_tests),
-            "CI=true but DASHD_TEST_DATABASE_URL was not set when the tests were built"
-        );
+    let under_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if under_ci && !cfg!(dashd_pg_tests) {
+        panic!("CI=true but DASHD_TEST_DATABASE_URL was not set when the tests were built");
     }
 }
 
@@ -410,5 +543,8 @@ fn database_url_swaps_the_name() {
         database_url("postgres://postgres@127.0.0.1:5432/postgres", "x"),
         "postgres://postgres@127.0.0.1:5432/x"
     );
-    assert_eq!(database_url("postgres://h?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+    assert_eq!(
+        database_url("postgres://h?sslmode=disable", "x"),
+        "postgres://h/x?sslmode=disable"
+    );
 }

@@ -158,13 +158,31 @@ mod tests {
     fn root_and_the_daemon_user_are_allowed() {
         let access = policy(None);
         assert!(access.check(Peer { uid: 0, gid: 0 }, no_lookup).is_ok());
-        assert!(access.check(Peer { uid: DAEMON, gid: 5 }, no_lookup).is_ok());
+        assert!(
+            access
+                .check(
+                    Peer {
+                        uid: DAEMON,
+                        gid: 5
+                    },
+                    no_lookup
+                )
+                .is_ok()
+        );
     }
 
     #[test]
     fn another_uid_is_refused() {
         let access = policy(None);
-        let denied = access.check(Peer { uid: 1000, gid: 1000 }, no_lookup).unwrap_err();
+        let denied = access
+            .check(
+                Peer {
+                    uid: 1000,
+                    gid: 1000,
+                },
+                no_lookup,
+            )
+            .unwrap_err();
         assert_eq!(denied.uid, 1000);
         assert!(denied.to_string().contains("uid 1000"));
     }
@@ -176,14 +194,36 @@ mod tests {
             gid: 4000,
             members: vec!["ana".into()],
         }));
-        assert!(access.check(Peer { uid: 1000, gid: 4000 }, no_lookup).is_ok());
         assert!(
             access
-                .check(Peer { uid: 1001, gid: 1001 }, |_| Some("ana".into()))
+                .check(
+                    Peer {
+                        uid: 1000,
+                        gid: 4000
+                    },
+                    no_lookup
+                )
+                .is_ok()
+        );
+        assert!(
+            access
+                .check(
+                    Peer {
+                        uid: 1001,
+                        gid: 1001
+                    },
+                    |_| Some("ana".into())
+                )
                 .is_ok()
         );
         let denied = access
-            .check(Peer { uid: 1002, gid: 1002 }, |_| Some("bob".into()))
+            .check(
+                Peer {
+                    uid: 1002,
+                    gid: 1002,
+                },
+                |_| Some("bob".into()),
+            )
             .unwrap_err();
         assert!(denied.to_string().contains("group dashadm"));
     }

@@ -24,8 +24,9 @@ pub fn bind(path: &Path, group_gid: Option<u32>) -> anyhow::Result<UnixListener>
                 ),
                 Err(err) if err.kind() == ErrorKind::ConnectionRefused => {
                     tracing::info!(path = %path.display(), "replacing a stale admin socket");
-                    std::fs::remove_file(path)
-                        .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("cannot remove stale socket {}", path.display())
+                    })?;
                 }
                 Err(err) => {
                     return Err(err).with_context(|| {

@@ -28,7 +28,9 @@ pub async fn show(
     State(state): State<AppState>,
     Path(tenant): Path<String>,
 ) -> Result<axum::Json<Tenant>, ApiError> {
-    Ok(axum::Json(state.store.tenant(&TenantRef::parse(&tenant)).await?))
+    Ok(axum::Json(
+        state.store.tenant(&TenantRef::parse(&tenant)).await?,
+    ))
 }
 
 pub async fn update(

@@ -89,8 +89,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_tenant(&self, req: &CreateTenant) -> StoreResult<Tenant>;
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
     async fn tenant(&self, tenant: &TenantRef) -> StoreResult<Tenant>;
-    async fn update_tenant(&self, tenant: &TenantRef, changes: &UpdateTenant)
-    -> StoreResult<Tenant>;
+    async fn update_tenant(
+        &self,
+        tenant: &TenantRef,
+        changes: &UpdateTenant,
+    ) -> StoreResult<Tenant>;
     /// Deletes a tenant. With bots left, refuses unless `force`, which deletes them too;
     /// returns the tenant and how many bots went with it.
     async fn delete_tenant(&self, tenant: &TenantRef, force: bool) -> StoreResult<(Tenant, u64)>;
@@ -119,15 +122,22 @@ pub enum MigrationPolicy {
 pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResult<Box<dyn Store>> {
     let url = config.database_url();
     let max = config.database.max_connections;
-    match config.backend().map_err(|err| StoreError::Schema(err.to_string()))? {
+    match config
+        .backend()
+        .map_err(|err| StoreError::Schema(err.to_string()))?
+    {
         Backend::Sqlite => {
             let store = SqliteStore::open(&url, max).await?;
-            store.prepare(policy.unwrap_or(MigrationPolicy::Apply)).await?;
+            store
+                .prepare(policy.unwrap_or(MigrationPolicy::Apply))
+                .await?;
             Ok(Box::new(store))
         }
         Backend::Postgres => {
             let store = PostgresStore::open(&url, max).await?;
-            store.prepare(policy.unwrap_or(MigrationPolicy::Require)).await?;
+            store
+                .prepare(policy.unwrap_or(MigrationPolicy::Require))
+                .await?;
             Ok(Box::new(store))
         }
     }
@@ -136,13 +146,24 @@ pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResu
 /// How the database's schema compares with the migrations compiled into this binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SchemaState {
-    UpToDate { version: i64 },
+    UpToDate {
+        version: i64,
+    },
     /// Migrations this binary has are not applied (an empty database included).
-    Behind { current: i64, expected: i64 },
+    Behind {
+        current: i64,
+        expected: i64,
+    },
     /// The database has migrations this binary does not know: a newer dashd wrote it.
-    Ahead { current: i64, expected: i64 },
+    Ahead {
+        current: i64,
+        expected: i64,
+    },
     /// An applied migration differs from the binary's copy, or failed half-way.
-    Damaged { version: i64, reason: &'static str },
+    Damaged {
+        version: i64,
+        reason: &'static str,
+    },
 }
 
 /// One migration, as (version, checksum, succeeded).
@@ -170,7 +191,10 @@ pub fn compare_schema(embedded: &[(i64, Vec<u8>)], applied: &[MigrationRecord]) 
             Some(_) => {}
         }
     }
-    if embedded.iter().any(|(v, _)| !applied.iter().any(|(a, _, _)| a == v)) {
+    if embedded
+        .iter()
+        .any(|(v, _)| !applied.iter().any(|(a, _, _)| a == v))
+    {
         SchemaState::Behind { current, expected }
     } else {
         SchemaState::UpToDate { version: current }
@@ -233,67 +257,6 @@ fn has_bots(slug: &str, count: u64) -> StoreError {
             if count == 1 { "" } else { "s" }
         ),
         field: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn emb(v: &[i64]) -> Vec<(i64, Vec<u8>)> {
-        v.iter().map(|v| (*v, vec![*v as u8])).collect()
-    }
-
-    #[test]
-    fn schema_comparison_covers_every_case() {
-        let embedded = emb(&[1, 2]);
-        assert_eq!(
-            compare_schema(&embedded, &[(1, vec![1], true), (2, vec![2], true)]),
-            SchemaState::UpToDate { version: 2 }
-        );
-        assert_eq!(
-            compare_schema(&embedded, &[]),
-            SchemaState::Behind {
-                current: 0,
-                expected: 2
-            }
-        );
-        assert_eq!(
-            compare_schema(&embedded, &[(1, vec![1], true)]),
-            SchemaState::Behind {
-                current: 1,
-                expected: 2
-            }
-        );
-        assert_eq!(
-            compare_schema(&embedded, &[(1, vec![1], true), (2, vec![2], true), (3, vec![3], true)]),
-            SchemaState::Ahead {
-                current: 3,
-                expected: 2
-            }
-        );
-        assert!(matches!(
-            compare_schema(&embedded, &[(1, vec![9], true)]),
-            SchemaState::Damaged { version: 1, .. }
-        ));
-        assert!(matches!(
-            compare_schema(&embedded, &[(1, vec![1], false)]),
-            SchemaState::Damaged { version: 1, .. }
-        ));
-        let msg = schema_error(&SchemaState::Behind {
-            current: 0,
-            expected: 2,
-        })
-        .unwrap()
-        .to_string();
-        assert!(msg.contains("dashd migrate"), "{msg}");
-    }
-
-    #[test]
-    fn tenant_refs_tell_ids_from_slugs() {
-        let id = Uuid::new_v4();
-        assert_eq!(TenantRef::parse(&id.to_string()), TenantRef::Id(id));
-        assert_eq!(TenantRef::parse("acme"), TenantRef::Slug("acme".into()));
     }
 }
 
@@ -366,11 +329,76 @@ fn apply_bot_update(bot: &mut Bot, changes: &UpdateBot) {
 fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::{DurationRound, TimeDelta};
     let now = chrono::Utc::now();
-    now.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(now)
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
 }
 
 fn parse_status<T: std::str::FromStr>(value: &str) -> StoreResult<T> {
     value
         .parse()
         .map_err(|_| StoreError::Schema(format!("unknown status {value:?} in the database")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emb(v: &[i64]) -> Vec<(i64, Vec<u8>)> {
+        v.iter().map(|v| (*v, vec![*v as u8])).collect()
+    }
+
+    #[test]
+    fn schema_comparison_covers_every_case() {
+        let embedded = emb(&[1, 2]);
+        assert_eq!(
+            compare_schema(&embedded, &[(1, vec![1], true), (2, vec![2], true)]),
+            SchemaState::UpToDate { version: 2 }
+        );
+        assert_eq!(
+            compare_schema(&embedded, &[]),
+            SchemaState::Behind {
+                current: 0,
+                expected: 2
+            }
+        );
+        assert_eq!(
+            compare_schema(&embedded, &[(1, vec![1], true)]),
+            SchemaState::Behind {
+                current: 1,
+                expected: 2
+            }
+        );
+        assert_eq!(
+            compare_schema(
+                &embedded,
+                &[(1, vec![1], true), (2, vec![2], true), (3, vec![3], true)]
+            ),
+            SchemaState::Ahead {
+                current: 3,
+                expected: 2
+            }
+        );
+        assert!(matches!(
+            compare_schema(&embedded, &[(1, vec![9], true)]),
+            SchemaState::Damaged { version: 1, .. }
+        ));
+        assert!(matches!(
+            compare_schema(&embedded, &[(1, vec![1], false)]),
+            SchemaState::Damaged { version: 1, .. }
+        ));
+        let msg = schema_error(&SchemaState::Behind {
+            current: 0,
+            expected: 2,
+        })
+        .unwrap()
+        .to_string();
+        assert!(msg.contains("dashd migrate"), "{msg}");
+    }
+
+    #[test]
+    fn tenant_refs_tell_ids_from_slugs() {
+        let id = Uuid::new_v4();
+        assert_eq!(TenantRef::parse(&id.to_string()), TenantRef::Id(id));
+        assert_eq!(TenantRef::parse("acme"), TenantRef::Slug("acme".into()));
+    }
 }

@@ -11,9 +11,9 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
 use super::{
-    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef,
-    apply_bot_update, apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots,
-    new_bot, new_tenant, parse_status, schema_error,
+    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef, apply_bot_update,
+    apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots, new_bot, new_tenant,
+    parse_status, schema_error,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -68,10 +68,9 @@ impl PostgresStore {
     }
 
     async fn applied(&self) -> StoreResult<Vec<MigrationRecord>> {
-        let exists: bool =
-            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-                .fetch_one(&self.pool)
-                .await?;
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
         if !exists {
             return Ok(Vec::new());
         }
@@ -325,10 +324,13 @@ impl Store for PostgresStore {
         let rows = match tenant {
             Some(tenant) => {
                 let owner = find_tenant(&mut conn, tenant, Lock::No).await?;
-                sqlx::query(concat!(select_bot!(), "WHERE b.tenant_id = $1 ORDER BY b.name"))
-                    .bind(owner.id)
-                    .fetch_all(&mut *conn)
-                    .await?
+                sqlx::query(concat!(
+                    select_bot!(),
+                    "WHERE b.tenant_id = $1 ORDER BY b.name"
+                ))
+                .bind(owner.id)
+                .fetch_all(&mut *conn)
+                .await?
             }
             None => {
                 sqlx::query(concat!(select_bot!(), "ORDER BY t.slug, b.name"))
@@ -379,11 +381,10 @@ impl Store for PostgresStore {
     }
 
     async fn counts(&self) -> StoreResult<(u64, u64)> {
-        let (tenants, bots): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM bots)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (tenants, bots): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM bots)")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((
             u64::try_from(tenants).unwrap_or(0),
             u64::try_from(bots).unwrap_or(0),

@@ -17,9 +17,9 @@ use sqlx::{Row, SqliteConnection};
 use uuid::fmt::Hyphenated;
 
 use super::{
-    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef,
-    apply_bot_update, apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots,
-    new_bot, new_tenant, parse_status, schema_error,
+    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef, apply_bot_update,
+    apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots, new_bot, new_tenant,
+    parse_status, schema_error,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -300,10 +300,13 @@ impl Store for SqliteStore {
         let rows = match tenant {
             Some(tenant) => {
                 let owner = find_tenant(&mut conn, tenant).await?;
-                sqlx::query(concat!(select_bot!(), "WHERE b.tenant_id = ? ORDER BY b.name"))
-                    .bind(owner.id.hyphenated())
-                    .fetch_all(&mut *conn)
-                    .await?
+                sqlx::query(concat!(
+                    select_bot!(),
+                    "WHERE b.tenant_id = ? ORDER BY b.name"
+                ))
+                .bind(owner.id.hyphenated())
+                .fetch_all(&mut *conn)
+                .await?
             }
             None => {
                 sqlx::query(concat!(select_bot!(), "ORDER BY t.slug, b.name"))
@@ -354,11 +357,10 @@ impl Store for SqliteStore {
     }
 
     async fn counts(&self) -> StoreResult<(u64, u64)> {
-        let (tenants, bots): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM bots)",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (tenants, bots): (i64, i64) =
+            sqlx::query_as("SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM bots)")
+                .fetch_one(&self.pool)
+                .await?;
         Ok((
             u64::try_from(tenants).unwrap_or(0),
             u64::try_from(bots).unwrap_or(0),

@@ -1,0 +1,37 @@
+# DashOffice: the commands a developer needs. `make help` lists them.
+
+CARGO ?= cargo
+
+.PHONY: help run test lint fmt build release clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run: ## Build and run dashd on the embedded default (data in ./dashd-data, http://127.0.0.1:3009)
+	$(CARGO) run -p dashd --
+
+test: ## Run the whole test suite (PostgreSQL suite too when DASHD_TEST_DATABASE_URL is set)
+	@if [ -z "$$DASHD_TEST_DATABASE_URL" ]; then \
+	  if [ "$$CI" = "true" ]; then \
+	    echo "error: CI=true needs DASHD_TEST_DATABASE_URL (a PostgreSQL server URL); .ci/run sets it" >&2; exit 1; \
+	  fi; \
+	  echo "notice: DASHD_TEST_DATABASE_URL is not set: the PostgreSQL suite is skipped (its tests show as ignored)."; \
+	  echo "        e.g. DASHD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres make test"; \
+	fi
+	$(CARGO) test --workspace --locked
+
+lint: ## What CI checks: formatting and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+build: ## Debug build of dashd and dashctl
+	$(CARGO) build --workspace --locked
+
+release: ## Optimised binaries in target/release/
+	$(CARGO) build --workspace --release --locked
+
+clean: ## Remove build output (not ./dashd-data)
+	$(CARGO) clean

@@ -1,0 +1,467 @@
+//! End-to-end: a real dashd started in-process (port 0, temporary data directory) driven
+//! by the real `dashctl` binary, as a sysadmin would drive it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use dash_core::config::Config;
+use serde_json::Value;
+
+struct Env {
+    daemon: Option<dashd::Daemon>,
+    /// The working directory; the daemon's data lives in `dashd-data/` under it.
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = dashd::start(config_in(dir.path())).await.unwrap();
+        Env {
+            daemon: Some(daemon),
+            dir,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("dashd-data/dashd.sock")
+    }
+
+    /// Runs dashctl against this daemon (explicit socket, stdin not a terminal).
+    async fn ctl(&self, args: &[&str]) -> Run {
+        run_ctl(self.dir.path(), Some(&self.socket()), args).await
+    }
+
+    async fn stop(mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await.unwrap();
+        }
+    }
+}
+
+fn config_in(dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.join("dashd-data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not JSON ({err}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    #[track_caller]
+    fn fails(self, code: i32, needle: &str) -> Self {
+        assert_eq!(
+            self.code, code,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}: {}",
+            self.stderr
+        );
+        self
+    }
+}
+
+async fn run_ctl(cwd: &Path, socket: Option<&Path>, args: &[&str]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dashctl"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("DASHCTL_SOCKET")
+        .stdin(std::process::Stdio::null());
+    if let Some(socket) = socket {
+        command.env("DASHCTL_SOCKET", socket);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().await.unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_lifecycle() {
+    let env = Env::start().await;
+    let created = env
+        .ctl(&["tenant", "create", "acme", "--name", "Acme", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(created["slug"], "acme");
+    assert_eq!(created["name"], "Acme");
+    assert_eq!(created["status"], "active");
+    env.ctl(&["tenant", "create", "beta"]).await.ok();
+
+    let list = env
+        .ctl(&["tenant", "list", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    let slugs: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["acme", "beta"]);
+    let table = env.ctl(&["tenant", "list"]).await.ok().stdout;
+    assert!(table.starts_with("SLUG"), "{table}");
+    assert!(table.contains("Acme"), "{table}");
+
+    let by_id = env
+        .ctl(&[
+            "tenant",
+            "show",
+            created["id"].as_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(by_id, created);
+
+    let updated = env
+        .ctl(&[
+            "tenant",
+            "update",
+            "acme",
+            "--name",
+            "Acme Corp",
+            "--status",
+            "suspended",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(updated["name"], "Acme Corp");
+    assert_eq!(updated["status"], "suspended");
+    env.ctl(&["tenant", "update", "acme"])
+        .await
+        .fails(2, "nothing to change");
+    env.ctl(&["tenant", "update", "acme", "--status", "gone"])
+        .await
+        .fails(2, "tenant status");
+
+    env.ctl(&["tenant", "delete", "beta", "--yes"]).await.ok();
+    env.ctl(&["tenant", "show", "beta"])
+        .await
+        .fails(4, "tenant beta not found");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bots_lifecycle() {
+    let env = Env::start().await;
+    env.ctl(&["tenant", "create", "acme", "--name", "Acme"])
+        .await
+        .ok();
+    let created = env
+        .ctl(&[
+            "bot",
+            "create",
+            "acme/sales",
+            "--phone",
+            "+5491123456789",
+            "--timezone",
+            "America/Argentina/Buenos_Aires",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(created["tenant"], "acme");
+    assert_eq!(created["name"], "sales");
+    assert_eq!(created["phone"], "+5491123456789");
+    assert_eq!(created["timezone"], "America/Argentina/Buenos_Aires");
+    assert_eq!(created["settings"], serde_json::json!({}));
+
+    let list = env
+        .ctl(&["bot", "list", "--output", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0], created);
+    let table = env
+        .ctl(&["bot", "list", "--tenant", "acme"])
+        .await
+        .ok()
+        .stdout;
+    assert!(
+        table.contains("acme/sales") && table.contains("+5491123456789"),
+        "{table}"
+    );
+
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        env.ctl(&["bot", "show", id, "-o", "json"])
+            .await
+            .ok()
+            .json(),
+        created
+    );
+
+    let updated = env
+        .ctl(&[
+            "bot",
+            "update",
+            "acme/sales",
+            "--status",
+            "paused",
+            "--no-phone",
+            "--settings",
+            r#"{"chain":["sandbox"]}"#,
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(updated["status"], "paused");
+    assert_eq!(updated["phone"], Value::Null);
+    assert_eq!(updated["settings"]["chain"][0], "sandbox");
+    let renamed = env
+        .ctl(&["bot", "update", id, "--name", "ventas", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(renamed["name"], "ventas");
+
+    env.ctl(&["bot", "delete", "acme/ventas"])
+        .await
+        .fails(2, "--yes");
+    env.ctl(&["bot", "show", "acme/ventas"]).await.ok();
+    env.ctl(&["bot", "delete", "acme/ventas", "--yes"])
+        .await
+        .ok();
+    env.ctl(&["bot", "show", "acme/ventas"])
+        .await
+        .fails(4, "bot acme/ventas not found");
+    let empty = env.ctl(&["bot", "list"]).await.ok();
+    assert!(
+        empty.stdout.is_empty() && empty.stderr.contains("No bots"),
+        "{}",
+        empty.stderr
+    );
+    assert_eq!(
+        env.ctl(&["bot", "list", "-o", "json"]).await.ok().json(),
+        serde_json::json!([])
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_clear_errors() {
+    let env = Env::start().await;
+    env.ctl(&["tenant", "create", "acme"]).await.ok();
+    env.ctl(&["tenant", "create", "acme"])
+        .await
+        .fails(5, "tenant acme already exists");
+    env.ctl(&["bot", "create", "acme/sales", "--phone", "+5491123456789"])
+        .await
+        .ok();
+    env.ctl(&["bot", "create", "acme/sales"])
+        .await
+        .fails(5, "bot acme/sales already exists");
+    env.ctl(&[
+        "bot",
+        "create",
+        "acme/other",
+        "--phone",
+        "+54 9 11 2345-6789",
+    ])
+    .await
+    .fails(5, "phone +5491123456789 is already used");
+
+    // A tenant with bots is kept unless forced, and nothing is asked in vain.
+    env.ctl(&["tenant", "delete", "acme", "--yes"])
+        .await
+        .fails(5, "still has 1 bot");
+    env.ctl(&["bot", "show", "acme/sales"]).await.ok();
+    env.ctl(&["tenant", "delete", "acme", "--force"])
+        .await
+        .fails(2, "--yes");
+    let deleted = env
+        .ctl(&["tenant", "delete", "acme", "--force", "--yes", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(deleted["bots_deleted"], 1);
+    env.ctl(&["bot", "list", "-o", "json"]).await.ok();
+    let json_error = env
+        .ctl(&["bot", "show", "acme/sales", "-o", "json"])
+        .await
+        .fails(4, "not_found");
+    let body: Value = serde_json::from_str(json_error.stderr.trim()).unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_names_the_field_and_rule() {
+    let env = Env::start().await;
+    env.ctl(&["tenant", "create", "acme"]).await.ok();
+    env.ctl(&["tenant", "create", "Acme"]).await.fails(
+        2,
+        "slug: \"Acme\" is not a valid slug: use 2 to 40 characters",
+    );
+    env.ctl(&["tenant", "create", "a"]).await.fails(2, "slug");
+    env.ctl(&["tenant", "create", "ok-slug", "--name", "  "])
+        .await
+        .fails(2, "name: must be 1 to 200");
+    env.ctl(&["bot", "create", "acme/sales", "--phone", "5491123456789"])
+        .await
+        .fails(2, "phone: \"5491123456789\" is not an E.164 phone number");
+    env.ctl(&["bot", "create", "acme/sales", "--timezone", "Mars/Olympus"])
+        .await
+        .fails(2, "timezone: \"Mars/Olympus\" is not an IANA time zone");
+    env.ctl(&["bot", "create", "acme/Sales"])
+        .await
+        .fails(2, "bot");
+    env.ctl(&["bot", "create", "acme"])
+        .await
+        .fails(2, "TENANT/BOT");
+    env.ctl(&["bot", "create", "acme/sales", "--settings", "[1]"])
+        .await
+        .fails(2, "settings: must be a JSON object");
+    env.ctl(&["bot", "create", "acme/sales", "--settings", "{"])
+        .await
+        .fails(2, "settings: not valid JSON");
+    env.ctl(&["bot", "create", "ghost/sales"])
+        .await
+        .fails(4, "tenant ghost not found");
+    // Nothing was created by the failed attempts.
+    assert_eq!(
+        env.ctl(&["bot", "list", "-o", "json"]).await.ok().json(),
+        serde_json::json!([])
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_socket_is_found_without_flags() {
+    let env = Env::start().await;
+    let status = run_ctl(env.dir.path(), None, &["status", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["version"], dash_core::VERSION);
+    assert_eq!(status["database"]["backend"], "sqlite");
+    let table = run_ctl(env.dir.path(), None, &["status"]).await.ok().stdout;
+    assert!(table.contains("admin API v1"), "{table}");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_daemon_is_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_ctl(dir.path(), None, &["tenant", "list"]).await;
+    let run = run.fails(3, "dashd is not running");
+    assert!(
+        run.stderr.contains("./dashd-data/dashd.sock"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("Start it with `dashd`"),
+        "{}",
+        run.stderr
+    );
+
+    let explicit = dir.path().join("nowhere.sock");
+    run_ctl(dir.path(), Some(&explicit), &["status"])
+        .await
+        .fails(3, "nowhere.sock");
+
+    // A socket file left behind by a daemon that died.
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    run_ctl(dir.path(), Some(&stale), &["status"])
+        .await
+        .fails(3, "left over from a daemon that stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_socket_refuses_to_start() {
+    let env = Env::start().await;
+    let err = dashd::start(config_in(env.dir.path())).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another dashd is already running"),
+        "{err:#}"
+    );
+    // The first one is unharmed.
+    env.ctl(&["status"]).await.ok();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_removes_the_socket_and_data_persists() {
+    let env = Env::start().await;
+    env.ctl(&["tenant", "create", "acme"]).await.ok();
+    let socket = env.socket();
+    let Env { daemon, dir: tmp } = env;
+    daemon.unwrap().shutdown().await.unwrap();
+    assert!(!socket.exists());
+
+    let again = dashd::start(config_in(tmp.path())).await.unwrap();
+    let env = Env {
+        daemon: Some(again),
+        dir: tmp,
+    };
+    let list = env.ctl(&["tenant", "list", "-o", "json"]).await.ok().json();
+    assert_eq!(list[0]["slug"], "acme");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn completions_are_generated() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = run_ctl(dir.path(), None, &["completions", shell])
+            .await
+            .ok();
+        assert!(run.stdout.contains("tenant"), "{shell}: {}", run.stdout);
+    }
+    run_ctl(dir.path(), None, &["completions", "tcsh"])
+        .await
+        .fails(2, "invalid value");
+}

@@ -1,0 +1,254 @@
+//! Router tests without sockets: the admin and public routers called directly, with the
+//! peer's credentials injected, against a real SQLite store in a temporary directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use dash_core::config::Config;
+use dashd::admin::access::{AdminAccess, Peer, PeerInfo};
+use dashd::state::AppState;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const DAEMON_UID: u32 = 4242;
+
+async fn state() -> (AppState, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: dir.path().to_owned(),
+        ..Config::default()
+    };
+    let store = dashd::store::open(&config, None).await.unwrap();
+    let state = AppState {
+        store: store.into(),
+        admin_socket: dir.path().join("dashd.sock"),
+        config: config.into(),
+        started: std::time::Instant::now(),
+        started_at: chrono::Utc::now(),
+        http_addr: "127.0.0.1:3009".parse().unwrap(),
+    };
+    (state, dir)
+}
+
+fn admin_as(state: &AppState, uid: u32) -> Router {
+    let access = AdminAccess {
+        daemon_uid: DAEMON_UID,
+        group: None,
+    };
+    dashd::admin::router(state.clone(), access)
+        .layer(MockConnectInfo(PeerInfo(Some(Peer { uid, gid: uid }))))
+}
+
+async fn call(
+    router: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let mut request = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, json, headers)
+}
+
+#[tokio::test]
+async fn another_uid_is_refused_on_every_route() {
+    let (state, _dir) = state().await;
+    let stranger = admin_as(&state, 1000);
+    for (method, uri) in [
+        ("GET", "/v1/status"),
+        ("GET", "/v1/tenants"),
+        ("DELETE", "/v1/tenants/acme"),
+        ("GET", "/nope"),
+    ] {
+        let (status, body, _) = call(&stranger, method, uri, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        assert_eq!(body["error"]["code"], "forbidden");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("uid 1000")
+        );
+    }
+    let (status, _, _) = call(
+        &stranger,
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": "acme"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Nothing was created.
+    let (_, list, _) = call(&admin_as(&state, DAEMON_UID), "GET", "/v1/tenants", None).await;
+    assert_eq!(list, json!([]));
+
+    let unknown_peer = dashd::admin::router(
+        state.clone(),
+        AdminAccess {
+            daemon_uid: DAEMON_UID,
+            group: None,
+        },
+    )
+    .layer(MockConnectInfo(PeerInfo(None)));
+    let (status, _, _) = call(&unknown_peer, "GET", "/v1/status", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn root_and_the_daemon_user_get_versioned_answers() {
+    let (state, _dir) = state().await;
+    for uid in [0, DAEMON_UID] {
+        let (status, body, headers) = call(&admin_as(&state, uid), "GET", "/v1/status", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["api_version"], 1);
+        assert_eq!(headers["x-dashd-version"], dash_core::VERSION);
+        assert_eq!(headers["x-dashd-api"], "1");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let (state, _dir) = state().await;
+    let admin = admin_as(&state, 0);
+    let (status, body, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants",
+        Some(json!({"slug": "acme", "colour": "red"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour"),
+        "{body}"
+    );
+
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/tenants")
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let response = admin.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/tenants")
+        .body(Body::from("{}"))
+        .unwrap();
+    let response = admin.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    let (status, body, _) = call(&admin, "POST", "/v1/tenants", Some(json!({"slug": "a b"}))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert_eq!(body["error"]["field"], "slug");
+
+    let (status, body, _) = call(&admin, "GET", "/v1/nothing-here", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+
+    let (status, body, _) = call(&admin, "GET", "/v1/bots/not-a-uuid", None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "id");
+
+    let (status, _, _) = call(&admin, "DELETE", "/v1/tenants/acme?force=maybe", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    call(&admin, "POST", "/v1/tenants", Some(json!({"slug": "acme"}))).await;
+    let (status, body, _) = call(&admin, "PATCH", "/v1/tenants/acme", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to change")
+    );
+    let (status, body, _) = call(
+        &admin,
+        "PATCH",
+        "/v1/tenants/acme",
+        Some(json!({"status": "asleep"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
+async fn bots_are_reachable_by_path_and_id() {
+    let (state, _dir) = state().await;
+    let admin = admin_as(&state, 0);
+    call(&admin, "POST", "/v1/tenants", Some(json!({"slug": "acme"}))).await;
+    let (status, bot, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/bots",
+        Some(json!({"name": "sales", "phone": "+54 9 11 2345-6789"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(bot["phone"], "+5491123456789");
+    assert_eq!(bot["timezone"], "UTC");
+    let id = bot["id"].as_str().unwrap();
+    let (_, by_id, _) = call(&admin, "GET", &format!("/v1/bots/{id}"), None).await;
+    let (_, by_path, _) = call(&admin, "GET", "/v1/tenants/acme/bots/sales", None).await;
+    assert_eq!(by_id, bot);
+    assert_eq!(by_path, bot);
+    let (_, cleared, _) = call(
+        &admin,
+        "PATCH",
+        &format!("/v1/bots/{id}"),
+        Some(json!({"phone": null})),
+    )
+    .await;
+    assert_eq!(cleared["phone"], Value::Null);
+    let (_, filtered, _) = call(&admin, "GET", "/v1/bots?tenant=acme", None).await;
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    let (status, _, _) = call(&admin, "GET", "/v1/bots?tenant=ghost", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn health_reports_ok_then_degraded() {
+    let (state, _dir) = state().await;
+    let public = dashd::gateway::router(state.clone());
+    let (status, body, _) = call(&public, "GET", "/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["database"], "ok");
+    assert_eq!(body["version"], dash_core::VERSION);
+    assert!(body["memory_mb"].as_f64().unwrap() > 0.0);
+    assert!(body["uptime_s"].is_u64());
+    assert!(body["redis"].is_string());
+
+    // A database that no longer answers.
+    state.store.close().await;
+    let (status, body, _) = call(&public, "GET", "/health", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["database"], "error");
+}

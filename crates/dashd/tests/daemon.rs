@@ -1,0 +1,315 @@
+//! The `dashd` binary as an operator runs it: `check-config`, `--version`, start-up with
+//! no configuration, systemd readiness, SIGTERM, `kill -9` and restart, `migrate`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn dashd(dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dashd"));
+    command
+        .current_dir(dir)
+        .env_remove("DASHD_CONFIG")
+        .env("NO_COLOR", "1");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("DASHD_") || name == "NOTIFY_SOCKET" {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn output(command: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn version_is_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, _) = output(dashd(dir.path()).arg("--version"));
+    assert_eq!(code, 0);
+    assert_eq!(
+        stdout.trim(),
+        format!("dashd {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_config_accepts_the_example_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config.example.toml");
+    let (code, stdout, stderr) = output(
+        dashd(dir.path())
+            .args(["check-config", "--config"])
+            .arg(&example),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("listen = \"127.0.0.1:3009\""), "{stdout}");
+    assert!(stdout.contains("dashd.sock"), "{stdout}");
+
+    let secret = write(
+        dir.path(),
+        "db-url",
+        "postgres://dashd:hunter2@db.internal/dashd\n",
+    );
+    let config = write(
+        dir.path(),
+        "dashd.toml",
+        &format!("[database]\nurl_file = \"{}\"\n", secret.display()),
+    );
+    let (code, stdout, stderr) = output(
+        dashd(dir.path())
+            .arg("check-config")
+            .env("DASHD_CONFIG", &config),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("postgres://dashd:***@db.internal/dashd"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+}
+
+#[test]
+fn check_config_names_unknown_keys_and_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[server]\nlisten = \"127.0.0.1:3009\"\nport = 80\n",
+            "server.port",
+        ),
+        ("[sever]\nlisten = \"127.0.0.1:3009\"\n", "sever"),
+        ("[server]\nlisten = \"not an address\"\n", "server.listen"),
+        (
+            "[server]\nshutdown_timeout_s = \"ten\"\n",
+            "server.shutdown_timeout_s",
+        ),
+        (
+            "[server]\nshutdown_timeout_s = 0\n",
+            "server.shutdown_timeout_s",
+        ),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
+        (
+            "[database]\nurl = \"mysql://root@localhost/x\"\n",
+            "database.url",
+        ),
+        (
+            "[database]\nmax_connections = -1\n",
+            "database.max_connections",
+        ),
+    ];
+    for (text, key) in cases {
+        let config = write(dir.path(), "bad.toml", text);
+        let (code, stdout, stderr) =
+            output(dashd(dir.path()).args(["check-config", "-c"]).arg(&config));
+        assert_eq!(code, 2, "{text}: {stdout}");
+        assert!(
+            stderr.contains(&format!("invalid configuration: {key}: ")),
+            "{text}: {stderr}"
+        );
+    }
+    let (code, _, stderr) = output(
+        dashd(dir.path())
+            .arg("check-config")
+            .env("DASHD_SERVER_LISTN", "x"),
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("server.listn") && stderr.contains("DASHD_SERVER_LISTN"),
+        "{stderr}"
+    );
+    let (code, _, stderr) =
+        output(dashd(dir.path()).args(["check-config", "--config", "/nonexistent.toml"]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+}
+
+/// A dashd child process that is killed if the test fails half-way.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dashd did not exit in {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn start_with_notify(dir: &Path) -> (Running, UnixDatagram) {
+    let notify_path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let child = dashd(dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("dashd never sent READY=1");
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    (running, notify)
+}
+
+#[test]
+fn zero_config_start_notifies_systemd_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, notify) = start_with_notify(dir.path());
+    let socket = dir.path().join("dashd-data/dashd.sock");
+    assert!(socket.exists());
+    assert!(dir.path().join("dashd-data/dashd.db").exists());
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    signal(&running.0, nix::sys::signal::Signal::SIGTERM);
+    let status = wait_exit(&mut running.0, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(!socket.exists(), "the admin socket was left behind");
+}
+
+#[test]
+fn a_stale_socket_after_kill_9_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, _notify) = start_with_notify(dir.path());
+    signal(&running.0, nix::sys::signal::Signal::SIGKILL);
+    wait_exit(&mut running.0, Duration::from_secs(5));
+    assert!(dir.path().join("dashd-data/dashd.sock").exists());
+    let (mut again, _notify) = start_with_notify(dir.path());
+    signal(&again.0, nix::sys::signal::Signal::SIGINT);
+    assert!(wait_exit(&mut again.0, Duration::from_secs(15)).success());
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) =
+        output(dashd(dir.path()).args(["--listen", &addr, "--log-level", "error"]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    // Failing start-up does not leave its socket behind.
+    assert!(!dir.path().join("dashd-data/dashd.sock").exists());
+}
+
+#[test]
+#[cfg_attr(
+    not(dashd_pg_tests),
+    ignore = "set DASHD_TEST_DATABASE_URL to run the PostgreSQL suite"
+)]
+fn postgres_needs_migrate_before_start() {
+    let admin_url = std::env::var("DASHD_TEST_DATABASE_URL").unwrap();
+    let name = format!("dashd_test_{}", uuid::Uuid::new_v4().simple());
+    let psql = |sql: &str| {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let pool = sqlx::PgPool::connect(&admin_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        });
+    };
+    psql(&format!("CREATE DATABASE {name}"));
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
+    let url = format!("{base}/{name}");
+    let dir = tempfile::tempdir().unwrap();
+
+    let (code, _, stderr) = output(
+        dashd(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--log-level", "error"])
+            .env("DASHD_DATABASE_URL", &url),
+    );
+    assert_eq!(code, 1);
+    assert!(stderr.contains("run `dashd migrate`"), "{stderr}");
+
+    let (code, stdout, stderr) = output(
+        dashd(dir.path())
+            .arg("migrate")
+            .env("DASHD_DATABASE_URL", &url),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("schema at version 1"), "{stdout}");
+    // Running it again is harmless.
+    assert_eq!(
+        output(
+            dashd(dir.path())
+                .arg("migrate")
+                .env("DASHD_DATABASE_URL", &url)
+        )
+        .0,
+        0
+    );
+
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut running = Running(
+        dashd(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("DASHD_DATABASE_URL", &url)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 64];
+    notify
+        .recv(&mut buf)
+        .expect("dashd on PostgreSQL never became ready");
+    signal(&running.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut running.0, Duration::from_secs(15)).success());
+    psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
+}
