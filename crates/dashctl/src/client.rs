@@ -155,20 +155,10 @@ impl Client {
             ));
         };
         let api = header(HEADER_API_VERSION).and_then(|v| v.parse::<u32>().ok());
-        if self.warned.swap(true, Ordering::Relaxed) {
-            return Ok(());
-        }
-        if api != Some(ADMIN_API_VERSION) {
-            eprintln!(
-                "warning: dashd {daemon_version} speaks admin API v{}, this dashctl {} speaks v{ADMIN_API_VERSION}: install the dashctl that ships with your dashd; commands may fail",
-                api.map_or_else(|| "?".to_owned(), |v| v.to_string()),
-                dash_core::VERSION,
-            );
-        } else if daemon_version != dash_core::VERSION {
-            eprintln!(
-                "warning: dashctl {} is talking to dashd {daemon_version}; they are compatible, but use matching versions when you can",
-                dash_core::VERSION
-            );
+        if !self.warned.swap(true, Ordering::Relaxed)
+            && let Some(warning) = version_warning(&daemon_version, api)
+        {
+            eprintln!("warning: {warning}");
         }
         Ok(())
     }
@@ -194,6 +184,24 @@ impl Client {
             _ => format!("cannot talk to dashd on {socket}: {err}"),
         };
         CliError::new(Failure::Unreachable, message)
+    }
+}
+
+/// What to tell the user when dashd's versions differ from this dashctl's.
+fn version_warning(daemon_version: &str, api: Option<u32>) -> Option<String> {
+    if api != Some(ADMIN_API_VERSION) {
+        Some(format!(
+            "dashd {daemon_version} speaks admin API v{}, this dashctl {} speaks v{ADMIN_API_VERSION}: install the dashctl that ships with your dashd; commands may fail",
+            api.map_or_else(|| "?".to_owned(), |v| v.to_string()),
+            dash_core::VERSION,
+        ))
+    } else if daemon_version != dash_core::VERSION {
+        Some(format!(
+            "dashctl {} is talking to dashd {daemon_version}; they are compatible, but use matching versions when you can",
+            dash_core::VERSION
+        ))
+    } else {
+        None
     }
 }
 
@@ -233,5 +241,46 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
             }
         }
         None => CliError::new(failure, format!("dashd answered {status}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_compared() {
+        assert_eq!(
+            version_warning(dash_core::VERSION, Some(ADMIN_API_VERSION)),
+            None
+        );
+        let newer = version_warning("9.9.9", Some(ADMIN_API_VERSION)).unwrap();
+        assert!(
+            newer.contains("dashd 9.9.9") && newer.contains("compatible"),
+            "{newer}"
+        );
+        let other_api = version_warning("9.9.9", Some(ADMIN_API_VERSION + 1)).unwrap();
+        assert!(other_api.contains("admin API v2"), "{other_api}");
+        assert!(
+            version_warning(dash_core::VERSION, None)
+                .unwrap()
+                .contains("v?")
+        );
+    }
+
+    #[test]
+    fn error_answers_map_to_failures() {
+        let body = br#"{"error":{"code":"conflict","message":"tenant acme already exists","field":"slug"}}"#;
+        let err = api_error(StatusCode::CONFLICT, body);
+        assert_eq!(err.failure, Failure::Conflict);
+        assert_eq!(err.message, "tenant acme already exists");
+        let err = api_error(StatusCode::BAD_GATEWAY, b"<html>");
+        assert_eq!(err.failure, Failure::Daemon);
+        assert!(err.message.contains("502"));
+        let err = api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":{"code":"internal","message":"internal error"}}"#,
+        );
+        assert!(err.message.contains("dashd's log"));
     }
 }

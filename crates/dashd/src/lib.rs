@@ -54,8 +54,11 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let access = AdminAccess::resolve(config.admin.group.as_deref())?;
     let admin_socket = std::path::absolute(config.admin_socket())?;
     let admin_listener = admin::socket::bind(&admin_socket, access.group.as_ref().map(|g| g.gid))?;
+    if let Some(group) = &access.group {
+        warn_if_group_cannot_reach(&admin_socket, &group.name);
+    }
     // From here on the socket file is ours: remove it on any early return.
-    let socket_guard = SocketFile(admin_socket.clone());
+    let socket_guard = SocketFile(Some(admin_socket.clone()));
 
     let store = store::open(&config, None)
         .await
@@ -95,7 +98,8 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             .into_future(),
     );
 
-    std::mem::forget(socket_guard);
+    // Serving: the socket is now removed by `Daemon::shutdown`.
+    socket_guard.keep();
     tracing::info!(
         version = dash_core::VERSION,
         listen = %http_addr,
@@ -148,12 +152,22 @@ impl Daemon {
         Ok(())
     }
 
-    /// Waits until a listener stops on its own (an error) or the token is cancelled.
-    async fn wait(&mut self) {
+    /// Waits until the token is cancelled, or a listener stops on its own (an error:
+    /// returned after the rest of the daemon has been shut down).
+    async fn wait(&mut self) -> Option<anyhow::Error> {
         tokio::select! {
-            () = self.shutdown.cancelled() => {}
+            // Listeners only finish after cancellation in a normal stop; checking the token
+            // first keeps a normal stop from looking like a failure.
+            biased;
+            () = self.shutdown.cancelled() => None,
             Some(result) = self.servers.join_next() => {
-                tracing::error!(?result, "a listener stopped unexpectedly; shutting down");
+                let err = match result {
+                    Ok(Ok(())) => anyhow::anyhow!("a listener stopped unexpectedly"),
+                    Ok(Err(err)) => anyhow::Error::new(err).context("a listener failed"),
+                    Err(err) => anyhow::Error::new(err).context("a listener task failed"),
+                };
+                tracing::error!(error = format!("{err:#}"), "shutting down");
+                Some(err)
             }
         }
     }
@@ -169,9 +183,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         token.cancel();
     });
     notify_systemd(&[sd_notify::NotifyState::Ready]);
-    daemon.wait().await;
+    let failure = daemon.wait().await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
-    daemon.shutdown().await
+    daemon.shutdown().await?;
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }
 
 /// Sends a state to systemd when `NOTIFY_SOCKET` is set (a no-op otherwise).
@@ -211,6 +229,22 @@ fn create_private_dir(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data_dir {}", path.display()))
 }
 
+/// With `admin.group`, the group also needs search permission on the socket's directory
+/// (the data directory is 0700): say so rather than let dashctl fail mysteriously.
+fn warn_if_group_cannot_reach(socket: &Path, group: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(dir) = socket.parent() else { return };
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.permissions().mode() & 0o010 == 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            group,
+            "members of admin.group cannot reach the admin socket: its directory is not group-searchable; put admin.socket in a directory such as /run/dashd (mode 0750, group {group})"
+        );
+    }
+}
+
 fn remove_socket(path: &Path) {
     if let Err(err) = std::fs::remove_file(path)
         && err.kind() != std::io::ErrorKind::NotFound
@@ -220,10 +254,19 @@ fn remove_socket(path: &Path) {
 }
 
 /// Removes the admin socket when start-up fails after binding it.
-struct SocketFile(PathBuf);
+struct SocketFile(Option<PathBuf>);
+
+impl SocketFile {
+    /// Start-up succeeded: leave the socket in place.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        remove_socket(&self.0);
+        if let Some(path) = &self.0 {
+            remove_socket(path);
+        }
     }
 }

@@ -31,7 +31,8 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .try_init()
     } else {
         builder.with_target(false).try_init()

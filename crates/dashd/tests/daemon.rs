@@ -181,7 +181,7 @@ fn start_with_notify(dir: &Path) -> (Running, UnixDatagram) {
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         .env("NOTIFY_SOCKET", &notify_path)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("dashd.log")).unwrap())
         .spawn()
         .unwrap();
     let running = Running(child);
@@ -209,6 +209,12 @@ fn zero_config_start_notifies_systemd_and_stops_cleanly_on_sigterm() {
     let n = notify.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(!socket.exists(), "the admin socket was left behind");
+    let log = std::fs::read_to_string(dir.path().join("dashd.log")).unwrap();
+    assert!(log.contains("dashd stopped"), "{log}");
+    assert!(
+        !log.contains(r#""level":"ERROR""#),
+        "a clean stop logged an error: {log}"
+    );
 }
 
 #[test]

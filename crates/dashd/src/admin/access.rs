@@ -8,6 +8,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
 use tokio::net::UnixListener;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 
@@ -129,7 +130,11 @@ pub async fn authorize(
             .into_response();
     };
     match access.check(peer, system_user_name) {
-        Ok(()) => next.run(request).await,
+        // Everything the request logs carries who made it: the audit trail of admin actions.
+        Ok(()) => {
+            let span = tracing::info_span!("admin", peer_uid = peer.uid);
+            next.run(request).instrument(span).await
+        }
         Err(denied) => {
             tracing::warn!(uid = peer.uid, gid = peer.gid, "admin request refused");
             ApiError::Forbidden(denied.to_string()).into_response()

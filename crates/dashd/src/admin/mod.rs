@@ -16,6 +16,7 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::get;
 use dash_core::api::{ADMIN_API_VERSION, HEADER_API_VERSION, HEADER_DAEMON_VERSION};
+use tower_http::trace::TraceLayer;
 
 use crate::error::not_found;
 use crate::state::AppState;
@@ -56,6 +57,7 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             access::authorize,
         ))
         .layer(middleware::map_response(version_headers))
+        .layer(TraceLayer::new_for_http())
 }
 
 async fn version_headers(mut response: Response) -> Response {

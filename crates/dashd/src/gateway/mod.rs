@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use tower_http::trace::TraceLayer;
 
 use crate::error::not_found;
 use crate::state::AppState;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .fallback(not_found)
         .with_state(state)
+        .layer(TraceLayer::new_for_http())
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
