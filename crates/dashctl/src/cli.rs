@@ -60,6 +60,12 @@ pub enum Command {
         /// The shell to generate for.
         shell: clap_complete::Shell,
     },
+    /// Write man pages (dashctl.1 and one per subcommand) into a directory, e.g.
+    /// `dashctl man /usr/local/share/man/man1`.
+    Man {
+        /// Directory to write the pages into (created if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

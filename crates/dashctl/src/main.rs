@@ -56,9 +56,23 @@ fn run(cli: Cli) -> CliResult {
             Command::Status => status::run(&client, out).await,
             Command::Tenant(command) => tenant::run(&client, out, command).await,
             Command::Bot(command) => bot::run(&client, out, command).await,
-            Command::Completions { .. } => Ok(()),
+            Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     })
+}
+
+/// Writes `dashctl.1` and `dashctl-NOUN-VERB.1` pages generated from the clap definition.
+fn write_man_pages(dir: &std::path::Path) -> CliResult {
+    let fail = |err: std::io::Error| {
+        CliError::new(
+            Failure::Invalid,
+            format!("cannot write man pages to {}: {err}", dir.display()),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(fail)?;
+    eprintln!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 fn report(err: &CliError, format: OutputFormat) {

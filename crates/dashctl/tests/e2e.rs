@@ -453,7 +453,7 @@ async fn shutdown_removes_the_socket_and_data_persists() {
 }
 
 #[tokio::test]
-async fn completions_are_generated() {
+async fn completions_and_man_pages_are_generated() {
     let dir = tempfile::tempdir().unwrap();
     for shell in ["bash", "zsh", "fish"] {
         let run = run_ctl(dir.path(), None, &["completions", shell])
