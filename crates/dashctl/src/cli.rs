@@ -64,7 +64,7 @@ pub enum Command {
     /// `dashctl man /usr/local/share/man/man1`.
     Man {
         /// Directory to write the pages into (created if missing).
-        dir: std::path::PathBuf,
+        dir: PathBuf,
     },
 }
 
