@@ -36,14 +36,14 @@ fn run(cli: Cli) -> CliResult {
         format: cli.output,
         assume_yes: cli.yes,
     };
-    if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "dashctl",
-            &mut std::io::stdout(),
-        );
-        return Ok(());
+    match &cli.command {
+        Command::Completions { shell } => {
+            let stdout = &mut std::io::stdout();
+            clap_complete::generate(*shell, &mut Cli::command(), "dashctl", stdout);
+            return Ok(());
+        }
+        Command::Man { dir } => return write_man_pages(dir),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

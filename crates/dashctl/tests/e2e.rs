@@ -464,4 +464,12 @@ async fn completions_and_man_pages_are_generated() {
     run_ctl(dir.path(), None, &["completions", "tcsh"])
         .await
         .fails(2, "invalid value");
+
+    let man = dir.path().join("man1");
+    run_ctl(dir.path(), None, &["man", man.to_str().unwrap()])
+        .await
+        .ok();
+    let page = std::fs::read_to_string(man.join("dashctl.1")).unwrap();
+    assert!(page.contains(".TH dashctl"), "{page}");
+    assert!(man.join("dashctl-tenant-create.1").exists());
 }
