@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bot;
 pub mod config;
+pub mod flow;
 pub mod tenant;
 pub mod validate;
 
