@@ -294,7 +294,10 @@ impl Step {
 
     /// True for steps that stop and wait for the customer or an operator.
     pub fn waits(&self) -> bool {
-        matches!(self, Step::Question { .. } | Step::Menu { .. } | Step::Handoff { .. })
+        matches!(
+            self,
+            Step::Question { .. } | Step::Menu { .. } | Step::Handoff { .. }
+        )
     }
 }
 
@@ -355,14 +358,21 @@ pub enum Validation {
         relative: bool,
     },
     /// The whole answer must match (linear-time regex dialect).
-    Regex { pattern: String },
+    Regex {
+        pattern: String,
+    },
     /// One of these answers (case and accents ignored); the listed spelling is stored.
-    Choices { choices: Vec<String> },
+    Choices {
+        choices: Vec<String>,
+    },
 }
 
 impl Default for Validation {
     fn default() -> Self {
-        Validation::Text { min: None, max: None }
+        Validation::Text {
+            min: None,
+            max: None,
+        }
     }
 }
 
@@ -448,11 +458,15 @@ impl Span {
                 'h' => 3600,
                 'd' => 86_400,
                 ' ' if number.is_empty() => continue,
-                _ => return Err(format!("{text:?} is not a duration: use e.g. 30s, 10m, 1h30m, 2d")),
+                _ => {
+                    return Err(format!(
+                        "{text:?} is not a duration: use e.g. 30s, 10m, 1h30m, 2d"
+                    ));
+                }
             };
-            let value: u64 = number
-                .parse()
-                .map_err(|_| format!("{text:?} is not a duration: a number must precede each unit"))?;
+            let value: u64 = number.parse().map_err(|_| {
+                format!("{text:?} is not a duration: a number must precede each unit")
+            })?;
             total = value
                 .checked_mul(unit)
                 .and_then(|v| total.checked_add(v))
@@ -461,7 +475,9 @@ impl Span {
             any = true;
         }
         if !number.is_empty() || !any {
-            return Err(format!("{text:?} is not a duration: give a unit, e.g. 30s, 10m, 1h30m, 2d"));
+            return Err(format!(
+                "{text:?} is not a duration: give a unit, e.g. 30s, 10m, 1h30m, 2d"
+            ));
         }
         Ok(Span(Duration::from_secs(total)))
     }
@@ -600,7 +616,10 @@ impl Document {
 
 /// Turns a deserialisation error's path (`flows[1].steps[2].validate.type`) into flow and
 /// step ids looked up in the raw document.
-fn locate(raw: &serde_json::Value, err: &serde_path_to_error::Error<serde_json::Error>) -> FlowError {
+fn locate(
+    raw: &serde_json::Value,
+    err: &serde_path_to_error::Error<serde_json::Error>,
+) -> FlowError {
     use serde_path_to_error::Segment;
     let mut flow = None;
     let mut step = None;
@@ -701,7 +720,8 @@ validate = { type = "telepathy" }
 
     #[test]
     fn json_is_accepted_and_text_may_be_a_list() {
-        let doc = r#"{"flows":[{"id":"f","steps":[{"id":"s","kind":"message","text":["a","b"]}]}]}"#;
+        let doc =
+            r#"{"flows":[{"id":"f","steps":[{"id":"s","kind":"message","text":["a","b"]}]}]}"#;
         assert_eq!(Format::sniff(doc), Format::Json);
         let parsed = Document::parse(doc, Format::Json).unwrap();
         match &parsed.flows[0].steps[0] {
@@ -716,6 +736,11 @@ validate = { type = "telepathy" }
         let err = Document::parse("[[flows]\n", Format::Toml).unwrap_err();
         assert!(err.message.starts_with("TOML syntax"), "{err}");
         assert!(Document::parse("{", Format::Json).is_err());
-        assert!(Document::parse("", Format::Toml).unwrap_err().message.contains("flows"));
+        assert!(
+            Document::parse("", Format::Toml)
+                .unwrap_err()
+                .message
+                .contains("flows")
+        );
     }
 }

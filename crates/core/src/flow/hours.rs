@@ -72,7 +72,10 @@ impl BusinessHours {
             Some((_, ranges)) => ranges,
             None => &self.week[weekday_index(date.weekday())],
         };
-        ranges.iter().map(|&(start, end)| (start, end.min(1440))).collect()
+        ranges
+            .iter()
+            .map(|&(start, end)| (start, end.min(1440)))
+            .collect()
     }
 
     /// Ends (in the next day's minutes) of ranges on `date` that run past midnight.
@@ -111,7 +114,11 @@ fn ranges_of(field: &str, ranges: &[String]) -> Result<Vec<Range>, (String, Stri
             if start == end || start >= 1440 {
                 return Err(err());
             }
-            Ok(if end < start { (start, end + 1440) } else { (start, end) })
+            Ok(if end < start {
+                (start, end + 1440)
+            } else {
+                (start, end)
+            })
         })
         .collect()
 }
@@ -140,15 +147,26 @@ mod tests {
             saturday: vec!["10:00-24:00".into()],
             sunday: vec![],
             exceptions: vec![
-                HoursException { date: "2026-12-25".into(), open: vec![], name: Some("Navidad".into()) },
-                HoursException { date: "2026-12-24".into(), open: vec!["09:00-12:00".into()], name: None },
+                HoursException {
+                    date: "2026-12-25".into(),
+                    open: vec![],
+                    name: Some("Navidad".into()),
+                },
+                HoursException {
+                    date: "2026-12-24".into(),
+                    open: vec!["09:00-12:00".into()],
+                    name: None,
+                },
             ],
         })
         .unwrap()
     }
 
     fn at(tz: Tz, y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
-        tz.with_ymd_and_hms(y, m, d, h, min, 0).single().unwrap().with_timezone(&Utc)
+        tz.with_ymd_and_hms(y, m, d, h, min, 0)
+            .single()
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -196,8 +214,14 @@ mod tests {
         let tz: Tz = "America/New_York".parse().unwrap();
         let h = hours();
         for (month, day) in [(3, 2), (3, 9), (10, 26), (11, 2)] {
-            assert!(!h.is_open(tz, at(tz, 2026, month, day, 8, 59)), "{month}/{day}");
-            assert!(h.is_open(tz, at(tz, 2026, month, day, 9, 0)), "{month}/{day}");
+            assert!(
+                !h.is_open(tz, at(tz, 2026, month, day, 8, 59)),
+                "{month}/{day}"
+            );
+            assert!(
+                h.is_open(tz, at(tz, 2026, month, day, 9, 0)),
+                "{month}/{day}"
+            );
         }
         // 09:00 local is 14:00 UTC in winter and 13:00 UTC in summer.
         assert!(h.is_open(tz, Utc.with_ymd_and_hms(2026, 3, 9, 13, 0, 0).unwrap()));
@@ -205,7 +229,10 @@ mod tests {
         // Madrid: the night of the change (2026-03-29 02:00 → 03:00), a Sunday-to-Saturday
         // overnight range from Saturday still ends at 24:00 local.
         let madrid: Tz = "Europe/Madrid".parse().unwrap();
-        assert!(h.is_open(madrid, Utc.with_ymd_and_hms(2026, 3, 28, 22, 59, 0).unwrap()));
+        assert!(h.is_open(
+            madrid,
+            Utc.with_ymd_and_hms(2026, 3, 28, 22, 59, 0).unwrap()
+        ));
         assert!(!h.is_open(madrid, Utc.with_ymd_and_hms(2026, 3, 28, 23, 0, 0).unwrap()));
         // The fall-back night repeats 01:00-02:00 local; Friday's 20:00-02:00 range covers both.
         let fri = Utc.with_ymd_and_hms(2026, 10, 31, 4, 30, 0).unwrap(); // Sat 00:30 EDT
@@ -214,14 +241,30 @@ mod tests {
 
     #[test]
     fn bad_ranges_name_the_field() {
-        let bad = Hours { tuesday: vec!["9-18".into()], ..Hours::default() };
-        assert_eq!(BusinessHours::compile(&bad).unwrap_err().0, "hours.tuesday[0]");
-        let same = Hours { monday: vec!["09:00-09:00".into()], ..Hours::default() };
-        assert!(BusinessHours::compile(&same).is_err());
-        let date = Hours {
-            exceptions: vec![HoursException { date: "25/12".into(), open: vec![], name: None }],
+        let bad = Hours {
+            tuesday: vec!["9-18".into()],
             ..Hours::default()
         };
-        assert_eq!(BusinessHours::compile(&date).unwrap_err().0, "hours.exceptions[0].date");
+        assert_eq!(
+            BusinessHours::compile(&bad).unwrap_err().0,
+            "hours.tuesday[0]"
+        );
+        let same = Hours {
+            monday: vec!["09:00-09:00".into()],
+            ..Hours::default()
+        };
+        assert!(BusinessHours::compile(&same).is_err());
+        let date = Hours {
+            exceptions: vec![HoursException {
+                date: "25/12".into(),
+                open: vec![],
+                name: None,
+            }],
+            ..Hours::default()
+        };
+        assert_eq!(
+            BusinessHours::compile(&date).unwrap_err().0,
+            "hours.exceptions[0].date"
+        );
     }
 }

@@ -6,7 +6,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use minijinja::value::{Kwargs, Serde, Value};
-use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
 
 /// Instructions a single render may execute.
 const FUEL: u64 = 50_000;
@@ -33,15 +33,21 @@ pub struct Scope<'a> {
     pub flow: &'a str,
 }
 
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Templates {
     /// An environment with DashOffice's filters and limits and no templates yet.
-    pub fn new(tz: Tz) -> Self {
+    pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(32);
         env.add_filter("money", money);
-        env.add_filter("date", move |value: Value, kwargs: Kwargs| date(&value, &kwargs, tz));
+        env.add_filter("date", date);
         Self { env }
     }
 
@@ -66,7 +72,11 @@ impl Templates {
 
     /// Variables a text template or expression reads, as dotted paths (`vars.name`).
     pub fn variables(&self, source: &str, is_expression: bool) -> Vec<String> {
-        let key = if is_expression { expr_key(source) } else { source.to_owned() };
+        let key = if is_expression {
+            expr_key(source)
+        } else {
+            source.to_owned()
+        };
         let mut names: Vec<String> = self
             .env
             .get_template(&key)
@@ -78,14 +88,24 @@ impl Templates {
 
     /// Renders a text template.
     pub fn render(&self, source: &str, scope: &Scope<'_>) -> Result<String, String> {
-        let template = self.env.get_template(source).map_err(|err| describe(&err))?;
-        template.render(Value::from(Serde(scope))).map_err(|err| describe(&err))
+        let template = self
+            .env
+            .get_template(source)
+            .map_err(|err| describe(&err))?;
+        template
+            .render(Value::from(Serde(scope)))
+            .map_err(|err| describe(&err))
     }
 
     /// Evaluates an expression to JSON.
     pub fn eval(&self, expr: &str, scope: &Scope<'_>) -> Result<serde_json::Value, String> {
-        let template = self.env.get_template(&expr_key(expr)).map_err(|err| describe(&err))?;
-        let json = template.render(Value::from(Serde(scope))).map_err(|err| describe(&err))?;
+        let template = self
+            .env
+            .get_template(&expr_key(expr))
+            .map_err(|err| describe(&err))?;
+        let json = template
+            .render(Value::from(Serde(scope)))
+            .map_err(|err| describe(&err))?;
         if json.trim().is_empty() {
             return Ok(serde_json::Value::Null);
         }
@@ -95,7 +115,11 @@ impl Templates {
     /// Renders with placeholder data to find mistakes only visible when running, such
     /// as an unknown filter. Other run-time errors depend on real data and are ignored.
     pub fn dry_run(&self, source: &str, is_expression: bool) -> Result<(), String> {
-        let key = if is_expression { expr_key(source) } else { source.to_owned() };
+        let key = if is_expression {
+            expr_key(source)
+        } else {
+            source.to_owned()
+        };
         let empty = serde_json::Map::new();
         let sample = serde_json::json!({"phone": "+10000000000", "name": "Sample"});
         let scope = Scope {
@@ -108,7 +132,12 @@ impl Templates {
         };
         let template = self.env.get_template(&key).map_err(|err| describe(&err))?;
         match template.render(Value::from(Serde(&scope))) {
-            Err(err) if matches!(err.kind(), ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction) => {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+                ) =>
+            {
                 Err(describe(&err))
             }
             _ => Ok(()),
@@ -186,10 +215,15 @@ fn number_of(value: &Value) -> Option<f64> {
 }
 
 /// `{{ now | date }}` → `21/11/2026`; `date(format="%A %H:%M")`. Accepts RFC 3339
-/// timestamps (shown in the bot's zone) and `YYYY-MM-DD` dates.
-fn date(value: &Value, kwargs: &Kwargs, tz: Tz) -> Result<String, Error> {
+/// timestamps (shown in the bot's zone, `bot.timezone`) and `YYYY-MM-DD` dates.
+fn date(state: &State<'_, '_>, value: &Value, kwargs: Kwargs) -> Result<String, Error> {
     let format: Option<String> = kwargs.get("format")?;
     kwargs.assert_all_used()?;
+    let tz: Tz = state
+        .lookup("bot")
+        .and_then(|bot| bot.get_attr("timezone").ok())
+        .and_then(|tz| tz.as_str().and_then(|name| name.parse().ok()))
+        .unwrap_or(Tz::UTC);
     let format = format.unwrap_or_else(|| "%d/%m/%Y".to_owned());
     let Some(text) = value.as_str() else {
         return Ok(String::new());
@@ -197,14 +231,23 @@ fn date(value: &Value, kwargs: &Kwargs, tz: Tz) -> Result<String, Error> {
     let mut out = String::new();
     let result = if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         use std::fmt::Write;
-        write!(out, "{}", at.with_timezone(&Utc).with_timezone(&tz).format(&format))
+        write!(
+            out,
+            "{}",
+            at.with_timezone(&Utc).with_timezone(&tz).format(&format)
+        )
     } else if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         use std::fmt::Write;
         write!(out, "{}", day.format(&format))
     } else {
         return Ok(String::new());
     };
-    result.map_err(|_| Error::new(ErrorKind::InvalidOperation, format!("date: bad format {format:?}")))?;
+    result.map_err(|_| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("date: bad format {format:?}"),
+        )
+    })?;
     Ok(out)
 }
 
@@ -213,10 +256,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn scope<'a>(vars: &'a serde_json::Map<String, serde_json::Value>, contact: &'a serde_json::Value) -> Scope<'a> {
+    fn scope<'a>(
+        vars: &'a serde_json::Map<String, serde_json::Value>,
+        contact: &'a serde_json::Value,
+    ) -> Scope<'a> {
+        static BOT: std::sync::LazyLock<serde_json::Value> = std::sync::LazyLock::new(
+            || json!({"name": "sales", "timezone": "America/Argentina/Buenos_Aires"}),
+        );
         Scope {
             contact,
-            bot: contact,
+            bot: &BOT,
             vars,
             now: "2026-11-21T15:30:00-03:00".into(),
             input: "hola",
@@ -225,7 +274,7 @@ mod tests {
     }
 
     fn templates() -> Templates {
-        Templates::new("America/Argentina/Buenos_Aires".parse().unwrap())
+        Templates::new()
     }
 
     #[test]
@@ -235,7 +284,10 @@ mod tests {
         t.add_text(source).unwrap();
         let vars = json!({"total": 1234.5}).as_object().unwrap().clone();
         let contact = json!({"name": "Ana"});
-        assert_eq!(t.render(source, &scope(&vars, &contact)).unwrap(), "Hola Ana, total ARS 1,234.50");
+        assert_eq!(
+            t.render(source, &scope(&vars, &contact)).unwrap(),
+            "Hola Ana, total ARS 1,234.50"
+        );
         assert_eq!(t.variables(source, false), ["contact.name", "vars.total"]);
     }
 
@@ -255,7 +307,11 @@ mod tests {
         let contact = json!({});
         for (source, expected) in cases {
             t.add_text(source).unwrap();
-            assert_eq!(t.render(source, &scope(&vars, &contact)).unwrap(), expected, "{source}");
+            assert_eq!(
+                t.render(source, &scope(&vars, &contact)).unwrap(),
+                expected,
+                "{source}"
+            );
         }
         let bad = "{{ 1 | money('USD', locale='xx') }}";
         t.add_text(bad).unwrap();
@@ -265,7 +321,10 @@ mod tests {
     #[test]
     fn date_filter_uses_the_bot_zone() {
         let mut t = templates();
-        let vars = json!({"when": "2026-12-25", "at": "2026-11-21T02:00:00Z"}).as_object().unwrap().clone();
+        let vars = json!({"when": "2026-12-25", "at": "2026-11-21T02:00:00Z"})
+            .as_object()
+            .unwrap()
+            .clone();
         let contact = json!({});
         let cases = [
             ("{{ now | date }}", "21/11/2026"),
@@ -277,7 +336,11 @@ mod tests {
         ];
         for (source, expected) in cases {
             t.add_text(source).unwrap();
-            assert_eq!(t.render(source, &scope(&vars, &contact)).unwrap(), expected, "{source}");
+            assert_eq!(
+                t.render(source, &scope(&vars, &contact)).unwrap(),
+                expected,
+                "{source}"
+            );
         }
     }
 
@@ -286,14 +349,24 @@ mod tests {
         let mut t = templates();
         let vars = json!({"total": 150, "qty": 3}).as_object().unwrap().clone();
         let contact = json!({"vip": true});
-        for expr in ["vars.total > 100 and contact.vip", "vars.qty * 10", "vars.nope > 1", "'a' ~ vars.qty"] {
+        for expr in [
+            "vars.total > 100 and contact.vip",
+            "vars.qty * 10",
+            "vars.nope > 1",
+            "'a' ~ vars.qty",
+        ] {
             t.add_expression(expr).unwrap();
         }
         let s = scope(&vars, &contact);
-        assert_eq!(t.eval("vars.total > 100 and contact.vip", &s).unwrap(), json!(true));
+        assert_eq!(
+            t.eval("vars.total > 100 and contact.vip", &s).unwrap(),
+            json!(true)
+        );
         assert_eq!(t.eval("vars.qty * 10", &s).unwrap(), json!(30));
         assert_eq!(t.eval("'a' ~ vars.qty", &s).unwrap(), json!("a3"));
-        assert!(!truthy(&t.eval("vars.nope > 1", &s).unwrap_or(json!(false))));
+        assert!(!truthy(
+            &t.eval("vars.nope > 1", &s).unwrap_or(json!(false))
+        ));
     }
 
     #[test]
@@ -302,7 +375,11 @@ mod tests {
         assert!(t.add_text("Hola {{ contact.name ").is_err());
         assert!(t.add_expression("vars.total >").is_err());
         t.add_text("{{ vars.x | shout }}").unwrap();
-        assert!(t.dry_run("{{ vars.x | shout }}", false).unwrap_err().contains("unknown filter"));
+        assert!(
+            t.dry_run("{{ vars.x | shout }}", false)
+                .unwrap_err()
+                .contains("unknown filter")
+        );
         t.add_text("{{ vars.x | upper }}").unwrap();
         t.dry_run("{{ vars.x | upper }}", false).unwrap();
     }
@@ -310,7 +387,8 @@ mod tests {
     #[test]
     fn runaway_templates_run_out_of_fuel() {
         let mut t = templates();
-        let source = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let source =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
         t.add_text(source).unwrap();
         let vars = serde_json::Map::new();
         let contact = json!({});

@@ -64,9 +64,8 @@ pub fn check_answer(
         Validation::Phone { country_code } => {
             phone(answer, country_code.as_deref()).map(Value::String)
         }
-        Validation::Date { formats, relative } => {
-            date(answer, formats, *relative, today).map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
-        }
+        Validation::Date { formats, relative } => date(answer, formats, *relative, today)
+            .map(|d| Value::String(d.format("%Y-%m-%d").to_string())),
         Validation::Regex { .. } => regex
             .filter(|re| re.is_match(answer))
             .map(|_| Value::String(answer.to_owned())),
@@ -164,7 +163,10 @@ mod tests {
 
     #[test]
     fn text_bounds() {
-        let rule = Validation::Text { min: Some(2), max: Some(5) };
+        let rule = Validation::Text {
+            min: Some(2),
+            max: Some(5),
+        };
         assert_eq!(check(&rule, " Ana "), Some(json!("Ana")));
         assert_eq!(check(&rule, "A"), None);
         assert_eq!(check(&rule, "Anastasia"), None);
@@ -174,7 +176,11 @@ mod tests {
 
     #[test]
     fn numbers_in_several_notations() {
-        let any = Validation::Number { min: None, max: None, integer: false };
+        let any = Validation::Number {
+            min: None,
+            max: None,
+            integer: false,
+        };
         assert_eq!(check(&any, "1234.5"), Some(json!(1234.5)));
         assert_eq!(check(&any, "1.234,5"), Some(json!(1234.5)));
         assert_eq!(check(&any, "1,234.5"), Some(json!(1234.5)));
@@ -184,7 +190,11 @@ mod tests {
         assert_eq!(check(&any, "tres"), None);
         assert_eq!(check(&any, "NaN"), None);
         assert_eq!(check(&any, "inf"), None);
-        let ranged = Validation::Number { min: Some(1.0), max: Some(10.0), integer: true };
+        let ranged = Validation::Number {
+            min: Some(1.0),
+            max: Some(10.0),
+            integer: true,
+        };
         assert_eq!(check(&ranged, "10"), Some(json!(10)));
         assert_eq!(check(&ranged, "11"), None);
         assert_eq!(check(&ranged, "0"), None);
@@ -193,8 +203,20 @@ mod tests {
 
     #[test]
     fn emails() {
-        assert_eq!(check(&Validation::Email, "ana@Example.COM"), Some(json!("ana@example.com")));
-        for bad in ["ana", "ana@", "@x.com", "ana@x", "a na@x.com", "ana@x..com", "ana@-x.com", "a@b@c.com"] {
+        assert_eq!(
+            check(&Validation::Email, "ana@Example.COM"),
+            Some(json!("ana@example.com"))
+        );
+        for bad in [
+            "ana",
+            "ana@",
+            "@x.com",
+            "ana@x",
+            "a na@x.com",
+            "ana@x..com",
+            "ana@-x.com",
+            "a@b@c.com",
+        ] {
             assert_eq!(check(&Validation::Email, bad), None, "{bad}");
         }
     }
@@ -202,9 +224,14 @@ mod tests {
     #[test]
     fn phones_are_normalised() {
         let plain = Validation::Phone { country_code: None };
-        assert_eq!(check(&plain, "+54 9 11 2345-6789"), Some(json!("+5491123456789")));
+        assert_eq!(
+            check(&plain, "+54 9 11 2345-6789"),
+            Some(json!("+5491123456789"))
+        );
         assert_eq!(check(&plain, "11 2345 6789"), None);
-        let ar = Validation::Phone { country_code: Some("54".into()) };
+        let ar = Validation::Phone {
+            country_code: Some("54".into()),
+        };
         assert_eq!(check(&ar, "011 2345 6789"), Some(json!("+541123456789")));
         assert_eq!(check(&ar, "+1 415 555 2671"), Some(json!("+14155552671")));
         assert_eq!(check(&ar, "12"), None);
@@ -212,7 +239,10 @@ mod tests {
 
     #[test]
     fn dates_by_format_and_relative_words() {
-        let rule = Validation::Date { formats: vec!["%d/%m/%Y".into()], relative: true };
+        let rule = Validation::Date {
+            formats: vec!["%d/%m/%Y".into()],
+            relative: true,
+        };
         assert_eq!(check(&rule, "25/12/2026"), Some(json!("2026-12-25")));
         assert_eq!(check(&rule, "hoy"), Some(json!("2026-11-21")));
         assert_eq!(check(&rule, "Mañana"), Some(json!("2026-11-22")));
@@ -221,17 +251,27 @@ mod tests {
         assert_eq!(check(&rule, "pasado mañana"), Some(json!("2026-11-23")));
         assert_eq!(check(&rule, "31/02/2026"), None);
         assert_eq!(check(&rule, "2026-12-25"), None);
-        let absolute = Validation::Date { formats: vec!["%Y-%m-%d".into()], relative: false };
+        let absolute = Validation::Date {
+            formats: vec!["%Y-%m-%d".into()],
+            relative: false,
+        };
         assert_eq!(check(&absolute, "hoy"), None);
     }
 
     #[test]
     fn regex_and_choices() {
         let re = regex::Regex::new(r"^[A-Z]{3}-\d{3}$").unwrap();
-        let rule = Validation::Regex { pattern: re.as_str().into() };
-        assert_eq!(check_answer(&rule, "ABC-123", today(), Some(&re)), Some(json!("ABC-123")));
+        let rule = Validation::Regex {
+            pattern: re.as_str().into(),
+        };
+        assert_eq!(
+            check_answer(&rule, "ABC-123", today(), Some(&re)),
+            Some(json!("ABC-123"))
+        );
         assert_eq!(check_answer(&rule, "abc-123", today(), Some(&re)), None);
-        let choices = Validation::Choices { choices: vec!["Sí".into(), "No".into()] };
+        let choices = Validation::Choices {
+            choices: vec!["Sí".into(), "No".into()],
+        };
         assert_eq!(check(&choices, "si"), Some(json!("Sí")));
         assert_eq!(check(&choices, "NO!"), Some(json!("No")));
         assert_eq!(check(&choices, "tal vez"), None);

@@ -158,7 +158,13 @@ mod tests {
     use super::*;
 
     fn kw(target: usize, text: &str, mode: MatchMode) -> (usize, Pattern) {
-        (target, Pattern::Keyword { text: text.into(), mode })
+        (
+            target,
+            Pattern::Keyword {
+                text: text.into(),
+                mode,
+            },
+        )
     }
 
     #[test]
@@ -220,7 +226,11 @@ mod tests {
 
     #[test]
     fn catastrophic_input_is_linear() {
-        let m = Matcher::compile(&[(0, Pattern::Regex(r"^(a+)+$".into())), kw(1, "a", MatchMode::Contains)]).unwrap();
+        let m = Matcher::compile(&[
+            (0, Pattern::Regex(r"^(a+)+$".into())),
+            kw(1, "a", MatchMode::Contains),
+        ])
+        .unwrap();
         let long = "a".repeat(100_000) + "b";
         assert_eq!(m.find(&long), Some(1));
     }
