@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: help run test lint fmt build release clean
+.PHONY: help run test lint bench fmt build release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ test: ## Run the whole test suite (PostgreSQL suite too when DASHD_TEST_DATABASE
 lint: ## What CI checks: formatting and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+bench: ## Benchmarks: trigger matching with 1, 100 and 1,000 flows (criterion)
+	$(CARGO) bench -p dash-core --bench triggers
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -18,3 +18,30 @@ fn examples_validate() {
     }
     assert!(count >= 3);
 }
+
+#[test]
+fn canonical_export_round_trips() {
+    use dash_core::flow::{Document, Format};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/flows");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc = Document::parse(&text, Format::Toml).unwrap();
+        let toml = doc
+            .to_toml()
+            .unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+        assert_eq!(
+            Document::parse(&toml, Format::Toml).unwrap(),
+            doc,
+            "{}",
+            path.display()
+        );
+        let json = serde_json::to_string_pretty(&doc).unwrap();
+        assert_eq!(
+            Document::parse(&json, Format::Json).unwrap(),
+            doc,
+            "{}",
+            path.display()
+        );
+    }
+}

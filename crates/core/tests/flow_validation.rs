@@ -8,12 +8,20 @@ use dash_core::flow::{Bundle, Capabilities};
 #[test]
 fn each_class_of_error_is_reported_precisely() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_flows");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 15);
     for path in files {
         let text = std::fs::read_to_string(&path).unwrap();
-        let expected = text.lines().next().unwrap().strip_prefix("# expect: ").unwrap();
+        let expected = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .unwrap();
         let errors = match Bundle::from_text(&text, 1, Capabilities::CURRENT) {
             Ok(_) => panic!("{} was accepted", path.display()),
             Err(errors) => errors,
@@ -50,7 +58,10 @@ id = "main"
 steps = [{ id = "order", kind = "action", create_order = { items = "{{ vars.items }}" } }]
 "#;
     assert!(Bundle::from_text(doc, 1, Capabilities::CURRENT).is_err());
-    let caps = Capabilities { create_order: true, ..Capabilities::CURRENT };
+    let caps = Capabilities {
+        create_order: true,
+        ..Capabilities::CURRENT
+    };
     assert!(Bundle::from_text(doc, 1, caps).is_ok());
 }
 

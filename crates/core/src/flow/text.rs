@@ -3,8 +3,7 @@
 //! non-alphanumerics as one space.
 
 use chrono::{Duration, NaiveDate};
-use unicode_normalization::UnicodeNormalization;
-use unicode_normalization::char::is_combining_mark;
+use unicode_normalization::char::{decompose_canonical, is_combining_mark};
 
 use super::document::Validation;
 use crate::validate;
@@ -14,16 +13,31 @@ use crate::validate;
 pub fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
-    for c in text.nfd().filter(|c| !is_combining_mark(*c)) {
-        if c.is_alphanumeric() {
-            if pending_space && !out.is_empty() {
-                out.push(' ');
+    for c in text.chars() {
+        if c.is_ascii() {
+            // Fast path: ASCII has no accents to strip and lower-cases in place.
+            if c.is_ascii_alphanumeric() {
+                if pending_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                pending_space = false;
+                out.push(c.to_ascii_lowercase());
+            } else {
+                pending_space = true;
             }
-            pending_space = false;
-            out.extend(c.to_lowercase());
-        } else {
-            pending_space = true;
+            continue;
         }
+        decompose_canonical(c, |part| {
+            if part.is_alphanumeric() {
+                if pending_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                pending_space = false;
+                out.extend(part.to_lowercase());
+            } else if !is_combining_mark(part) {
+                pending_space = true;
+            }
+        });
     }
     out
 }
