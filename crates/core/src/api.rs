@@ -31,6 +31,9 @@ pub struct ErrorDetail {
     /// The offending field, for validation errors.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every problem, when there are several (e.g. a flow document's errors).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
 }
 
 /// Error codes used in [`ErrorDetail::code`].
@@ -249,6 +252,53 @@ pub struct Deleted {
     pub id: Uuid,
     /// `TENANT/BOT` for bots, the slug for tenants.
     pub name: String,
+}
+
+/// `POST .../flows`: a new version of the bot's flow document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportFlows {
+    /// The document as written (TOML or JSON).
+    pub source: String,
+    /// Defaults to what the text looks like (JSON when it starts with `{`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::flow::Format>,
+    /// Make the new version the one new conversations start on.
+    #[serde(default)]
+    pub activate: bool,
+}
+
+/// Largest flow document accepted, in bytes.
+pub const MAX_FLOW_DOCUMENT: usize = 1 << 20;
+
+/// A stored version of a bot's flows, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowVersionInfo {
+    pub version: u32,
+    /// New conversations start on the active version.
+    pub active: bool,
+    pub format: crate::flow::Format,
+    pub size_bytes: u64,
+    pub flows: Vec<FlowSummary>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One flow of a version, in brief.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowSummary {
+    pub id: String,
+    pub triggers: usize,
+    pub steps: usize,
+}
+
+/// A version with its document: `source` as imported (comments kept) and `document`,
+/// the parsed form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowVersionDetail {
+    #[serde(flatten)]
+    pub info: FlowVersionInfo,
+    pub source: String,
+    pub document: serde_json::Value,
 }
 
 fn settings_object(value: &serde_json::Value) -> Result<serde_json::Value, ValidationError> {

@@ -24,6 +24,9 @@ pub struct Bot {
     /// Free-form settings document (a JSON object) that later features extend:
     /// provider chain, flows, business hours.
     pub settings: serde_json::Value,
+    /// The flow version new conversations start on (`dashctl flow activate`).
+    #[serde(default)]
+    pub flow_version: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

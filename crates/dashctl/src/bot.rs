@@ -131,6 +131,11 @@ fn show(bot: &Bot) -> String {
         ("phone", bot.phone.clone().unwrap_or_else(|| "-".into())),
         ("timezone", bot.timezone.clone()),
         ("status", bot.status.to_string()),
+        (
+            "flows",
+            bot.flow_version
+                .map_or_else(|| "none active".to_owned(), |v| format!("version {v}")),
+        ),
         ("id", bot.id.to_string()),
         ("tenant id", bot.tenant_id.to_string()),
         ("created", time(&bot.created_at)),

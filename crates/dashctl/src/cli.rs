@@ -55,6 +55,9 @@ pub enum Command {
     /// Manage bots (one WhatsApp number each), addressed as TENANT/BOT or by id.
     #[command(subcommand)]
     Bot(BotCommand),
+    /// Manage a bot's conversational flows: validate, import, list, show, export, activate.
+    #[command(subcommand)]
+    Flow(FlowCommand),
     /// Print a shell completion script, e.g. `dashctl completions bash > /etc/bash_completion.d/dashctl`.
     Completions {
         /// The shell to generate for.
@@ -155,6 +158,82 @@ pub enum BotCommand {
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FlowCommand {
+    /// Check flow documents (TOML or JSON) without a daemon; exits 2 if any is invalid.
+    Validate {
+        /// The documents to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Import a flow document as the bot's next version (validated by dashd first).
+    Import {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The document (TOML, or JSON for files ending in .json).
+        file: PathBuf,
+        /// Make it the version new conversations start on.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List a bot's flow versions.
+    #[command(visible_alias = "ls")]
+    List {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+    },
+    /// Show a flow version: its flows, triggers and steps.
+    Show {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// A version number, or `active`.
+        #[arg(default_value = "active", value_name = "VERSION")]
+        which: String,
+    },
+    /// Print a flow version's document, as imported (comments kept) or normalised.
+    Export {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// A version number, or `active`.
+        #[arg(default_value = "active", value_name = "VERSION")]
+        which: String,
+        /// Print the parsed document in a normal form instead of the imported text.
+        #[arg(long)]
+        canonical: bool,
+        /// Format of the normal form.
+        #[arg(long, value_enum, default_value_t = DocumentFormat::Toml, requires = "canonical")]
+        format: DocumentFormat,
+    },
+    /// Make a version the one new conversations start on (running ones finish on theirs).
+    Activate {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        #[arg(value_name = "VERSION")]
+        number: u32,
+    },
+    /// Delete a version that is not active.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        #[arg(value_name = "VERSION")]
+        number: u32,
+    },
+}
+
+/// Text formats of a flow document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DocumentFormat {
+    Toml,
+    Json,
 }
 
 /// Fields shared by `bot create` and `bot update`.

@@ -238,6 +238,7 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
                 failure,
                 code: Some(body.error.code),
                 message,
+                details: body.error.details,
             }
         }
         None => CliError::new(failure, format!("dashd answered {status}")),

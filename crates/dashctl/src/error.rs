@@ -54,6 +54,8 @@ pub struct CliError {
     /// The API's error code when dashd sent one.
     pub code: Option<String>,
     pub message: String,
+    /// Every problem, when there are several (printed one per line).
+    pub details: Vec<String>,
 }
 
 impl CliError {
@@ -62,6 +64,7 @@ impl CliError {
             failure,
             code: None,
             message: message.into(),
+            details: Vec::new(),
         }
     }
 }

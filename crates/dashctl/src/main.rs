@@ -5,6 +5,7 @@ mod bot;
 mod cli;
 mod client;
 mod error;
+mod flow;
 mod output;
 mod status;
 mod tenant;
@@ -43,6 +44,7 @@ fn run(cli: Cli) -> CliResult {
             return Ok(());
         }
         Command::Man { dir } => return write_man_pages(dir),
+        Command::Flow(cli::FlowCommand::Validate { files }) => return flow::validate(out, files),
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -56,6 +58,7 @@ fn run(cli: Cli) -> CliResult {
             Command::Status => status::run(&client, out).await,
             Command::Tenant(command) => tenant::run(&client, out, command).await,
             Command::Bot(command) => bot::run(&client, out, command).await,
+            Command::Flow(command) => flow::run(&client, out, command).await,
             Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     })
@@ -77,7 +80,12 @@ fn write_man_pages(dir: &std::path::Path) -> CliResult {
 
 fn report(err: &CliError, format: OutputFormat) {
     match format {
-        OutputFormat::Table => eprintln!("dashctl: {}", err.message),
+        OutputFormat::Table => {
+            eprintln!("dashctl: {}", err.message);
+            for detail in &err.details {
+                eprintln!("  {detail}");
+            }
+        }
         OutputFormat::Json => {
             let body = ErrorBody {
                 error: ErrorDetail {
@@ -87,6 +95,7 @@ fn report(err: &CliError, format: OutputFormat) {
                         .unwrap_or_else(|| err.failure.code().to_owned()),
                     message: err.message.clone(),
                     field: None,
+                    details: err.details.clone(),
                 },
             };
             eprintln!(

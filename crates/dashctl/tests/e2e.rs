@@ -473,3 +473,244 @@ async fn completions_and_man_pages_are_generated() {
     assert!(page.contains(".TH dashctl"), "{page}");
     assert!(man.join("dashctl-tenant-create.1").exists());
 }
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+#[tokio::test]
+async fn flow_validate_rejects_each_class_of_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/invalid_flows");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&fixtures)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let expected = text
+            .lines()
+            .next()
+            .unwrap()
+            .strip_prefix("# expect: ")
+            .unwrap();
+        let run = run_ctl(
+            dir.path(),
+            None,
+            &["flow", "validate", file.to_str().unwrap()],
+        )
+        .await;
+        let run = run.fails(2, expected);
+        assert!(
+            run.stderr.contains(&file.display().to_string()),
+            "{}",
+            run.stderr
+        );
+    }
+    // The examples are valid; JSON output lists each file.
+    let examples = [
+        repo("examples/flows/shop.toml"),
+        repo("examples/flows/support.toml"),
+        repo("examples/flows/out_of_hours.toml"),
+    ];
+    let mut args = vec!["flow", "validate", "-o", "json"];
+    args.extend(examples.iter().map(String::as_str));
+    let report = run_ctl(dir.path(), None, &args).await.ok().json();
+    assert_eq!(report.as_array().unwrap().len(), 3);
+    assert!(
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["valid"] == true)
+    );
+    run_ctl(dir.path(), None, &["flow", "validate", "/nonexistent.toml"])
+        .await
+        .fails(2, "cannot read /nonexistent.toml");
+}
+
+async fn show(env: &Env, version: &str) -> Value {
+    env.ctl(&["flow", "show", "acme/ventas", version, "-o", "json"])
+        .await
+        .ok()
+        .json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_versions_lifecycle() {
+    let env = Env::start().await;
+    env.ctl(&["tenant", "create", "acme"]).await.ok();
+    env.ctl(&[
+        "bot",
+        "create",
+        "acme/ventas",
+        "--timezone",
+        "America/Argentina/Buenos_Aires",
+    ])
+    .await
+    .ok();
+    env.ctl(&["flow", "show", "acme/ventas"])
+        .await
+        .fails(4, "active flow version of bot acme/ventas not found");
+
+    let shop = repo("examples/flows/shop.toml");
+    let v1 = env
+        .ctl(&[
+            "flow",
+            "import",
+            "acme/ventas",
+            &shop,
+            "--activate",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["active"], true);
+    assert_eq!(v1["flows"][0]["id"], "bienvenida");
+    let v2 = env
+        .ctl(&[
+            "flow",
+            "import",
+            "acme/ventas",
+            &repo("examples/flows/support.toml"),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (v2["version"].as_u64(), v2["active"].as_bool()),
+        (Some(2), Some(false))
+    );
+
+    // A bad document is refused with every error, located in the file, and stores nothing.
+    let bad = repo("crates/core/tests/invalid_flows/unknown_variable.toml");
+    let run = env
+        .ctl(&["flow", "import", "acme/ventas", &bad])
+        .await
+        .fails(2, "the flow document has 1 error");
+    assert!(
+        run.stderr
+            .contains(&format!("{bad}: flow \"main\", step \"bye\", field text")),
+        "{}",
+        run.stderr
+    );
+    let list = env
+        .ctl(&["flow", "list", "acme/ventas", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let table = env.ctl(&["flow", "list", "acme/ventas"]).await.ok().stdout;
+    assert!(table.contains("bienvenida, catalogo"), "{table}");
+
+    // Export gives back the imported text; the canonical form imports to the same document.
+    let exported = env
+        .ctl(&["flow", "export", "acme/ventas", "1"])
+        .await
+        .ok()
+        .stdout;
+    assert_eq!(
+        exported.trim_end(),
+        std::fs::read_to_string(&shop).unwrap().trim_end()
+    );
+    let canonical = env
+        .ctl(&["flow", "export", "acme/ventas", "--canonical"])
+        .await
+        .ok()
+        .stdout;
+    let file = env.dir.path().join("canonical.toml");
+    std::fs::write(&file, &canonical).unwrap();
+    let v3 = env
+        .ctl(&[
+            "flow",
+            "import",
+            "acme/ventas",
+            file.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        show(&env, "3").await["document"],
+        show(&env, "1").await["document"]
+    );
+    assert_eq!(v3["version"], 3);
+    let json_export = env
+        .ctl(&[
+            "flow",
+            "export",
+            "acme/ventas",
+            "1",
+            "--canonical",
+            "--format",
+            "json",
+        ])
+        .await
+        .ok()
+        .stdout;
+    let json_file = env.dir.path().join("canonical.json");
+    std::fs::write(&json_file, &json_export).unwrap();
+    env.ctl(&["flow", "import", "acme/ventas", json_file.to_str().unwrap()])
+        .await
+        .ok();
+    assert_eq!(show(&env, "4").await["format"], "json");
+
+    // Activation moves; the active version cannot be deleted; others can.
+    env.ctl(&["flow", "activate", "acme/ventas", "2"])
+        .await
+        .ok();
+    assert_eq!(show(&env, "active").await["version"], 2);
+    let bot = env
+        .ctl(&["bot", "show", "acme/ventas", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(bot["flow_version"], 2);
+    env.ctl(&["flow", "delete", "acme/ventas", "2", "--yes"])
+        .await
+        .fails(5, "is the active version");
+    env.ctl(&["flow", "delete", "acme/ventas", "1"])
+        .await
+        .fails(2, "--yes");
+    env.ctl(&["flow", "delete", "acme/ventas", "1", "--yes"])
+        .await
+        .ok();
+    env.ctl(&["flow", "show", "acme/ventas", "1"])
+        .await
+        .fails(4, "flow version 1 of bot acme/ventas not found");
+    env.ctl(&["flow", "activate", "acme/ventas", "1"])
+        .await
+        .fails(4, "not found");
+    env.ctl(&["flow", "show", "acme/ventas", "first"])
+        .await
+        .fails(2, "not a flow version");
+    // Numbers keep growing after a deletion.
+    let v5 = env
+        .ctl(&["flow", "import", "acme/ventas", &shop, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(v5["version"], 5);
+    // Versions belong to their bot.
+    env.ctl(&["bot", "create", "acme/otro"]).await.ok();
+    assert_eq!(
+        env.ctl(&["flow", "list", "acme/otro", "-o", "json"])
+            .await
+            .ok()
+            .json(),
+        serde_json::json!([])
+    );
+    env.stop().await;
+}

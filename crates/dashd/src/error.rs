@@ -31,6 +31,12 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A document with several problems: the message sums up, `details` lists them.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<String>,
+    },
     /// Logged with its cause; the client only learns that something failed.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -63,16 +69,22 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN, None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, None),
+            ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, codes::VALIDATION, None),
             ApiError::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, None)
             }
+        };
+        let details = match &self {
+            ApiError::Invalid { details, .. } => details.clone(),
+            _ => Vec::new(),
         };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: self.to_string(),
                 field,
+                details,
             },
         };
         (status, axum::Json(body)).into_response()

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
 use dash_core::config::Config;
+use dash_core::flow::Format;
 use dash_core::{BotRef, BotStatus, TenantStatus};
-use dashd::store::{self, MigrationPolicy, Store, StoreError, TenantRef};
+use dashd::store::{self, MigrationPolicy, NewFlowVersion, Store, StoreError, TenantRef};
 use serde_json::json;
 
 /// A throwaway database of one backend.
@@ -462,8 +463,118 @@ mod cases {
 
     pub async fn health_and_schema(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.ping().await.unwrap();
-        assert_eq!(store.schema_version().await.unwrap(), 1);
+        assert_eq!(store.schema_version().await.unwrap(), 2);
         assert!(!store.location().contains("password"));
+    }
+
+    pub async fn flow_versions_round_trip(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("other", None))
+            .await
+            .unwrap();
+        let sales = path("acme", "sales");
+        assert_not_found(store.flow_version(&sales, None).await.unwrap_err());
+        let new = |n: i64| NewFlowVersion {
+            format: Format::Toml,
+            source: format!("# version {n}\n"),
+            document: json!({"flows": [{"id": "f", "steps": []}], "n": n, "text": "¿Qué tal? ✓"}),
+        };
+        let v1 = store
+            .create_flow_version(&sales, &new(1), false)
+            .await
+            .unwrap();
+        assert_eq!((v1.version, v1.active), (1, false));
+        let v2 = store
+            .create_flow_version(&sales, &new(2), true)
+            .await
+            .unwrap();
+        assert_eq!((v2.version, v2.active), (2, true));
+        assert_eq!(store.bot(&sales).await.unwrap().flow_version, Some(2));
+        let active = store.flow_version(&sales, None).await.unwrap();
+        assert_eq!(active, v2);
+        assert_eq!(store.flow_version(&sales, Some(1)).await.unwrap(), v1);
+        assert_eq!(active.document["text"], "¿Qué tal? ✓");
+
+        // Numbering is per bot.
+        let other = store
+            .create_flow_version(&path("acme", "other"), &new(9), false)
+            .await
+            .unwrap();
+        assert_eq!(other.version, 1);
+        assert_eq!(store.list_flow_versions(&sales).await.unwrap().len(), 2);
+
+        let activated = store.activate_flow_version(&sales, 1).await.unwrap();
+        assert!(activated.active);
+        let listed = store.list_flow_versions(&sales).await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|v| (v.version, v.active))
+                .collect::<Vec<_>>(),
+            [(1, true), (2, false)]
+        );
+        assert_conflict(
+            store.delete_flow_version(&sales, 1).await.unwrap_err(),
+            Some("version"),
+        );
+        assert_eq!(
+            store.delete_flow_version(&sales, 2).await.unwrap().version,
+            2
+        );
+        assert_not_found(store.flow_version(&sales, Some(2)).await.unwrap_err());
+        assert_not_found(store.activate_flow_version(&sales, 2).await.unwrap_err());
+        assert_not_found(store.delete_flow_version(&sales, 7).await.unwrap_err());
+        // Numbers are never reused.
+        assert_eq!(
+            store
+                .create_flow_version(&sales, &new(3), false)
+                .await
+                .unwrap()
+                .version,
+            3
+        );
+        // Versions go with their bot.
+        store.delete_bot(&sales).await.unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        assert!(store.list_flow_versions(&sales).await.unwrap().is_empty());
+    }
+
+    pub async fn concurrent_imports_get_distinct_versions(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for n in 0..6 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let new = NewFlowVersion {
+                    format: Format::Json,
+                    source: "{}".into(),
+                    document: json!({"n": n}),
+                };
+                store
+                    .create_flow_version(&path("acme", "sales"), &new, n % 2 == 0)
+                    .await
+                    .unwrap()
+                    .version
+            }));
+        }
+        let mut versions = Vec::new();
+        for task in tasks {
+            versions.push(task.await.unwrap());
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 
     pub async fn concurrent_updates_are_not_lost(store: Arc<dyn Store>, _: Arc<TestDb>) {
@@ -494,7 +605,8 @@ macro_rules! suite {
                 tenants_round_trip, duplicate_slug_conflicts, missing_records_are_not_found,
                 bots_round_trip, bot_names_are_unique_per_tenant, phones_are_unique_across_bots,
                 tenants_are_isolated, tenant_with_bots_needs_force, data_survives_reopening,
-                health_and_schema, concurrent_updates_are_not_lost);
+                health_and_schema, concurrent_updates_are_not_lost, flow_versions_round_trip,
+                concurrent_imports_get_distinct_versions);
 
             #[tokio::test]
             #[$attr]

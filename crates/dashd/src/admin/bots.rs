@@ -1,12 +1,12 @@
 //! Bot handlers. A bot is reached as `/v1/tenants/{tenant}/bots/{bot}` or
-//! `/v1/bots/{id}`; both resolve to a [`BotRef`] and share one implementation.
+//! `/v1/bots/{id}`; [`BotPath`] resolves both, so one handler serves each verb.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use dash_core::Bot;
 use dash_core::api::{BotFilter, CreateBot, UpdateBot};
-use dash_core::{Bot, BotRef, ValidationError};
-use uuid::Uuid;
 
+use super::paths::BotPath;
 use crate::error::{ApiError, Json, Query};
 use crate::state::AppState;
 use crate::store::TenantRef;
@@ -43,77 +43,28 @@ pub async fn list_of_tenant(
     Ok(axum::Json(state.store.list_bots(Some(&tenant)).await?))
 }
 
-pub async fn show_by_path(
-    State(state): State<AppState>,
-    Path((tenant, bot)): Path<(String, String)>,
-) -> BotJson {
-    show(&state, &by_path(tenant, bot)?).await
+pub async fn show(State(state): State<AppState>, BotPath(bot): BotPath) -> BotJson {
+    Ok(axum::Json(state.store.bot(&bot).await?))
 }
 
-pub async fn show_by_id(State(state): State<AppState>, Path(id): Path<String>) -> BotJson {
-    show(&state, &by_id(&id)?).await
-}
-
-pub async fn update_by_path(
+pub async fn update(
     State(state): State<AppState>,
-    Path((tenant, bot)): Path<(String, String)>,
+    BotPath(bot): BotPath,
     Json(req): Json<UpdateBot>,
 ) -> BotJson {
-    update(&state, &by_path(tenant, bot)?, &req).await
-}
-
-pub async fn update_by_id(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Json(req): Json<UpdateBot>,
-) -> BotJson {
-    update(&state, &by_id(&id)?, &req).await
-}
-
-pub async fn delete_by_path(
-    State(state): State<AppState>,
-    Path((tenant, bot)): Path<(String, String)>,
-) -> BotJson {
-    delete(&state, &by_path(tenant, bot)?).await
-}
-
-pub async fn delete_by_id(State(state): State<AppState>, Path(id): Path<String>) -> BotJson {
-    delete(&state, &by_id(&id)?).await
-}
-
-async fn show(state: &AppState, bot: &BotRef) -> BotJson {
-    Ok(axum::Json(state.store.bot(bot).await?))
-}
-
-async fn update(state: &AppState, bot: &BotRef, req: &UpdateBot) -> BotJson {
     let req = req.validated()?;
     if req.is_empty() {
         return Err(ApiError::BadRequest(
             "nothing to change: give a name, phone, timezone, status or settings".into(),
         ));
     }
-    let bot = state.store.update_bot(bot, &req).await?;
+    let bot = state.store.update_bot(&bot, &req).await?;
     tracing::info!(bot = %bot.path(), "bot updated");
     Ok(axum::Json(bot))
 }
 
-async fn delete(state: &AppState, bot: &BotRef) -> BotJson {
-    let bot = state.store.delete_bot(bot).await?;
+pub async fn delete(State(state): State<AppState>, BotPath(bot): BotPath) -> BotJson {
+    let bot = state.store.delete_bot(&bot).await?;
     tracing::info!(bot = %bot.path(), "bot deleted");
     Ok(axum::Json(bot))
-}
-
-fn by_path(tenant: String, bot: String) -> Result<BotRef, ApiError> {
-    dash_core::validate::slug("tenant", &tenant)?;
-    dash_core::validate::slug("bot", &bot)?;
-    Ok(BotRef::Path { tenant, bot })
-}
-
-fn by_id(id: &str) -> Result<BotRef, ApiError> {
-    Uuid::parse_str(id).map(BotRef::Id).map_err(|_| {
-        ApiError::Validation(ValidationError::new(
-            "id",
-            format!("{id:?} is not a bot id (a UUID); address bots by name under /v1/tenants/TENANT/bots/BOT"),
-        ))
-    })
 }

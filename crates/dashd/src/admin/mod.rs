@@ -4,6 +4,8 @@
 
 pub mod access;
 mod bots;
+mod flows;
+mod paths;
 pub mod socket;
 mod status;
 mod tenants;
@@ -14,7 +16,7 @@ use axum::Router;
 use axum::http::HeaderValue;
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use dash_core::api::{ADMIN_API_VERSION, HEADER_API_VERSION, HEADER_DAEMON_VERSION};
 use tower_http::trace::TraceLayer;
 
@@ -39,16 +41,33 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
         )
         .route(
             "/v1/tenants/{tenant}/bots/{bot}",
-            get(bots::show_by_path)
-                .patch(bots::update_by_path)
-                .delete(bots::delete_by_path),
+            get(bots::show).patch(bots::update).delete(bots::delete),
         )
         .route("/v1/bots", get(bots::list))
         .route(
             "/v1/bots/{id}",
-            get(bots::show_by_id)
-                .patch(bots::update_by_id)
-                .delete(bots::delete_by_id),
+            get(bots::show).patch(bots::update).delete(bots::delete),
+        )
+        .route("/v1/bots/{id}/flows", get(flows::list).post(flows::import))
+        .route(
+            "/v1/tenants/{tenant}/bots/{bot}/flows",
+            get(flows::list).post(flows::import),
+        )
+        .route(
+            "/v1/bots/{id}/flows/{version}",
+            get(flows::show).delete(flows::delete),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bots/{bot}/flows/{version}",
+            get(flows::show).delete(flows::delete),
+        )
+        .route(
+            "/v1/bots/{id}/flows/{version}/activate",
+            post(flows::activate),
+        )
+        .route(
+            "/v1/tenants/{tenant}/bots/{bot}/flows/{version}/activate",
+            post(flows::activate),
         )
         .fallback(not_found)
         .with_state(state)

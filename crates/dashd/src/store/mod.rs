@@ -9,6 +9,7 @@ mod sqlite;
 use async_trait::async_trait;
 use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
 use dash_core::config::{Backend, Config};
+use dash_core::flow::Format;
 use dash_core::{Bot, BotRef, Tenant};
 use uuid::Uuid;
 
@@ -106,6 +107,55 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_bot(&self, bot: &BotRef) -> StoreResult<Bot>;
     /// Number of tenants and bots.
     async fn counts(&self) -> StoreResult<(u64, u64)>;
+
+    /// Stores a new version of a bot's flows (numbered after the highest so far),
+    /// optionally making it the active one. The document is already validated.
+    async fn create_flow_version(
+        &self,
+        bot: &BotRef,
+        new: &NewFlowVersion,
+        activate: bool,
+    ) -> StoreResult<StoredFlowVersion>;
+    /// All versions of a bot's flows, oldest first.
+    async fn list_flow_versions(&self, bot: &BotRef) -> StoreResult<Vec<StoredFlowVersion>>;
+    /// One version; `None` means the active one.
+    async fn flow_version(
+        &self,
+        bot: &BotRef,
+        version: Option<u32>,
+    ) -> StoreResult<StoredFlowVersion>;
+    /// Makes `version` the one new conversations start on.
+    async fn activate_flow_version(
+        &self,
+        bot: &BotRef,
+        version: u32,
+    ) -> StoreResult<StoredFlowVersion>;
+    /// Deletes a version that is not active.
+    async fn delete_flow_version(
+        &self,
+        bot: &BotRef,
+        version: u32,
+    ) -> StoreResult<StoredFlowVersion>;
+}
+
+/// A flow document about to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFlowVersion {
+    pub format: Format,
+    pub source: String,
+    /// The parsed document, as JSON.
+    pub document: serde_json::Value,
+}
+
+/// A stored version of a bot's flows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredFlowVersion {
+    pub version: u32,
+    pub active: bool,
+    pub format: Format,
+    pub source: String,
+    pub document: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Whether migrations are applied when the store opens.
@@ -250,6 +300,44 @@ fn bot_not_found(bot: &BotRef) -> StoreError {
     }
 }
 
+fn flow_version_not_found(bot: &Bot, version: Option<u32>) -> StoreError {
+    match version {
+        Some(version) => StoreError::NotFound {
+            what: format!("flow version {version} of bot {}", bot.path()),
+        },
+        None => StoreError::NotFound {
+            what: format!("active flow version of bot {}", bot.path()),
+        },
+    }
+}
+
+fn active_version_conflict(bot: &Bot, version: u32) -> StoreError {
+    StoreError::Conflict {
+        message: format!(
+            "flow version {version} is the active version of bot {}: activate another version first",
+            bot.path()
+        ),
+        field: Some("version"),
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Toml => "toml",
+        Format::Json => "json",
+    }
+}
+
+fn parse_format(value: &str) -> StoreResult<Format> {
+    match value {
+        "toml" => Ok(Format::Toml),
+        "json" => Ok(Format::Json),
+        other => Err(StoreError::Schema(format!(
+            "unknown flow format {other:?} in the database"
+        ))),
+    }
+}
+
 fn has_bots(slug: &str, count: u64) -> StoreError {
     StoreError::Conflict {
         message: format!(
@@ -299,6 +387,7 @@ fn new_bot(tenant: &Tenant, req: &CreateBot) -> Bot {
             .settings
             .clone()
             .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+        flow_version: None,
         created_at: now,
         updated_at: now,
     }
@@ -326,11 +415,16 @@ fn apply_bot_update(bot: &mut Bot, changes: &UpdateBot) {
 
 /// The current time, truncated to microseconds so that every backend stores and returns
 /// exactly the same value (PostgreSQL keeps microseconds).
-fn now() -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::{DurationRound, TimeDelta};
     let now = chrono::Utc::now();
     now.duration_trunc(TimeDelta::microseconds(1))
         .unwrap_or(now)
+}
+
+/// Converts a stored version number.
+fn version_of(value: Option<i64>) -> Option<u32> {
+    value.and_then(|v| u32::try_from(v).ok())
 }
 
 fn parse_status<T: std::str::FromStr>(value: &str) -> StoreResult<T> {

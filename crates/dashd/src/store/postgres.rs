@@ -11,9 +11,10 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
 use super::{
-    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef, apply_bot_update,
-    apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots, new_bot, new_tenant,
-    parse_status, schema_error,
+    MigrationPolicy, MigrationRecord, NewFlowVersion, Store, StoreResult, StoredFlowVersion,
+    TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update, bot_not_found,
+    compare_schema, conflict, flow_version_not_found, format_name, has_bots, new_bot, new_tenant,
+    now, parse_format, parse_status, schema_error, version_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -22,7 +23,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/post
 macro_rules! select_bot {
     () => {
         "SELECT b.id, b.tenant_id, t.slug AS tenant, b.name, b.phone, b.timezone, b.status, \
-         b.settings, b.created_at, b.updated_at FROM bots b JOIN tenants t ON t.id = b.tenant_id "
+         b.settings, b.active_flow_version, b.created_at, b.updated_at \
+         FROM bots b JOIN tenants t ON t.id = b.tenant_id "
     };
 }
 
@@ -111,6 +113,10 @@ fn bot_from_row(row: &PgRow) -> StoreResult<Bot> {
         timezone: row.try_get("timezone")?,
         status: parse_status(row.try_get("status")?)?,
         settings: row.try_get::<Json<serde_json::Value>, _>("settings")?.0,
+        flow_version: version_of(
+            row.try_get::<Option<i32>, _>("active_flow_version")?
+                .map(i64::from),
+        ),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -197,6 +203,56 @@ async fn count_bots(conn: &mut PgConnection, tenant: &Tenant) -> StoreResult<u64
         .fetch_one(conn)
         .await?;
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+fn flow_version_from_row(row: &PgRow, active: Option<u32>) -> StoreResult<StoredFlowVersion> {
+    let version = version_of(row.try_get::<i32, _>("version").ok().map(i64::from)).unwrap_or(0);
+    Ok(StoredFlowVersion {
+        version,
+        active: active == Some(version),
+        format: parse_format(row.try_get("format")?)?,
+        source: row.try_get("source")?,
+        document: row.try_get::<Json<serde_json::Value>, _>("document")?.0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn find_flow_version(
+    conn: &mut PgConnection,
+    bot: &Bot,
+    version: Option<u32>,
+) -> StoreResult<StoredFlowVersion> {
+    let Some(wanted) = version.or(bot.flow_version) else {
+        return Err(flow_version_not_found(bot, None));
+    };
+    let Ok(wanted_db) = i32::try_from(wanted) else {
+        return Err(flow_version_not_found(bot, Some(wanted)));
+    };
+    let row = sqlx::query(
+        "SELECT version, format, source, document, created_at FROM flow_versions WHERE bot_id = $1 AND version = $2",
+    )
+    .bind(bot.id)
+    .bind(wanted_db)
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(row) => flow_version_from_row(&row, bot.flow_version),
+        None => Err(flow_version_not_found(bot, Some(wanted))),
+    }
+}
+
+async fn set_active_flow_version(
+    conn: &mut PgConnection,
+    bot: &Bot,
+    version: u32,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE bots SET active_flow_version = $1, updated_at = $2 WHERE id = $3")
+        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .bind(now())
+        .bind(bot.id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -389,5 +445,107 @@ impl Store for PostgresStore {
             u64::try_from(tenants).unwrap_or(0),
             u64::try_from(bots).unwrap_or(0),
         ))
+    }
+
+    async fn create_flow_version(
+        &self,
+        bot: &BotRef,
+        new: &NewFlowVersion,
+        activate: bool,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut tx = self.pool.begin().await?;
+        // Locking the bot serialises imports; its counter hands out each number once.
+        let record = find_bot(&mut tx, bot, Lock::ForUpdate).await?;
+        let next: i32 = sqlx::query_scalar(
+            "UPDATE bots SET last_flow_version = last_flow_version + 1 WHERE id = $1 RETURNING last_flow_version",
+        )
+        .bind(record.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = version_of(Some(i64::from(next))).unwrap_or(0);
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO flow_versions (id, bot_id, version, format, source, document, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(uuid::Uuid::now_v7())
+        .bind(record.id)
+        .bind(i32::try_from(version).unwrap_or(i32::MAX))
+        .bind(format_name(new.format))
+        .bind(&new.source)
+        .bind(Json(&new.document))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        if activate {
+            set_active_flow_version(&mut tx, &record, version).await?;
+        }
+        tx.commit().await?;
+        Ok(StoredFlowVersion {
+            version,
+            active: activate || record.flow_version == Some(version),
+            format: new.format,
+            source: new.source.clone(),
+            document: new.document.clone(),
+            created_at,
+        })
+    }
+
+    async fn list_flow_versions(&self, bot: &BotRef) -> StoreResult<Vec<StoredFlowVersion>> {
+        let mut conn = self.pool.acquire().await?;
+        let record = find_bot(&mut conn, bot, Lock::No).await?;
+        let rows = sqlx::query(
+            "SELECT version, format, source, document, created_at FROM flow_versions WHERE bot_id = $1 ORDER BY version",
+        )
+        .bind(record.id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| flow_version_from_row(row, record.flow_version))
+            .collect()
+    }
+
+    async fn flow_version(
+        &self,
+        bot: &BotRef,
+        version: Option<u32>,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut conn = self.pool.acquire().await?;
+        let record = find_bot(&mut conn, bot, Lock::No).await?;
+        find_flow_version(&mut conn, &record, version).await
+    }
+
+    async fn activate_flow_version(
+        &self,
+        bot: &BotRef,
+        version: u32,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut tx = self.pool.begin().await?;
+        let record = find_bot(&mut tx, bot, Lock::ForUpdate).await?;
+        let mut found = find_flow_version(&mut tx, &record, Some(version)).await?;
+        set_active_flow_version(&mut tx, &record, version).await?;
+        tx.commit().await?;
+        found.active = true;
+        Ok(found)
+    }
+
+    async fn delete_flow_version(
+        &self,
+        bot: &BotRef,
+        version: u32,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut tx = self.pool.begin().await?;
+        let record = find_bot(&mut tx, bot, Lock::ForUpdate).await?;
+        if record.flow_version == Some(version) {
+            return Err(active_version_conflict(&record, version));
+        }
+        let found = find_flow_version(&mut tx, &record, Some(version)).await?;
+        sqlx::query("DELETE FROM flow_versions WHERE bot_id = $1 AND version = $2")
+            .bind(record.id)
+            .bind(i32::try_from(version).unwrap_or(i32::MAX))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(found)
     }
 }

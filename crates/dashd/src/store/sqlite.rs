@@ -17,9 +17,10 @@ use sqlx::{Row, SqliteConnection};
 use uuid::fmt::Hyphenated;
 
 use super::{
-    MigrationPolicy, MigrationRecord, Store, StoreResult, TenantRef, apply_bot_update,
-    apply_tenant_update, bot_not_found, compare_schema, conflict, has_bots, new_bot, new_tenant,
-    parse_status, schema_error,
+    MigrationPolicy, MigrationRecord, NewFlowVersion, Store, StoreResult, StoredFlowVersion,
+    TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update, bot_not_found,
+    compare_schema, conflict, flow_version_not_found, format_name, has_bots, new_bot, new_tenant,
+    now, parse_format, parse_status, schema_error, version_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -28,7 +29,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 macro_rules! select_bot {
     () => {
         "SELECT b.id, b.tenant_id, t.slug AS tenant, b.name, b.phone, b.timezone, b.status, \
-         b.settings, b.created_at, b.updated_at FROM bots b JOIN tenants t ON t.id = b.tenant_id "
+         b.settings, b.active_flow_version, b.created_at, b.updated_at \
+         FROM bots b JOIN tenants t ON t.id = b.tenant_id "
     };
 }
 
@@ -122,6 +124,7 @@ fn bot_from_row(row: &SqliteRow) -> StoreResult<Bot> {
         timezone: row.try_get("timezone")?,
         status: parse_status(row.try_get("status")?)?,
         settings: row.try_get::<Json<serde_json::Value>, _>("settings")?.0,
+        flow_version: version_of(row.try_get("active_flow_version")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -176,6 +179,53 @@ async fn count_bots(conn: &mut SqliteConnection, tenant: &Tenant) -> StoreResult
         .fetch_one(conn)
         .await?;
     Ok(u64::try_from(count).unwrap_or(0))
+}
+
+fn flow_version_from_row(row: &SqliteRow, active: Option<u32>) -> StoreResult<StoredFlowVersion> {
+    let version = version_of(row.try_get("version")?).unwrap_or(0);
+    Ok(StoredFlowVersion {
+        version,
+        active: active == Some(version),
+        format: parse_format(row.try_get("format")?)?,
+        source: row.try_get("source")?,
+        document: row.try_get::<Json<serde_json::Value>, _>("document")?.0,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn find_flow_version(
+    conn: &mut SqliteConnection,
+    bot: &Bot,
+    version: Option<u32>,
+) -> StoreResult<StoredFlowVersion> {
+    let Some(wanted) = version.or(bot.flow_version) else {
+        return Err(flow_version_not_found(bot, None));
+    };
+    let row = sqlx::query(
+        "SELECT version, format, source, document, created_at FROM flow_versions WHERE bot_id = ? AND version = ?",
+    )
+    .bind(bot.id.hyphenated())
+    .bind(i64::from(wanted))
+    .fetch_optional(conn)
+    .await?;
+    match row {
+        Some(row) => flow_version_from_row(&row, bot.flow_version),
+        None => Err(flow_version_not_found(bot, Some(wanted))),
+    }
+}
+
+async fn set_active_flow_version(
+    conn: &mut SqliteConnection,
+    bot: &Bot,
+    version: u32,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE bots SET active_flow_version = ?, updated_at = ? WHERE id = ?")
+        .bind(i64::from(version))
+        .bind(now())
+        .bind(bot.id.hyphenated())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -365,5 +415,106 @@ impl Store for SqliteStore {
             u64::try_from(tenants).unwrap_or(0),
             u64::try_from(bots).unwrap_or(0),
         ))
+    }
+
+    async fn create_flow_version(
+        &self,
+        bot: &BotRef,
+        new: &NewFlowVersion,
+        activate: bool,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut tx = self.write().await?;
+        let record = find_bot(&mut tx, bot).await?;
+        let next: i64 = sqlx::query_scalar(
+            "UPDATE bots SET last_flow_version = last_flow_version + 1 WHERE id = ? RETURNING last_flow_version",
+        )
+        .bind(record.id.hyphenated())
+        .fetch_one(&mut *tx)
+        .await?;
+        let version = version_of(Some(next)).unwrap_or(0);
+        let created_at = now();
+        sqlx::query(
+            "INSERT INTO flow_versions (id, bot_id, version, format, source, document, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(uuid::Uuid::now_v7().hyphenated())
+        .bind(record.id.hyphenated())
+        .bind(i64::from(version))
+        .bind(format_name(new.format))
+        .bind(&new.source)
+        .bind(Json(&new.document))
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        if activate {
+            set_active_flow_version(&mut tx, &record, version).await?;
+        }
+        tx.commit().await?;
+        Ok(StoredFlowVersion {
+            version,
+            active: activate || record.flow_version == Some(version),
+            format: new.format,
+            source: new.source.clone(),
+            document: new.document.clone(),
+            created_at,
+        })
+    }
+
+    async fn list_flow_versions(&self, bot: &BotRef) -> StoreResult<Vec<StoredFlowVersion>> {
+        let mut conn = self.pool.acquire().await?;
+        let record = find_bot(&mut conn, bot).await?;
+        let rows = sqlx::query(
+            "SELECT version, format, source, document, created_at FROM flow_versions WHERE bot_id = ? ORDER BY version",
+        )
+        .bind(record.id.hyphenated())
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| flow_version_from_row(row, record.flow_version))
+            .collect()
+    }
+
+    async fn flow_version(
+        &self,
+        bot: &BotRef,
+        version: Option<u32>,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut conn = self.pool.acquire().await?;
+        let record = find_bot(&mut conn, bot).await?;
+        find_flow_version(&mut conn, &record, version).await
+    }
+
+    async fn activate_flow_version(
+        &self,
+        bot: &BotRef,
+        version: u32,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut tx = self.write().await?;
+        let record = find_bot(&mut tx, bot).await?;
+        let mut found = find_flow_version(&mut tx, &record, Some(version)).await?;
+        set_active_flow_version(&mut tx, &record, version).await?;
+        tx.commit().await?;
+        found.active = true;
+        Ok(found)
+    }
+
+    async fn delete_flow_version(
+        &self,
+        bot: &BotRef,
+        version: u32,
+    ) -> StoreResult<StoredFlowVersion> {
+        let mut tx = self.write().await?;
+        let record = find_bot(&mut tx, bot).await?;
+        if record.flow_version == Some(version) {
+            return Err(active_version_conflict(&record, version));
+        }
+        let found = find_flow_version(&mut tx, &record, Some(version)).await?;
+        sqlx::query("DELETE FROM flow_versions WHERE bot_id = ? AND version = ?")
+            .bind(record.id.hyphenated())
+            .bind(i64::from(version))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(found)
     }
 }
