@@ -204,40 +204,40 @@ pub fn backend_of(url: &str) -> Result<Backend, ConfigError> {
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Backend::Postgres)
     } else {
+        // Only the scheme is shown: the rest of a mistyped URL may hold a password.
+        let scheme = url.split(':').next().unwrap_or_default();
         Err(ConfigError {
             key: "database.url".into(),
             message: format!(
-                "unsupported scheme in {}: use sqlite://PATH or postgres://USER@HOST/DB",
-                redact_url(url)
+                "unsupported URL (scheme {scheme:?}): use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB"
             ),
         })
     }
 }
 
 /// Returns `url` with its password (and any query string naming one) replaced by `***`.
+/// Errs on the side of hiding: everything before the last `@` is treated as user
+/// information, so a password containing `/`, `?` or `#` is hidden too.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (rest, query) = match rest.split_once('?') {
-        Some((rest, query)) if query.to_ascii_lowercase().contains("password") => {
-            (rest, Some("***"))
+    let (userinfo, tail) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    };
+    let tail = match tail.split_once('?') {
+        Some((before, query)) if query.to_ascii_lowercase().contains("password") => {
+            format!("{before}?***")
         }
-        Some((rest, query)) => (rest, Some(query)),
-        None => (rest, None),
+        _ => tail.to_owned(),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
+    match userinfo {
+        Some(info) => match info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{tail}"),
+            None => format!("{scheme}://{info}@{tail}"),
         },
-        None => authority.to_owned(),
-    };
-    match query {
-        Some(query) => format!("{scheme}://{authority}{path}?{query}"),
-        None => format!("{scheme}://{authority}{path}"),
+        None => format!("{scheme}://{tail}"),
     }
 }
 
@@ -330,6 +330,17 @@ mod tests {
             "postgres://h/db?***"
         );
         assert_eq!(redact_url("postgres://dash@h/db"), "postgres://dash@h/db");
+        for tricky in [
+            "postgres://u:s3/cret@h/db",
+            "postgres://u:s3?cret@h/db",
+            "postgres://u:s3#cr@et@h/db",
+        ] {
+            let shown = redact_url(tricky);
+            assert!(!shown.contains("s3"), "{tricky} -> {shown}");
+            assert!(shown.ends_with("@h/db"), "{tricky} -> {shown}");
+        }
+        let typo = backend_of("postgres:/u:s3cret@h/db").unwrap_err();
+        assert!(!typo.message.contains("s3cret"), "{}", typo.message);
         assert_eq!(Secret::new("token").redacted(), "***");
         let json = serde_json::to_string(&url).unwrap();
         assert!(!json.contains("s3cr3t"));

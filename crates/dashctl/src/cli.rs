@@ -17,8 +17,8 @@ use dash_core::{BotRef, BotStatus, TenantStatus};
 #[derive(Debug, Parser)]
 #[command(name = "dashctl", version, about, long_about, propagate_version = true)]
 pub struct Cli {
-    /// Path of dashd's admin socket.
-    #[arg(long, global = true, env = "DASHCTL_SOCKET", value_name = "PATH")]
+    /// Path of dashd's admin socket [env: DASHCTL_SOCKET].
+    #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Output format: human-readable tables, or JSON for scripts.

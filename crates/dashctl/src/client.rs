@@ -27,25 +27,43 @@ pub struct Client {
     warned: AtomicBool,
 }
 
-/// Picks the socket: the explicit one, or the first default that exists.
+/// Picks the socket: `--socket`, then `DASHCTL_SOCKET` (when not empty), then the first
+/// default that exists. A default that cannot even be looked at (a directory this user
+/// may not enter) is a permission problem, not an absent daemon.
 pub fn find_socket(explicit: Option<&Path>) -> CliResult<PathBuf> {
     if let Some(path) = explicit {
         return Ok(path.to_owned());
     }
-    DEFAULT_SOCKETS
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists())
-        .ok_or_else(|| {
-            CliError::new(
-                Failure::Unreachable,
-                format!(
-                    "dashd is not running: no admin socket at {}.\n{}",
-                    DEFAULT_SOCKETS.join(" or "),
-                    START_HINT
-                ),
-            )
-        })
+    if let Some(path) = std::env::var_os("DASHCTL_SOCKET").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    for candidate in DEFAULT_SOCKETS {
+        match std::fs::symlink_metadata(candidate) {
+            Ok(_) => return Ok(PathBuf::from(candidate)),
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(permission_denied(Path::new(candidate)));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(CliError::new(
+        Failure::Unreachable,
+        format!(
+            "dashd is not running: no admin socket at {}.\n{}",
+            DEFAULT_SOCKETS.join(" or "),
+            START_HINT
+        ),
+    ))
+}
+
+fn permission_denied(socket: &Path) -> CliError {
+    CliError::new(
+        Failure::Forbidden,
+        format!(
+            "permission denied on {}: run dashctl as root or as the user dashd runs as (or as a member of its admin.group)",
+            socket.display()
+        ),
+    )
 }
 
 const START_HINT: &str = "Start it with `dashd` in the directory that holds dashd-data/ (`make run` in a source checkout, `systemctl start dashd` on a server), or point --socket or DASHCTL_SOCKET at its admin socket.";
@@ -170,17 +188,13 @@ impl Client {
             Some(std::io::ErrorKind::NotFound) => {
                 format!("dashd is not running: no admin socket at {socket}.\n{START_HINT}")
             }
+            Some(std::io::ErrorKind::ConnectionRefused) if !is_socket(&self.socket) => format!(
+                "{socket} is not a socket: point --socket or DASHCTL_SOCKET at dashd's admin socket"
+            ),
             Some(std::io::ErrorKind::ConnectionRefused) => format!(
                 "dashd is not running: {socket} is left over from a daemon that stopped.\n{START_HINT}"
             ),
-            Some(std::io::ErrorKind::PermissionDenied) => {
-                return CliError::new(
-                    Failure::Forbidden,
-                    format!(
-                        "permission denied on {socket}: run dashctl as root or as the user dashd runs as (or as a member of its admin.group)"
-                    ),
-                );
-            }
+            Some(std::io::ErrorKind::PermissionDenied) => return permission_denied(&self.socket),
             _ => format!("cannot talk to dashd on {socket}: {err}"),
         };
         CliError::new(Failure::Unreachable, message)
@@ -203,6 +217,11 @@ fn version_warning(daemon_version: &str, api: Option<u32>) -> Option<String> {
     } else {
         None
     }
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// Walks an error's sources to the underlying I/O error, if any.
@@ -238,6 +257,7 @@ fn api_error(status: StatusCode, bytes: &[u8]) -> CliError {
                 failure,
                 code: Some(body.error.code),
                 message,
+                field: body.error.field,
                 details: body.error.details,
             }
         }

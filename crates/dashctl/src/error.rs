@@ -54,6 +54,8 @@ pub struct CliError {
     /// The API's error code when dashd sent one.
     pub code: Option<String>,
     pub message: String,
+    /// The offending field, when dashd names one.
+    pub field: Option<String>,
     /// Every problem, when there are several (printed one per line).
     pub details: Vec<String>,
 }
@@ -64,6 +66,7 @@ impl CliError {
             failure,
             code: None,
             message: message.into(),
+            field: None,
             details: Vec::new(),
         }
     }

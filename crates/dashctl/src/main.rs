@@ -21,7 +21,10 @@ use crate::error::{CliError, CliResult, Failure};
 use crate::output::Output;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     let format = cli.output;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +81,43 @@ fn write_man_pages(dir: &std::path::Path) -> CliResult {
     Ok(())
 }
 
+/// Help and version go to stdout as usual; a usage error is JSON on stderr when the
+/// command line asked for JSON output (scripts parse it), clap's text otherwise.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    let wants_json = {
+        let args: Vec<String> = std::env::args().collect();
+        args.windows(2)
+            .any(|w| (w[0] == "-o" || w[0] == "--output") && w[1] == "json")
+            || args.iter().any(|a| a == "--output=json" || a == "-ojson")
+    };
+    if wants_json
+        && !matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        )
+    {
+        let message = err.render().to_string();
+        let message = message
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("error: ");
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: "usage".to_owned(),
+                message: message.to_owned(),
+                field: None,
+                details: Vec::new(),
+            },
+        };
+        eprintln!("{}", serde_json::to_string(&body).unwrap_or_default());
+        return ExitCode::from(2);
+    }
+    let _ = err.print();
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
 fn report(err: &CliError, format: OutputFormat) {
     match format {
         OutputFormat::Table => {
@@ -94,7 +134,7 @@ fn report(err: &CliError, format: OutputFormat) {
                         .clone()
                         .unwrap_or_else(|| err.failure.code().to_owned()),
                     message: err.message.clone(),
-                    field: None,
+                    field: err.field.clone(),
                     details: err.details.clone(),
                 },
             };

@@ -60,29 +60,26 @@ pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliRes
         }
         TenantCommand::Delete { tenant, force } => {
             let record: Tenant = client.get(&path(&tenant)).await?;
-            if !force {
+            let bots: Vec<dash_core::Bot> = client
+                .get(&format!("{}/bots", path(&record.id.to_string())))
+                .await?;
+            if !force && !bots.is_empty() {
                 // Refuse before asking: the answer would not matter.
-                let bots: Vec<dash_core::Bot> = client
-                    .get(&format!("{}/bots", path(&record.id.to_string())))
-                    .await?;
-                if !bots.is_empty() {
-                    return Err(CliError::new(
-                        Failure::Conflict,
-                        format!(
-                            "tenant {} still has {} bot(s): delete them first, or pass --force to delete them with it",
-                            record.slug,
-                            bots.len()
-                        ),
-                    ));
-                }
+                return Err(CliError::new(
+                    Failure::Conflict,
+                    format!(
+                        "tenant {} still has {} bot(s): delete them first, or pass --force to delete them with it",
+                        record.slug,
+                        bots.len()
+                    ),
+                ));
             }
-            let question = if force {
-                format!(
-                    "Delete tenant {} ({}) and all its bots?",
+            let question = match bots.len() {
+                0 => format!("Delete tenant {} ({})?", record.slug, record.name),
+                n => format!(
+                    "Delete tenant {} ({}) and its {n} bot(s), with their flows?",
                     record.slug, record.name
-                )
-            } else {
-                format!("Delete tenant {} ({})?", record.slug, record.name)
+                ),
             };
             out.confirm(&question)?;
             let url = format!("{}?force={force}", path(&record.id.to_string()));

@@ -30,6 +30,8 @@ pub struct Loaded {
     pub config: Config,
     /// Human-readable description of each layer used, in order.
     pub layers: Vec<String>,
+    /// Things worth telling the operator, logged once logging is set up.
+    pub warnings: Vec<String>,
 }
 
 /// Loads the configuration from the given layers. `env` is the process environment (a
@@ -49,13 +51,12 @@ pub fn load(
 
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-            key: "--config".into(),
+            key: "config file".into(),
             message: format!("cannot read {}: {err}", path.display()),
         })?;
-        table = text.parse::<Table>().map_err(|err| ConfigError {
-            key: path.display().to_string(),
-            message: err.to_string(),
-        })?;
+        table = text
+            .parse::<Table>()
+            .map_err(|err| syntax_error(path, &text, &err))?;
         record_origins(
             &table,
             "",
@@ -106,7 +107,7 @@ pub fn load(
         layers.push(format!("flags ({})", names.join(", ")));
     }
 
-    resolve_secret_files(&mut table, &origins)?;
+    let warnings = resolve_secret_files(&mut table, &origins)?;
 
     let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|err| {
         let mut key = err.path().to_string();
@@ -144,7 +145,26 @@ pub fn load(
         key: "log.level".into(),
         message: format!("{err:#}"),
     })?;
-    Ok(Loaded { config, layers })
+    Ok(Loaded {
+        config,
+        layers,
+        warnings,
+    })
+}
+
+/// A TOML syntax error as line, column and message. The offending line is not quoted:
+/// it may hold a secret.
+fn syntax_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
+    let location = err.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {column}: ")
+    });
+    ConfigError {
+        key: path.display().to_string(),
+        message: format!("{}{}", location.unwrap_or_default(), err.message().trim()),
+    }
 }
 
 /// `DATABASE_MAX_CONNECTIONS` → `["database", "max_connections"]`: the longest known
@@ -226,7 +246,8 @@ fn record_origins(table: &Table, prefix: &str, origin: &str, out: &mut BTreeMap<
 fn resolve_secret_files(
     table: &mut Table,
     origins: &BTreeMap<String, String>,
-) -> Result<(), ConfigError> {
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
     for secret in SECRET_KEYS {
         let (section, key) = secret.split_once('.').unwrap_or(("", secret));
         let file_key = format!("{key}_file");
@@ -268,8 +289,18 @@ fn resolve_secret_files(
             });
         }
         scope.insert(key.to_owned(), Value::String(value.to_owned()));
+        if let Ok(meta) = std::fs::metadata(&path) {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                warnings.push(format!(
+                    "{dotted}: {} is readable by other users; make it 0600 (chmod 600 {})",
+                    path.display(),
+                    path.display()
+                ));
+            }
+        }
     }
-    Ok(())
+    Ok(warnings)
 }
 
 /// The configuration as `dashd check-config` prints it: defaults filled in, secrets
@@ -380,14 +411,30 @@ mod tests {
 
         let f = file("[server\n");
         assert!(load(Some(f.path()), env(&[]), &[]).is_err());
+
+        // A syntax error never quotes the line: it may hold a password.
+        let f = file("[database]\nurl = \"postgres://dash:TopSecret9@db/dashd\n");
+        let err = load(Some(f.path()), env(&[]), &[]).unwrap_err();
+        assert!(!err.to_string().contains("TopSecret9"), "{err}");
+        assert!(err.message.starts_with("line 2, column"), "{err}");
     }
 
     #[test]
     fn secrets_come_from_files() {
         let secret = file("postgres://dash:pw@db/dashd\n");
         let path = secret.path().display().to_string();
+        std::fs::set_permissions(
+            secret.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
         let loaded = load(None, env(&[("DASHD_DATABASE_URL_FILE", &path)]), &[]).unwrap();
         assert_eq!(loaded.config.database_url(), "postgres://dash:pw@db/dashd");
+        assert!(
+            loaded.warnings[0].contains("chmod 600"),
+            "{:?}",
+            loaded.warnings
+        );
         let rendered = render_effective(&loaded.config);
         assert!(!rendered.contains(":pw@"), "{rendered}");
         assert!(

@@ -47,6 +47,10 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound { what } => ApiError::NotFound(format!("{what} not found")),
             StoreError::Conflict { message, field } => ApiError::Conflict { message, field },
+            err if err.is_unavailable() => {
+                tracing::error!(error = %err, "database unavailable");
+                ApiError::Unavailable("the database is not answering; see dashd's log".into())
+            }
             other => ApiError::Internal(other.into()),
         }
     }
@@ -135,4 +139,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 /// Answer for paths that match no route.
 pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".to_owned())
+}
+
+/// Answer for a known path called with the wrong method.
+pub async fn method_not_allowed() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: "method_not_allowed".to_owned(),
+            message: "this endpoint does not accept that method".to_owned(),
+            field: None,
+            details: Vec::new(),
+        },
+    };
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
 }

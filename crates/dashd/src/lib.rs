@@ -39,30 +39,31 @@ pub struct Daemon {
     state: AppState,
     shutdown: CancellationToken,
     servers: JoinSet<std::io::Result<()>>,
+    /// Held while running: a second dashd on the same data directory is refused.
+    _data_lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Binds every listener, opens storage and starts serving. Returns once the daemon
 /// accepts requests.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let started = Instant::now();
-    config.validate()?;
     let mut config = config;
     config.data_dir = std::path::absolute(&config.data_dir)
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
+    let plan = preflight(&config)?;
     create_private_dir(&config.data_dir)?;
+    let data_lock = lock_data_dir(&config.data_dir)?;
 
-    let access = AdminAccess::resolve(config.admin.group.as_deref())?;
-    let admin_socket = std::path::absolute(config.admin_socket())?;
-    let admin_listener = admin::socket::bind(&admin_socket, access.group.as_ref().map(|g| g.gid))?;
-    if let Some(group) = &access.group {
+    let admin_socket = plan.admin_socket.clone();
+    let admin_listener =
+        admin::socket::bind(&admin_socket, plan.access.group.as_ref().map(|g| g.gid))?;
+    if let Some(group) = &plan.access.group {
         warn_if_group_cannot_reach(&admin_socket, &group.name);
     }
     // From here on the socket file is ours: remove it on any early return.
     let socket_guard = SocketFile(Some(admin_socket.clone()));
 
-    let store = store::open(&config, None)
-        .await
-        .context("cannot open the database")?;
+    // Bind before touching the database, so a taken port costs nothing.
     let http_listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| {
@@ -72,6 +73,13 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
             )
         })?;
     let http_addr = http_listener.local_addr()?;
+    let store = store::open(&config, None).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            dash_core::config::redact_url(&config.database_url())
+        )
+    })?;
+    let access = plan.access;
 
     let state = AppState {
         store: Arc::from(store),
@@ -115,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         state,
         shutdown,
         servers,
+        _data_lock: data_lock,
     })
 }
 
@@ -211,15 +220,84 @@ pub fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
         };
-        tracing::info!(signal = name, "shutting down");
+        tracing::info!(
+            signal = name,
+            "shutting down (send it again to stop at once)"
+        );
         token.cancel();
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::warn!("second signal: exiting without waiting for in-flight requests");
+        std::process::exit(130);
     });
     Ok(())
 }
 
-/// Creates the data directory readable by its owner only (it holds the database).
-fn create_private_dir(path: &Path) -> anyhow::Result<()> {
+/// What start-up will use, checked without side effects (`dashd check-config` runs it).
+#[derive(Debug)]
+pub struct Preflight {
+    pub access: AdminAccess,
+    pub admin_socket: PathBuf,
+}
+
+/// Checks what types cannot: the admin group exists, the socket path fits in a Unix
+/// socket address, the log filter parses.
+pub fn preflight(config: &Config) -> anyhow::Result<Preflight> {
+    config.validate()?;
+    let access = AdminAccess::resolve(config.admin.group.as_deref())?;
+    let admin_socket = std::path::absolute(config.admin_socket())?;
+    // sockaddr_un holds 108 bytes, the final NUL included.
+    if admin_socket.as_os_str().len() >= 108 {
+        anyhow::bail!(
+            "admin.socket: {} is {} bytes long; Unix sockets allow at most 107: choose a shorter path",
+            admin_socket.display(),
+            admin_socket.as_os_str().len()
+        );
+    }
+    Ok(Preflight {
+        access,
+        admin_socket,
+    })
+}
+
+/// Takes an exclusive lock on `<data_dir>/dashd.lock`, so two daemons never share one
+/// data directory (and its SQLite file), whatever their sockets.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dir.join("dashd.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            anyhow::anyhow!(
+                "another dashd is already running with data_dir {} (see `dashctl status`): stop it first, or give this one another data_dir",
+                dir.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot lock {}: {errno}", path.display())
+        }
+    })
+}
+
+/// Creates the data directory readable by its owner only (it holds the database); warns
+/// when an existing one is open to other users.
+pub fn create_private_dir(path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                data_dir = %path.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the data directory is open to other users; it holds the database: chmod 700 it"
+            );
+        }
         return Ok(());
     }
     std::fs::DirBuilder::new()

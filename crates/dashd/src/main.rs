@@ -65,6 +65,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Files dashd creates (database, WAL, lock, socket) are its own; the socket's mode is
+    // set explicitly afterwards. Set before any thread starts.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let loaded = match dashd::config::load(cli.config.as_deref(), std::env::vars(), &flags(&cli)) {
         Ok(loaded) => loaded,
@@ -74,15 +77,25 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::CheckConfig => check_config(&loaded),
+        Command::CheckConfig => {
+            if let Err(err) = dashd::preflight(&loaded.config) {
+                eprintln!("dashd: invalid configuration: {err:#}");
+                return ExitCode::from(2);
+            }
+            check_config(&loaded)
+        }
         Command::Run => with_runtime(&loaded, |config| async move {
             let shutdown = CancellationToken::new();
             dashd::cancel_on_signals(shutdown.clone())?;
             dashd::run(config, shutdown).await
         }),
         Command::Migrate => with_runtime(&loaded, |config| async move {
-            std::fs::create_dir_all(&config.data_dir)?;
-            let store = store::open(&config, Some(MigrationPolicy::Apply)).await?;
+            if config.backend()? == dash_core::config::Backend::Sqlite {
+                dashd::create_private_dir(&config.data_dir)?;
+            }
+            let store = store::open(&config, Some(MigrationPolicy::Apply))
+                .await
+                .map_err(|err| anyhow::anyhow!("{err}"))?;
             let version = store.schema_version().await?;
             store.close().await;
             #[allow(clippy::print_stdout)] // command output
@@ -148,6 +161,9 @@ where
         eprintln!("dashd: {err:#}");
         return ExitCode::FAILURE;
     }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -161,7 +177,11 @@ where
     match runtime.block_on(body(loaded.config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("dashd: {err:#}");
+            // Logged (JSON under systemd) and printed plainly for whoever started it.
+            tracing::error!(error = format!("{err:#}"), "dashd failed");
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("dashd: {err:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -35,7 +35,10 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
             .with_span_list(false)
             .try_init()
     } else {
-        builder.with_target(false).try_init()
+        builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     result.map_err(|err| anyhow::anyhow!("cannot install the logger: {err}"))
 }

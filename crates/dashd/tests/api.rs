@@ -168,6 +168,14 @@ async fn bad_requests_get_json_errors() {
     assert_eq!(body["error"]["code"], "validation_failed");
     assert_eq!(body["error"]["field"], "slug");
 
+    let (status, body, _) = call(&admin, "PUT", "/v1/tenants", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let public = dashd::gateway::router(state.clone());
+    let (status, body, _) = call(&public, "POST", "/health", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+
     let (status, body, _) = call(&admin, "GET", "/v1/nothing-here", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");

@@ -230,6 +230,61 @@ fn a_stale_socket_after_kill_9_is_replaced() {
 }
 
 #[test]
+fn migrate_creates_a_private_data_dir_and_keeps_secrets_out_of_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = output(dashd(dir.path()).arg("migrate"));
+    assert_eq!(code, 0, "{stderr}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("dashd-data"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o700);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("dashd-data/dashd.db"))
+                .unwrap()
+                .permissions()
+        ) & 0o777,
+        0o600
+    );
+    let (code, _, stderr) = output(
+        dashd(dir.path())
+            .arg("check-config")
+            .env("DASHD_DATABASE_URL", "postgres:/u:s3cret@h/db"),
+    );
+    assert_eq!(code, 2);
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
+fn a_newer_database_schema_is_refused_with_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(output(dashd(dir.path()).arg("migrate")).0, 0);
+    let db = dir.path().join("dashd-data/dashd.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO _sqlx_migrations VALUES (9999, 'future', datetime('now'), 1, x'00', 1)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+    });
+    let (code, _, stderr) =
+        output(dashd(dir.path()).args(["--listen", "127.0.0.1:0", "--log-level", "error"]));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("newer than this dashd understands"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn a_port_in_use_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

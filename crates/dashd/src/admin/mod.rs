@@ -20,7 +20,7 @@ use axum::routing::{get, post};
 use dash_core::api::{ADMIN_API_VERSION, HEADER_API_VERSION, HEADER_DAEMON_VERSION};
 use tower_http::trace::TraceLayer;
 
-use crate::error::not_found;
+use crate::error::{method_not_allowed, not_found};
 use crate::state::AppState;
 use access::AdminAccess;
 
@@ -70,6 +70,7 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             post(flows::activate),
         )
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(middleware::from_fn_with_state(
             Arc::new(access),

@@ -44,11 +44,8 @@ fn bot_ref(params: &HashMap<String, String>) -> Result<BotRef, ApiError> {
     let (Some(tenant), Some(bot)) = (params.get("tenant"), params.get("bot")) else {
         return Err(ApiError::BadRequest("the path names no bot".into()));
     };
+    validate::slug("tenant", tenant)?;
     validate::slug("bot", bot)?;
-    // The tenant part may be a slug or the tenant's id.
-    if Uuid::parse_str(tenant).is_err() {
-        validate::slug("tenant", tenant)?;
-    }
     Ok(BotRef::Path {
         tenant: tenant.clone(),
         bot: bot.clone(),

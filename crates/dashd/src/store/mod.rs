@@ -31,10 +31,51 @@ pub enum StoreError {
     /// The database schema does not match this binary.
     #[error("{0}")]
     Schema(String),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    /// Shown once, without sqlx's internals (not chained as a source on purpose: the
+    /// message already says it all).
+    #[error("{}", describe_sqlx(.0))]
+    Database(sqlx::Error),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Database(err)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(err)
+    }
+}
+
+impl StoreError {
+    /// True when the database is unreachable rather than the request wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
+}
+
+fn describe_sqlx(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => format!("database error: {}", db.message()),
+        sqlx::Error::PoolTimedOut => {
+            "timed out waiting for a database connection (is the server up and reachable?)".into()
+        }
+        sqlx::Error::Io(io) => format!("cannot reach the database: {io}"),
+        other => format!("database error: {other}"),
+    }
 }
 
 /// Result alias for storage calls.
@@ -177,7 +218,14 @@ pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResu
         .map_err(|err| StoreError::Schema(err.to_string()))?
     {
         Backend::Sqlite => {
-            let store = SqliteStore::open(&url, max).await?;
+            // The default file is opened by path, so any character in data_dir is fine.
+            let options = match &config.database.url {
+                Some(url) => url.expose().parse()?,
+                None => sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(config.data_dir.join("dashd.db")),
+            };
+            let location = dash_core::config::redact_url(&url);
+            let store = SqliteStore::open(options, location, max).await?;
             store
                 .prepare(policy.unwrap_or(MigrationPolicy::Apply))
                 .await?;

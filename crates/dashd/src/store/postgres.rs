@@ -11,10 +11,10 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Row};
 
 use super::{
-    MigrationPolicy, MigrationRecord, NewFlowVersion, Store, StoreResult, StoredFlowVersion,
-    TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update, bot_not_found,
-    compare_schema, conflict, flow_version_not_found, format_name, has_bots, new_bot, new_tenant,
-    now, parse_format, parse_status, schema_error, version_of,
+    MigrationPolicy, MigrationRecord, NewFlowVersion, SchemaState, Store, StoreResult,
+    StoredFlowVersion, TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update,
+    bot_not_found, compare_schema, conflict, flow_version_not_found, format_name, has_bots,
+    new_bot, new_tenant, now, parse_format, parse_status, schema_error, version_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -58,14 +58,14 @@ impl PostgresStore {
 
     /// Applies or checks migrations according to `policy`.
     pub async fn prepare(&self, policy: MigrationPolicy) -> StoreResult<()> {
-        if policy == MigrationPolicy::Apply {
-            // The migrator holds an advisory lock, so two `dashd migrate` never race.
-            MIGRATOR.run(&self.pool).await?;
-        }
+        // Compare first, so a newer or damaged schema gets its own message.
         let state = compare_schema(&embedded(), &self.applied().await?);
-        match schema_error(&state) {
-            Some(err) => Err(err),
-            None => Ok(()),
+        match (&state, policy) {
+            // The migrator holds an advisory lock, so two `dashd migrate` never race.
+            (SchemaState::Behind { .. }, MigrationPolicy::Apply) => {
+                Ok(MIGRATOR.run(&self.pool).await?)
+            }
+            _ => schema_error(&state).map_or(Ok(()), Err),
         }
     }
 

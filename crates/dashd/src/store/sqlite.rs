@@ -1,12 +1,11 @@
 //! The embedded backend: one SQLite file in WAL mode. Writes run in `BEGIN IMMEDIATE`
 //! transactions so that a read-then-write never fails half-way on a lock upgrade.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
-use dash_core::config::{Backend, redact_url};
+use dash_core::config::Backend;
 use dash_core::{Bot, BotRef, Tenant};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,10 +16,10 @@ use sqlx::{Row, SqliteConnection};
 use uuid::fmt::Hyphenated;
 
 use super::{
-    MigrationPolicy, MigrationRecord, NewFlowVersion, Store, StoreResult, StoredFlowVersion,
-    TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update, bot_not_found,
-    compare_schema, conflict, flow_version_not_found, format_name, has_bots, new_bot, new_tenant,
-    now, parse_format, parse_status, schema_error, version_of,
+    MigrationPolicy, MigrationRecord, NewFlowVersion, SchemaState, Store, StoreResult,
+    StoredFlowVersion, TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update,
+    bot_not_found, compare_schema, conflict, flow_version_not_found, format_name, has_bots,
+    new_bot, new_tenant, now, parse_format, parse_status, schema_error, version_of,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -42,9 +41,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://PATH`).
-    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
+    /// Opens (creating if missing) the database `options` name; `location` is what
+    /// status output shows.
+    pub async fn open(
+        options: SqliteConnectOptions,
+        location: String,
+        max_connections: u32,
+    ) -> StoreResult<Self> {
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL is durable across process crashes; only a power loss can drop
@@ -56,21 +60,18 @@ impl SqliteStore {
             .max_connections(max_connections)
             .connect_with(options)
             .await?;
-        Ok(Self {
-            pool,
-            location: redact_url(url),
-        })
+        Ok(Self { pool, location })
     }
 
     /// Applies or checks migrations according to `policy`.
     pub async fn prepare(&self, policy: MigrationPolicy) -> StoreResult<()> {
-        if policy == MigrationPolicy::Apply {
-            MIGRATOR.run(&self.pool).await?;
-        }
+        // Compare first, so a newer or damaged schema gets its own message.
         let state = compare_schema(&embedded(), &self.applied().await?);
-        match schema_error(&state) {
-            Some(err) => Err(err),
-            None => Ok(()),
+        match (&state, policy) {
+            (SchemaState::Behind { .. }, MigrationPolicy::Apply) => {
+                Ok(MIGRATOR.run(&self.pool).await?)
+            }
+            _ => schema_error(&state).map_or(Ok(()), Err),
         }
     }
 
