@@ -79,10 +79,15 @@ pub fn phone(field: &str, value: &str) -> Result<String, ValidationError> {
 /// its canonical spelling.
 pub fn timezone(field: &str, value: &str) -> Result<chrono_tz::Tz, ValidationError> {
     value.parse::<chrono_tz::Tz>().map_err(|_| {
+        let suggestion = chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|tz| tz.name().eq_ignore_ascii_case(value.trim()))
+            .map(|tz| format!(" (did you mean {}?)", tz.name()))
+            .unwrap_or_default();
         ValidationError::new(
             field,
             format!(
-                "{} is not an IANA time zone: use a name such as America/Argentina/Buenos_Aires or UTC",
+                "{} is not an IANA time zone{suggestion}: use a name such as America/Argentina/Buenos_Aires or UTC",
                 Quoted(value)
             ),
         )
@@ -172,6 +177,8 @@ mod tests {
         let err = timezone("timezone", "Mars/Olympus").unwrap_err();
         assert_eq!(err.field, "timezone");
         assert!(err.message.contains("IANA"));
+        let err = timezone("timezone", "america/new_york").unwrap_err();
+        assert!(err.message.contains("did you mean America/New_York?"), "{}", err.message);
     }
 
     #[test]
