@@ -178,7 +178,11 @@ mod tests {
         assert_eq!(err.field, "timezone");
         assert!(err.message.contains("IANA"));
         let err = timezone("timezone", "america/new_york").unwrap_err();
-        assert!(err.message.contains("did you mean America/New_York?"), "{}", err.message);
+        assert!(
+            err.message.contains("did you mean America/New_York?"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
