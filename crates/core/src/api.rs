@@ -151,6 +151,9 @@ pub struct CreateBot {
     /// A JSON object; defaults to `{}`.
     #[serde(default)]
     pub settings: Option<serde_json::Value>,
+    /// Providers to send through, in order (stored as `settings.chain`; default `sandbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<String>>,
 }
 
 impl CreateBot {
@@ -167,15 +170,29 @@ impl CreateBot {
             Some(tz) => validate::timezone("timezone", tz)?.name().to_owned(),
             None => "UTC".to_owned(),
         };
-        let settings = match &self.settings {
+        let mut settings = match &self.settings {
             Some(settings) => settings_object(settings)?,
             None => serde_json::Value::Object(Default::default()),
         };
+        let chain = match &self.chain {
+            Some(chain) => Some(chain.clone()),
+            None => settings
+                .get("chain")
+                .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok()),
+        };
+        let chain = match chain {
+            Some(chain) => crate::provider::parse_chain(&chain)?,
+            None => crate::provider::DEFAULT_CHAIN.to_vec(),
+        };
+        if let Some(map) = settings.as_object_mut() {
+            map.insert("chain".into(), serde_json::json!(chain));
+        }
         Ok(CreateBot {
             name: self.name.clone(),
             phone,
             timezone: Some(timezone),
             settings: Some(settings),
+            chain: None,
         })
     }
 }
@@ -200,6 +217,9 @@ pub struct UpdateBot {
     /// Replaces the whole settings document.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<serde_json::Value>,
+    /// Replaces the provider chain (`settings.chain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<String>>,
 }
 
 impl UpdateBot {
@@ -218,12 +238,28 @@ impl UpdateBot {
             .map(|tz| validate::timezone("timezone", tz).map(|tz| tz.name().to_owned()))
             .transpose()?;
         let settings = self.settings.as_ref().map(settings_object).transpose()?;
+        if let Some(chain) = settings
+            .as_ref()
+            .and_then(|s| s.get("chain"))
+            .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok())
+        {
+            crate::provider::parse_chain(&chain)?;
+        }
+        let chain = self
+            .chain
+            .as_ref()
+            .map(|chain| {
+                crate::provider::parse_chain(chain)
+                    .map(|kinds| kinds.iter().map(|k| k.as_str().to_owned()).collect())
+            })
+            .transpose()?;
         Ok(UpdateBot {
             name: self.name.clone(),
             phone,
             timezone,
             status: self.status,
             settings,
+            chain,
         })
     }
 
@@ -234,6 +270,7 @@ impl UpdateBot {
             && self.timezone.is_none()
             && self.status.is_none()
             && self.settings.is_none()
+            && self.chain.is_none()
     }
 }
 
@@ -332,12 +369,16 @@ mod tests {
             phone: Some("+54 9 11 2345-6789".into()),
             timezone: None,
             settings: None,
+            chain: None,
         }
         .validated()
         .unwrap();
         assert_eq!(req.phone.as_deref(), Some("+5491123456789"));
         assert_eq!(req.timezone.as_deref(), Some("UTC"));
-        assert_eq!(req.settings, Some(serde_json::json!({})));
+        assert_eq!(
+            req.settings,
+            Some(serde_json::json!({"chain": ["sandbox"]}))
+        );
     }
 
     #[test]
@@ -347,6 +388,7 @@ mod tests {
             phone: None,
             timezone: None,
             settings: None,
+            chain: None,
         };
         let cases = [
             (
@@ -376,6 +418,13 @@ mod tests {
                     ..base.clone()
                 },
                 "settings",
+            ),
+            (
+                CreateBot {
+                    chain: Some(vec!["meta".into()]),
+                    ..base.clone()
+                },
+                "chain",
             ),
         ];
         for (req, field) in cases {
@@ -409,4 +458,281 @@ mod tests {
         assert_eq!(bad.validated().unwrap_err().field, "slug");
         assert!(UpdateTenant::default().is_empty());
     }
+}
+
+/// Where a message is in its life. Inbound: `received` → `processed`. Outbound (the
+/// outbox): `pending` → `processing` → `sent` → `delivered` → `read`, or after a failed
+/// attempt `failed` (a retry is scheduled) … → `dead`; `cancelled` by an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageState {
+    Received,
+    Processed,
+    Pending,
+    Processing,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+    Dead,
+    Cancelled,
+}
+
+impl MessageState {
+    /// Every state.
+    pub const ALL: [MessageState; 10] = [
+        MessageState::Received,
+        MessageState::Processed,
+        MessageState::Pending,
+        MessageState::Processing,
+        MessageState::Sent,
+        MessageState::Delivered,
+        MessageState::Read,
+        MessageState::Failed,
+        MessageState::Dead,
+        MessageState::Cancelled,
+    ];
+
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Received => "received",
+            MessageState::Processed => "processed",
+            MessageState::Pending => "pending",
+            MessageState::Processing => "processing",
+            MessageState::Sent => "sent",
+            MessageState::Delivered => "delivered",
+            MessageState::Read => "read",
+            MessageState::Failed => "failed",
+            MessageState::Dead => "dead",
+            MessageState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for MessageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MessageState {
+    type Err = ValidationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MessageState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = MessageState::ALL.iter().map(|s| s.as_str()).collect();
+                ValidationError::new(
+                    "state",
+                    format!(
+                        "{s:?} is not a message state: use one of {}",
+                        names.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Which way a message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// What a message says: text, optional media, menu choices, and for inbound messages the
+/// interactive reply id and the sender's name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MessageBody {
+    #[serde(default)]
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<crate::flow::document::Media>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<Choice>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A menu choice offered to the contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub id: String,
+    pub label: String,
+}
+
+/// A message as the log and the queue show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub id: Uuid,
+    pub bot_id: Uuid,
+    pub contact: String,
+    pub direction: Direction,
+    pub body: MessageBody,
+    pub state: MessageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
+    pub attempts: u32,
+    /// When the next attempt is due (outbound, pending or failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of a message's status history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageEvent {
+    pub state: MessageState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// `GET /v1/queue/{id}`: an outbox entry with its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueEntry {
+    #[serde(flatten)]
+    pub message: MessageRecord,
+    pub history: Vec<MessageEvent>,
+}
+
+/// Query of `GET /v1/queue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFilter {
+    /// `TENANT/BOT` or a bot id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<MessageState>,
+    /// At most this many, newest first (default 100, at most 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// `POST .../messages`: send a text to a contact through the bot's chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    pub to: String,
+    pub text: String,
+}
+
+/// Longest text accepted for one WhatsApp message.
+pub const MAX_TEXT: usize = 4096;
+
+impl SendMessage {
+    /// Checks the number (E.164) and the text (1 to 4096 characters).
+    pub fn validated(&self) -> Result<SendMessage, ValidationError> {
+        let to = validate::phone("to", &self.to)?;
+        let count = self.text.chars().count();
+        if self.text.trim().is_empty() || count > MAX_TEXT {
+            return Err(ValidationError::new("text", "must be 1 to 4096 characters"));
+        }
+        Ok(SendMessage {
+            to,
+            text: self.text.clone(),
+        })
+    }
+}
+
+/// `POST .../sandbox/messages`: a message from a pretend customer to a sandbox bot, going
+/// through the real inbound pipeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxInbound {
+    /// The customer's number (E.164).
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub text: String,
+    /// An interactive reply's id (a menu option's id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_id: Option<String>,
+    /// The provider's message id; a repeated id is a duplicate delivery and is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+}
+
+impl SandboxInbound {
+    /// Checks the number and the text.
+    pub fn validated(&self) -> Result<SandboxInbound, ValidationError> {
+        let from = validate::phone("from", &self.from)?;
+        if self.text.chars().count() > MAX_TEXT {
+            return Err(ValidationError::new(
+                "text",
+                "must be at most 4096 characters",
+            ));
+        }
+        Ok(SandboxInbound {
+            from,
+            ..self.clone()
+        })
+    }
+}
+
+/// Answer to an inbound message: stored (or recognised as a duplicate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub message_id: Uuid,
+    pub duplicate: bool,
+}
+
+/// One line of `GET .../sandbox/stream` (newline-delimited JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SandboxEvent {
+    /// The bot sent this to the contact.
+    Reply {
+        contact: String,
+        message_id: Uuid,
+        body: MessageBody,
+        at: DateTime<Utc>,
+    },
+    /// Nothing more is pending for the contact: every message in is handled and every
+    /// message out is sent (or has failed for good).
+    Idle { contact: String, at: DateTime<Utc> },
+}
+
+/// A conversation as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationSummary {
+    pub contact: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_name: Option<String>,
+    /// `idle`, `active`, `handoff` or `waiting_http`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A conversation with its flow state and transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub summary: ConversationSummary,
+    /// The engine's state (variables, timers...).
+    pub state: serde_json::Value,
+    /// Messages in and out, oldest first.
+    pub transcript: Vec<MessageRecord>,
 }

@@ -22,6 +22,9 @@ pub struct Config {
     pub admin: AdminConfig,
     pub database: DatabaseConfig,
     pub log: LogConfig,
+    pub pipeline: PipelineConfig,
+    pub dispatcher: DispatcherConfig,
+    pub sandbox: SandboxConfig,
 }
 
 impl Default for Config {
@@ -32,8 +35,71 @@ impl Default for Config {
             admin: AdminConfig::default(),
             database: DatabaseConfig::default(),
             log: LogConfig::default(),
+            pipeline: PipelineConfig::default(),
+            dispatcher: DispatcherConfig::default(),
+            sandbox: SandboxConfig::default(),
         }
     }
+}
+
+/// The inbound pipeline: conversation workers and flow effects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Conversation workers. One contact's messages always go to the same worker, in
+    /// order; different contacts are spread over the workers.
+    pub workers: u32,
+    /// Let flow `http` actions reach loopback and private networks (off: only public
+    /// addresses, so a flow cannot probe the server's own network).
+    pub allow_private_http: bool,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 32,
+            allow_private_http: false,
+        }
+    }
+}
+
+/// The outbox dispatcher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatcherConfig {
+    /// Messages per minute per bot, unless the bot's settings say
+    /// `rate_limit_per_minute`.
+    pub bot_rate_per_minute: u32,
+    /// Messages per minute per tenant, all its bots together; 0 means no tenant limit.
+    pub tenant_rate_per_minute: u32,
+    /// Sends in flight at once.
+    pub concurrency: u32,
+    /// Attempts before a message is `dead`.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles per attempt (with jitter) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            bot_rate_per_minute: 60,
+            tenant_rate_per_minute: 0,
+            concurrency: 32,
+            max_attempts: 8,
+            retry_base_ms: 1000,
+            retry_max_ms: 300_000,
+        }
+    }
+}
+
+/// The sandbox provider (local inbox for trying bots).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Pretend network latency per send, in milliseconds (for trying timeouts and load).
+    pub send_delay_ms: u64,
 }
 
 /// The public HTTP listener: REST API, provider webhooks and `/health`.
@@ -177,6 +243,32 @@ impl Config {
             return Err(ConfigError {
                 key: "server.shutdown_timeout_s".into(),
                 message: "must be between 1 and 3600 seconds".into(),
+            });
+        }
+        if !(1..=1024).contains(&self.pipeline.workers) {
+            return Err(ConfigError {
+                key: "pipeline.workers".into(),
+                message: "must be between 1 and 1024".into(),
+            });
+        }
+        if !(1..=1024).contains(&self.dispatcher.concurrency) {
+            return Err(ConfigError {
+                key: "dispatcher.concurrency".into(),
+                message: "must be between 1 and 1024".into(),
+            });
+        }
+        if self.dispatcher.max_attempts == 0 {
+            return Err(ConfigError {
+                key: "dispatcher.max_attempts".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.dispatcher.retry_base_ms == 0
+            || self.dispatcher.retry_base_ms > self.dispatcher.retry_max_ms
+        {
+            return Err(ConfigError {
+                key: "dispatcher.retry_base_ms".into(),
+                message: "must be at least 1 and at most retry_max_ms".into(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -8,6 +8,8 @@ pub mod api;
 pub mod bot;
 pub mod config;
 pub mod flow;
+pub mod provider;
+pub mod ratelimit;
 pub mod tenant;
 pub mod validate;
 

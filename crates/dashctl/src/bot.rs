@@ -23,6 +23,7 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
                 phone: fields.phone,
                 timezone: fields.timezone,
                 settings: settings(fields.settings.as_deref())?,
+                chain: fields.chain,
             };
             let bot: Bot = client
                 .post(&format!("/v1/tenants/{}/bots", segment(&tenant)), &req)
@@ -77,11 +78,12 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
                 timezone: fields.timezone,
                 status,
                 settings: settings(fields.settings.as_deref())?,
+                chain: fields.chain,
             };
             if changes.is_empty() {
                 return Err(CliError::new(
                     Failure::Invalid,
-                    "nothing to change: give --name, --phone, --no-phone, --timezone, --status or --settings",
+                    "nothing to change: give --name, --phone, --no-phone, --timezone, --status, --settings or --chain",
                 ));
             }
             let bot: Bot = client.patch(&path(&bot), &changes).await?;
@@ -130,6 +132,13 @@ fn show(bot: &Bot) -> String {
         ("bot", bot.path()),
         ("phone", bot.phone.clone().unwrap_or_else(|| "-".into())),
         ("timezone", bot.timezone.clone()),
+        ("chain", {
+            let chain: Vec<&str> = dash_core::provider::chain_of(&bot.settings)
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            chain.join(" → ")
+        }),
         ("status", bot.status.to_string()),
         (
             "flows",

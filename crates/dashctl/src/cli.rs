@@ -250,6 +250,9 @@ pub struct BotFields {
     /// read it from a file.
     #[arg(long, value_name = "JSON|@FILE")]
     pub settings: Option<String>,
+    /// Providers to send through, in order, e.g. `sandbox` [default on create: sandbox].
+    #[arg(long, value_delimiter = ',', value_name = "PROVIDER,...")]
+    pub chain: Option<Vec<String>>,
 }
 
 fn parse_tenant_status(value: &str) -> Result<TenantStatus, String> {

@@ -212,7 +212,10 @@ async fn bots_lifecycle() {
     assert_eq!(created["name"], "sales");
     assert_eq!(created["phone"], "+5491123456789");
     assert_eq!(created["timezone"], "America/Argentina/Buenos_Aires");
-    assert_eq!(created["settings"], serde_json::json!({}));
+    assert_eq!(
+        created["settings"],
+        serde_json::json!({"chain": ["sandbox"]})
+    );
 
     let list = env
         .ctl(&["bot", "list", "--output", "json"])

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod pipeline;
 pub mod state;
 pub mod store;
 pub mod telemetry;
@@ -81,15 +82,21 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     })?;
     let access = plan.access;
 
+    let store: Arc<dyn store::Store> = Arc::from(store);
+    let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
+    let pipeline = pipeline::Pipeline::start(store.clone(), config.clone(), shutdown.child_token())
+        .await
+        .context("cannot start the message pipeline")?;
     let state = AppState {
-        store: Arc::from(store),
-        config: Arc::new(config),
+        store,
+        pipeline: Arc::new(pipeline),
+        config,
         started,
         started_at: chrono::Utc::now(),
         http_addr,
         admin_socket: admin_socket.clone(),
     };
-    let shutdown = CancellationToken::new();
     let mut servers = JoinSet::new();
 
     let admin_app =
@@ -155,6 +162,8 @@ impl Daemon {
             );
             self.servers.shutdown().await;
         }
+        // Work not finished stays in the database and is picked up at the next start.
+        self.state.pipeline.join(bound).await;
         self.state.store.close().await;
         remove_socket(&self.admin_socket);
         tracing::info!("dashd stopped");

@@ -8,12 +8,14 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use dash_core::config::Config;
 
+use crate::pipeline::Pipeline;
 use crate::store::Store;
 
 /// Shared handles of a running daemon.
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub pipeline: Arc<Pipeline>,
     pub config: Arc<Config>,
     pub started: Instant,
     pub started_at: DateTime<Utc>,

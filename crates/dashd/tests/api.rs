@@ -21,11 +21,21 @@ async fn state() -> (AppState, tempfile::TempDir) {
         data_dir: dir.path().to_owned(),
         ..Config::default()
     };
-    let store = dashd::store::open(&config, None).await.unwrap();
+    let store: std::sync::Arc<dyn dashd::store::Store> =
+        dashd::store::open(&config, None).await.unwrap().into();
+    let config = std::sync::Arc::new(config);
+    let pipeline = dashd::pipeline::Pipeline::start(
+        store.clone(),
+        config.clone(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let state = AppState {
-        store: store.into(),
+        store,
+        pipeline: pipeline.into(),
         admin_socket: dir.path().join("dashd.sock"),
-        config: config.into(),
+        config,
         started: std::time::Instant::now(),
         started_at: chrono::Utc::now(),
         http_addr: "127.0.0.1:3009".parse().unwrap(),

@@ -170,6 +170,18 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
+/// One datagram from systemd's notify socket (retrying when a signal interrupts the wait).
+fn receive(socket: &UnixDatagram) -> std::io::Result<String> {
+    let mut buf = [0u8; 256];
+    loop {
+        match socket.recv(&mut buf) {
+            Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 fn start_with_notify(dir: &Path) -> (Running, UnixDatagram) {
     let notify_path = dir.join("notify.sock");
     let _ = std::fs::remove_file(&notify_path);
@@ -185,9 +197,8 @@ fn start_with_notify(dir: &Path) -> (Running, UnixDatagram) {
         .spawn()
         .unwrap();
     let running = Running(child);
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).expect("dashd never sent READY=1");
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    let message = receive(&notify).expect("dashd never sent READY=1");
+    assert!(message.contains("READY=1"), "{message}");
     (running, notify)
 }
 
@@ -205,9 +216,7 @@ fn zero_config_start_notifies_systemd_and_stops_cleanly_on_sigterm() {
     signal(&running.0, nix::sys::signal::Signal::SIGTERM);
     let status = wait_exit(&mut running.0, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
-    let mut buf = [0u8; 256];
-    let n = notify.recv(&mut buf).unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(receive(&notify).unwrap().contains("STOPPING=1"));
     assert!(!socket.exists(), "the admin socket was left behind");
     let log = std::fs::read_to_string(dir.path().join("dashd.log")).unwrap();
     assert!(log.contains("dashd stopped"), "{log}");

@@ -3,6 +3,7 @@
 //! start-up from the database URL's scheme. Each backend has its own migrations under
 //! `migrations/<backend>/`; both pass the same conformance suite (`tests/store.rs`).
 
+pub mod pipeline;
 mod postgres;
 mod sqlite;
 
@@ -116,7 +117,7 @@ impl std::fmt::Display for TenantRef {
 /// Records of tenants and bots. Requests reaching a `Store` are already validated
 /// (see `dash_core::api`); the store enforces uniqueness and references.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+pub trait Store: pipeline::PipelineStore + Send + Sync + std::fmt::Debug + 'static {
     /// Which backend this is.
     fn backend(&self) -> Backend;
     /// Where the data lives, with any password removed.
@@ -458,6 +459,9 @@ fn apply_bot_update(bot: &mut Bot, changes: &UpdateBot) {
     if let Some(settings) = &changes.settings {
         bot.settings = settings.clone();
     }
+    if let (Some(chain), Some(settings)) = (&changes.chain, bot.settings.as_object_mut()) {
+        settings.insert("chain".into(), serde_json::json!(chain));
+    }
     bot.updated_at = now();
 }
 
@@ -475,7 +479,7 @@ fn version_of(value: Option<i64>) -> Option<u32> {
     value.and_then(|v| u32::try_from(v).ok())
 }
 
-fn parse_status<T: std::str::FromStr>(value: &str) -> StoreResult<T> {
+pub(crate) fn parse_status<T: std::str::FromStr>(value: &str) -> StoreResult<T> {
     value
         .parse()
         .map_err(|_| StoreError::Schema(format!("unknown status {value:?} in the database")))

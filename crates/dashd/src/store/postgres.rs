@@ -17,6 +17,16 @@ use super::{
     new_bot, new_tenant, now, parse_format, parse_status, schema_error, version_of,
 };
 
+super::pipeline::pipeline_store!(PostgresStore, |id: uuid::Uuid| id, row_uuid);
+
+impl super::pipeline::Backend for PostgresStore {
+    type Db = sqlx::Postgres;
+}
+
+fn row_uuid(row: &PgRow, column: &str) -> StoreResult<uuid::Uuid> {
+    Ok(row.try_get::<uuid::Uuid, _>(column)?)
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
 /// The columns of a bot with its tenant's slug; every bot query starts with this.
@@ -54,6 +64,10 @@ impl PostgresStore {
             pool,
             location: redact_url(url),
         })
+    }
+
+    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
     }
 
     /// Applies or checks migrations according to `policy`.

@@ -22,6 +22,16 @@ use super::{
     new_bot, new_tenant, now, parse_format, parse_status, schema_error, version_of,
 };
 
+super::pipeline::pipeline_store!(SqliteStore, |id: uuid::Uuid| id.hyphenated(), row_uuid);
+
+impl super::pipeline::Backend for SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+
+fn row_uuid(row: &SqliteRow, column: &str) -> StoreResult<uuid::Uuid> {
+    Ok(row.try_get::<Hyphenated, _>(column)?.into_uuid())
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
 
 /// The columns of a bot with its tenant's slug; every bot query starts with this.
