@@ -5,6 +5,7 @@
 pub mod access;
 mod bots;
 mod flows;
+mod messages;
 mod paths;
 pub mod socket;
 mod status;
@@ -44,6 +45,10 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             get(bots::show).patch(bots::update).delete(bots::delete),
         )
         .route("/v1/bots", get(bots::list))
+        .route("/v1/queue", get(messages::queue))
+        .route("/v1/queue/{id}", get(messages::queue_entry))
+        .route("/v1/queue/{id}/retry", post(messages::queue_retry))
+        .route("/v1/queue/{id}/cancel", post(messages::queue_cancel))
         .route(
             "/v1/bots/{id}",
             get(bots::show).patch(bots::update).delete(bots::delete),
@@ -69,6 +74,8 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             "/v1/tenants/{tenant}/bots/{bot}/flows/{version}/activate",
             post(flows::activate),
         )
+        .merge(bot_routes("/v1/bots/{id}"))
+        .merge(bot_routes("/v1/tenants/{tenant}/bots/{bot}"))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -78,6 +85,36 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
         ))
         .layer(middleware::map_response(version_headers))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Routes under a bot, for both ways of naming it.
+fn bot_routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(&format!("{prefix}/messages"), post(messages::send))
+        .route(
+            &format!("{prefix}/sandbox/messages"),
+            post(messages::sandbox_inbound),
+        )
+        .route(
+            &format!("{prefix}/sandbox/stream"),
+            get(messages::sandbox_stream),
+        )
+        .route(
+            &format!("{prefix}/conversations"),
+            get(messages::conversations),
+        )
+        .route(
+            &format!("{prefix}/conversations/{{contact}}"),
+            get(messages::conversation),
+        )
+        .route(
+            &format!("{prefix}/conversations/{{contact}}/resume"),
+            post(messages::resume),
+        )
+        .route(
+            &format!("{prefix}/conversations/{{contact}}/reset"),
+            post(messages::reset),
+        )
 }
 
 async fn version_headers(mut response: Response) -> Response {

@@ -249,6 +249,11 @@ impl Pipeline {
         rx.await.map_err(|_| "dashd is shutting down".to_owned())?
     }
 
+    /// Cancelled when dashd shuts down (long-lived streams end with it).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
     /// Sandbox events, for the stream endpoint.
     pub fn subscribe(&self) -> broadcast::Receiver<(Uuid, SandboxEvent)> {
         self.inner.hub.subscribe()

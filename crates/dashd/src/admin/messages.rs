@@ -1,0 +1,291 @@
+//! Messages: send one through a bot (`POST .../messages`), the sandbox's inbound side
+//! and its live stream, conversations, and the outbox queue.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use dash_core::api::{
+    Accepted, ConversationDetail, ConversationSummary, MessageBody, MessageRecord, QueueEntry,
+    QueueFilter, SandboxEvent, SandboxInbound, SendMessage,
+};
+use dash_core::provider::{ProviderKind, chain_of};
+use dash_core::{Bot, BotRef, ValidationError, validate};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::paths::BotPath;
+use crate::error::{ApiError, Json, Query};
+use crate::state::AppState;
+use crate::store::pipeline::{NewInbound, QueueQuery};
+
+pub async fn send(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Json(req): Json<SendMessage>,
+) -> Result<(StatusCode, axum::Json<MessageRecord>), ApiError> {
+    let req = req.validated()?;
+    let bot = state.store.bot(&bot).await?;
+    let body = MessageBody {
+        text: req.text,
+        ..MessageBody::default()
+    };
+    let record = state
+        .store
+        .enqueue(bot.id, bot.tenant_id, &req.to, &body, chrono::Utc::now())
+        .await?;
+    state.pipeline.outbox_changed();
+    tracing::info!(bot = %bot.path(), message = %record.id, "message queued");
+    Ok((StatusCode::CREATED, axum::Json(record)))
+}
+
+/// A message from a pretend customer, through the real inbound pipeline.
+pub async fn sandbox_inbound(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Json(req): Json<SandboxInbound>,
+) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
+    let req = req.validated()?;
+    let bot = sandbox_bot(&state, &bot).await?;
+    let message = NewInbound {
+        bot_id: bot.id,
+        tenant_id: bot.tenant_id,
+        contact: req.from,
+        provider: ProviderKind::Sandbox.as_str().to_owned(),
+        provider_message_id: req.message_id,
+        body: MessageBody {
+            text: req.text,
+            reply_id: req.reply_id,
+            name: req.name,
+            ..MessageBody::default()
+        },
+        received_at: chrono::Utc::now(),
+    };
+    let ingested = state.pipeline.ingest(message).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(Accepted {
+            message_id: ingested.id,
+            duplicate: ingested.duplicate,
+        }),
+    ))
+}
+
+/// Query of the sandbox stream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Only this contact's events.
+    #[serde(default)]
+    contact: Option<String>,
+}
+
+/// What the sandbox sends, live, as newline-delimited JSON ([`SandboxEvent`]).
+pub async fn sandbox_stream(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Query(query): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let bot = sandbox_bot(&state, &bot).await?;
+    let contact = query
+        .contact
+        .as_deref()
+        .map(|c| validate::phone("contact", c))
+        .transpose()?;
+    let receiver = state.pipeline.subscribe();
+    let shutdown = state.pipeline.shutdown_token();
+    let bot_id = bot.id;
+    let stream =
+        futures_util::stream::unfold((receiver, shutdown), move |(mut receiver, shutdown)| {
+            let contact = contact.clone();
+            async move {
+                loop {
+                    let event = tokio::select! {
+                        () = shutdown.cancelled() => return None,
+                        event = receiver.recv() => event,
+                    };
+                    match event {
+                        Ok((id, event))
+                            if id == bot_id
+                                && contact
+                                    .as_deref()
+                                    .is_none_or(|c| event_contact(&event) == c) =>
+                        {
+                            let mut line = serde_json::to_vec(&event).unwrap_or_default();
+                            line.push(b'\n');
+                            return Some((
+                                Ok::<_, Infallible>(Bytes::from(line)),
+                                (receiver, shutdown),
+                            ));
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            continue;
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .map_err(|err| ApiError::Internal(err.into()))
+}
+
+fn event_contact(event: &SandboxEvent) -> &str {
+    match event {
+        SandboxEvent::Reply { contact, .. } | SandboxEvent::Idle { contact, .. } => contact,
+    }
+}
+
+async fn sandbox_bot(state: &AppState, bot: &BotRef) -> Result<Bot, ApiError> {
+    let bot = state.store.bot(bot).await?;
+    let chain = chain_of(&bot.settings);
+    if !chain.contains(&ProviderKind::Sandbox) {
+        let names: Vec<&str> = chain.iter().map(|k| k.as_str()).collect();
+        return Err(ApiError::Conflict {
+            message: format!(
+                "bot {} sends through {}, not the sandbox: add it with `dashctl bot update {} --chain sandbox`",
+                bot.path(),
+                names.join(", "),
+                bot.path()
+            ),
+            field: Some("chain"),
+        });
+    }
+    Ok(bot)
+}
+
+pub async fn conversations(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+) -> Result<axum::Json<Vec<ConversationSummary>>, ApiError> {
+    let bot = state.store.bot(&bot).await?;
+    Ok(axum::Json(state.store.list_conversations(bot.id).await?))
+}
+
+pub async fn conversation(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Path(path): Path<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<ConversationDetail>, ApiError> {
+    let bot = state.store.bot(&bot).await?;
+    let contact = contact_of(&path)?;
+    state
+        .store
+        .conversation(bot.id, &contact)
+        .await?
+        .map(axum::Json)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "conversation of bot {} with {contact} not found",
+                bot.path()
+            ))
+        })
+}
+
+pub async fn resume(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Path(path): Path<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let bot = state.store.bot(&bot).await?;
+    let contact = contact_of(&path)?;
+    match state.pipeline.resume(bot.id, &contact).await {
+        Ok(true) => {
+            tracing::info!(bot = %bot.path(), "conversation resumed by an operator");
+            Ok(axum::Json(
+                serde_json::json!({"contact": contact, "resumed": true}),
+            ))
+        }
+        Ok(false) => Err(ApiError::Conflict {
+            message: format!(
+                "the conversation of bot {} with {contact} is not handed off to a person",
+                bot.path()
+            ),
+            field: None,
+        }),
+        Err(err) => Err(ApiError::Unavailable(err)),
+    }
+}
+
+pub async fn reset(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Path(path): Path<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let bot = state.store.bot(&bot).await?;
+    let contact = contact_of(&path)?;
+    let reset = state
+        .pipeline
+        .reset(bot.id, &contact)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    tracing::info!(bot = %bot.path(), reset, "conversation reset by an operator");
+    Ok(axum::Json(
+        serde_json::json!({"contact": contact, "reset": reset}),
+    ))
+}
+
+fn contact_of(path: &std::collections::HashMap<String, String>) -> Result<String, ApiError> {
+    let contact = path.get("contact").map(String::as_str).unwrap_or_default();
+    Ok(validate::phone("contact", contact)?)
+}
+
+pub async fn queue(
+    State(state): State<AppState>,
+    Query(filter): Query<QueueFilter>,
+) -> Result<axum::Json<Vec<MessageRecord>>, ApiError> {
+    let bot_id = match &filter.bot {
+        Some(bot) => Some(state.store.bot(&BotRef::parse(bot)?).await?.id),
+        None => None,
+    };
+    let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
+    let query = QueueQuery {
+        bot_id,
+        state: filter.state,
+        limit,
+    };
+    Ok(axum::Json(state.store.queue(&query).await?))
+}
+
+pub async fn queue_entry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<QueueEntry>, ApiError> {
+    Ok(axum::Json(state.store.queue_entry(message_id(&id)?).await?))
+}
+
+pub async fn queue_retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<MessageRecord>, ApiError> {
+    let record = state
+        .store
+        .requeue(message_id(&id)?, chrono::Utc::now())
+        .await?;
+    state.pipeline.outbox_changed();
+    tracing::info!(message = %record.id, "message retried by an operator");
+    Ok(axum::Json(record))
+}
+
+pub async fn queue_cancel(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<MessageRecord>, ApiError> {
+    let record = state
+        .store
+        .cancel(message_id(&id)?, chrono::Utc::now())
+        .await?;
+    tracing::info!(message = %record.id, "message cancelled by an operator");
+    Ok(axum::Json(record))
+}
+
+fn message_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| {
+        ValidationError::new("id", format!("{id:?} is not a message id (a UUID)")).into()
+    })
+}
