@@ -58,6 +58,43 @@ pub enum Command {
     /// Manage a bot's conversational flows: validate, import, list, show, export, activate.
     #[command(subcommand)]
     Flow(FlowCommand),
+    /// Talk to a bot as a customer would, through the sandbox provider: interactively,
+    /// or with --send for scripts.
+    Chat {
+        /// TENANT/BOT or the bot's id (its chain must include sandbox).
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The customer's number.
+        #[arg(long = "as", value_name = "+PHONE", default_value = "+15550000001")]
+        phone: String,
+        /// The customer's name, as WhatsApp would report it.
+        #[arg(long)]
+        name: Option<String>,
+        /// Send this message, print the bot's replies and exit (repeatable: one after the
+        /// other, each waiting for the replies to the one before).
+        #[arg(long, value_name = "TEXT")]
+        send: Vec<String>,
+        /// Longest wait for the replies to one message, in seconds.
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        wait: f64,
+    },
+    /// Send a text message to a contact through the bot's provider chain.
+    Send {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The recipient (E.164).
+        #[arg(long, value_name = "+PHONE")]
+        to: String,
+        /// The message.
+        text: String,
+    },
+    /// Look into the outbox: list, show, retry and cancel outgoing messages.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+    /// Conversations of a bot: list, transcript and flow state, resume after a handoff, reset.
+    #[command(subcommand, visible_alias = "conv")]
+    Conversation(ConversationCommand),
     /// Print a shell completion script, e.g. `dashctl completions bash > /etc/bash_completion.d/dashctl`.
     Completions {
         /// The shell to generate for.
@@ -226,6 +263,60 @@ pub enum FlowCommand {
         bot: BotRef,
         #[arg(value_name = "VERSION")]
         number: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List outgoing messages, newest first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this bot's (TENANT/BOT or id).
+        #[arg(long)]
+        bot: Option<String>,
+        /// Only messages in this state (pending, processing, sent, failed, dead, cancelled...).
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show a message with its status history.
+    Show { id: String },
+    /// Send a failed or dead message again.
+    Retry { id: String },
+    /// Cancel a pending or failed message.
+    Cancel { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationCommand {
+    /// List a bot's conversations, most recent first.
+    #[command(visible_alias = "ls")]
+    List {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+    },
+    /// Show a conversation's transcript and flow state.
+    Show {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The contact's number.
+        contact: String,
+    },
+    /// Give a handed-off conversation back to the bot.
+    Resume {
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        contact: String,
+    },
+    /// Forget a conversation's flow state and timers (the transcript stays).
+    Reset {
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        contact: String,
     },
 }
 

@@ -113,6 +113,29 @@ impl Client {
         self.send(Method::DELETE, path, None::<&()>).await
     }
 
+    /// Opens a newline-delimited JSON stream (`GET path`).
+    pub async fn stream(&self, path: &str) -> CliResult<EventStream> {
+        if self.verbose {
+            eprintln!("> GET {path} (stream, via {})", self.socket.display());
+        }
+        let response = self
+            .http
+            .get(format!("http://dashd{path}"))
+            .send()
+            .await
+            .map_err(|err| self.connect_error(&err))?;
+        self.handshake(&response)?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status, &bytes));
+        }
+        Ok(EventStream {
+            response,
+            buffer: Vec::new(),
+        })
+    }
+
     async fn send<B: Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
@@ -222,6 +245,43 @@ fn version_warning(daemon_version: &str, api: Option<u32>) -> Option<String> {
 fn is_socket(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Events read one line at a time from a streaming answer.
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event, or `None` when dashd closed the stream.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> CliResult<Option<T>> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return serde_json::from_slice(&line).map(Some).map_err(|err| {
+                    CliError::new(
+                        Failure::Daemon,
+                        format!("dashd sent an event this dashctl does not understand: {err}"),
+                    )
+                });
+            }
+            match self.response.chunk().await {
+                Ok(Some(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(err) => {
+                    return Err(CliError::new(
+                        Failure::Unreachable,
+                        format!("the stream from dashd broke: {err}"),
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Walks an error's sources to the underlying I/O error, if any.

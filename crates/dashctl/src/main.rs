@@ -2,11 +2,13 @@
 //! client, one output layer.
 
 mod bot;
+mod chat;
 mod cli;
 mod client;
 mod error;
 mod flow;
 mod output;
+mod queue;
 mod status;
 mod tenant;
 
@@ -62,6 +64,27 @@ fn run(cli: Cli) -> CliResult {
             Command::Tenant(command) => tenant::run(&client, out, command).await,
             Command::Bot(command) => bot::run(&client, out, command).await,
             Command::Flow(command) => flow::run(&client, out, command).await,
+            Command::Chat {
+                bot,
+                phone,
+                name,
+                send,
+                wait,
+            } => {
+                chat::run(chat::Chat {
+                    bot,
+                    phone,
+                    name,
+                    send,
+                    wait,
+                    client: &client,
+                    out,
+                })
+                .await
+            }
+            Command::Send { bot, to, text } => chat::send(&client, out, &bot, &to, &text).await,
+            Command::Queue(command) => queue::queue(&client, out, command).await,
+            Command::Conversation(command) => queue::conversation(&client, out, command).await,
             Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
     })

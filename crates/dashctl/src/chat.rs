@@ -1,0 +1,192 @@
+//! `dashctl chat` (play the customer of a sandbox bot) and `dashctl send`.
+
+use std::time::Duration;
+
+use dash_core::BotRef;
+use dash_core::api::{
+    Accepted, MessageBody, MessageRecord, SandboxEvent, SandboxInbound, SendMessage,
+};
+use serde::Serialize;
+use tokio::io::AsyncBufReadExt;
+
+use crate::client::{Client, EventStream};
+use crate::error::{CliError, CliResult, Failure};
+use crate::output::{Output, details, time};
+use crate::tenant::segment;
+
+/// A reply as `--output json` prints it.
+#[derive(Debug, Serialize)]
+struct Reply {
+    sent: String,
+    body: MessageBody,
+    at: chrono::DateTime<chrono::Utc>,
+}
+
+pub struct Chat<'a> {
+    pub bot: BotRef,
+    pub phone: String,
+    pub name: Option<String>,
+    pub send: Vec<String>,
+    pub wait: f64,
+    pub client: &'a Client,
+    pub out: Output,
+}
+
+pub async fn run(chat: Chat<'_>) -> CliResult {
+    let phone = dash_core::validate::phone("--as", &chat.phone)
+        .map_err(|err| CliError::new(Failure::Invalid, err.to_string()))?;
+    if !chat.wait.is_finite() || chat.wait <= 0.0 || chat.wait > 3600.0 {
+        return Err(CliError::new(
+            Failure::Invalid,
+            "--wait must be between 0 and 3600 seconds",
+        ));
+    }
+    let base = bot_path(&chat.bot);
+    let mut stream = chat
+        .client
+        .stream(&format!(
+            "{base}/sandbox/stream?contact={}",
+            segment(&phone)
+        ))
+        .await?;
+    if chat.send.is_empty() {
+        return interactive(&chat, &base, &phone, stream).await;
+    }
+    let wait = Duration::from_secs_f64(chat.wait);
+    let mut replies = Vec::new();
+    for text in &chat.send {
+        post(&chat, &base, &phone, text).await?;
+        let got = collect(&mut stream, wait).await?;
+        replies.extend(got.into_iter().map(|(body, at)| Reply {
+            sent: text.clone(),
+            body,
+            at,
+        }));
+    }
+    chat.out.print(&replies, || {
+        replies
+            .iter()
+            .map(|r| render(&r.body))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+async fn post(chat: &Chat<'_>, base: &str, phone: &str, text: &str) -> CliResult<Accepted> {
+    let message = SandboxInbound {
+        from: phone.to_owned(),
+        name: chat.name.clone(),
+        text: text.to_owned(),
+        reply_id: None,
+        // A fresh id per message: a retried request is never handled twice.
+        message_id: Some(uuid::Uuid::new_v4().to_string()),
+    };
+    chat.client
+        .post(&format!("{base}/sandbox/messages"), &message)
+        .await
+}
+
+/// Replies until the contact is idle again (every message handled and sent), or `wait`.
+async fn collect(
+    stream: &mut EventStream,
+    wait: Duration,
+) -> CliResult<Vec<(MessageBody, chrono::DateTime<chrono::Utc>)>> {
+    let mut replies = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let event = match tokio::time::timeout_at(deadline, stream.next::<SandboxEvent>()).await {
+            Err(_) => return Ok(replies),
+            Ok(event) => event?,
+        };
+        match event {
+            Some(SandboxEvent::Reply { body, at, .. }) => replies.push((body, at)),
+            Some(SandboxEvent::Idle { .. }) => return Ok(replies),
+            None => {
+                return Err(CliError::new(
+                    Failure::Unreachable,
+                    "dashd closed the conversation stream (is it stopping?)",
+                ));
+            }
+        }
+    }
+}
+
+async fn interactive(
+    chat: &Chat<'_>,
+    base: &str,
+    phone: &str,
+    mut stream: EventStream,
+) -> CliResult {
+    eprintln!(
+        "Chatting with {} as {phone} through the sandbox. Type a message and press Enter; Ctrl-D ends.",
+        chat.bot
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let line = line.map_err(|err| CliError::new(Failure::Invalid, format!("cannot read stdin: {err}")))?;
+                let Some(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                post(chat, base, phone, &line).await?;
+            }
+            event = stream.next::<SandboxEvent>() => match event? {
+                Some(SandboxEvent::Reply { body, .. }) => show(&body),
+                Some(SandboxEvent::Idle { .. }) => {}
+                None => return Err(CliError::new(Failure::Unreachable, "dashd closed the conversation stream")),
+            },
+        }
+    }
+    // Let the replies to the last message arrive before leaving.
+    for (body, _) in collect(&mut stream, Duration::from_secs(2)).await? {
+        show(&body);
+    }
+    Ok(())
+}
+
+/// Prints a reply in the interactive chat, continuation lines indented.
+#[allow(clippy::print_stdout)] // the chat's output
+fn show(body: &MessageBody) {
+    for (i, line) in render(body).lines().enumerate() {
+        println!("{}{line}", if i == 0 { "bot> " } else { "     " });
+    }
+}
+
+fn render(body: &MessageBody) -> String {
+    match &body.media {
+        Some(media) => format!("{}\n[{:?}: {}]", body.text, media.kind, media.url),
+        None => body.text.clone(),
+    }
+}
+
+pub async fn send(client: &Client, out: Output, bot: &BotRef, to: &str, text: &str) -> CliResult {
+    let request = SendMessage {
+        to: to.to_owned(),
+        text: text.to_owned(),
+    };
+    let record: MessageRecord = client
+        .post(&format!("{}/messages", bot_path(bot)), &request)
+        .await?;
+    out.print(&record, || {
+        format!(
+            "message {} queued for {}\n{}",
+            record.id,
+            record.contact,
+            details(&[
+                ("state", record.state.to_string()),
+                ("created", time(&record.created_at))
+            ])
+        )
+    })
+}
+
+pub fn bot_path(bot: &BotRef) -> String {
+    match bot {
+        BotRef::Id(id) => format!("/v1/bots/{id}"),
+        BotRef::Path { tenant, bot } => {
+            format!("/v1/tenants/{}/bots/{}", segment(tenant), segment(bot))
+        }
+    }
+}
