@@ -135,6 +135,16 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
 }
 
 impl Daemon {
+    /// The daemon's storage (tests inspect what it recorded).
+    pub fn store(&self) -> Arc<dyn store::Store> {
+        self.state.store.clone()
+    }
+
+    /// The daemon's message pipeline.
+    pub fn pipeline(&self) -> Arc<pipeline::Pipeline> {
+        self.state.pipeline.clone()
+    }
+
     /// A token that stops the daemon when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()

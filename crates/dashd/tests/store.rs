@@ -8,9 +8,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
+use dash_core::api::{MessageBody, MessageState};
 use dash_core::config::Config;
 use dash_core::flow::Format;
 use dash_core::{BotRef, BotStatus, TenantStatus};
+use dashd::store::pipeline::{
+    DueTimer, Ingested, NewInbound, NewOutbound, QueueQuery, StepCommit, TimerRow,
+};
 use dashd::store::{self, MigrationPolicy, NewFlowVersion, Store, StoreError, TenantRef};
 use serde_json::json;
 
@@ -585,6 +589,339 @@ mod cases {
         assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 
+    fn inbound(bot: &dash_core::Bot, contact: &str, id: Option<&str>, text: &str) -> NewInbound {
+        NewInbound {
+            bot_id: bot.id,
+            tenant_id: bot.tenant_id,
+            contact: contact.into(),
+            provider: "sandbox".into(),
+            provider_message_id: id.map(str::to_owned),
+            body: MessageBody {
+                text: text.into(),
+                ..MessageBody::default()
+            },
+            received_at: chrono::Utc::now(),
+        }
+    }
+
+    fn commit(bot: &dash_core::Bot, contact: &str) -> StepCommit {
+        StepCommit {
+            bot_id: bot.id,
+            tenant_id: bot.tenant_id,
+            contact: contact.into(),
+            contact_name: Some("Ana".into()),
+            state: json!({"schema": 1}),
+            status: "active",
+            flow: Some("f".into()),
+            step: Some("s".into()),
+            flow_version: Some(1),
+            last_message_at: Some(chrono::Utc::now()),
+            processed_inbound: None,
+            outbound: Vec::new(),
+            timers_add: Vec::new(),
+            timers_remove: Vec::new(),
+            now: chrono::Utc::now(),
+        }
+    }
+
+    fn out(text: &str) -> NewOutbound {
+        NewOutbound {
+            body: MessageBody {
+                text: text.into(),
+                ..MessageBody::default()
+            },
+            delay_ms: 0,
+        }
+    }
+
+    pub async fn pipeline_inbound_is_deduplicated_and_ordered(
+        store: Arc<dyn Store>,
+        _: Arc<TestDb>,
+    ) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        let b = store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        let first = store
+            .ingest(&inbound(&b, "+1555", Some("w1"), "one"))
+            .await
+            .unwrap();
+        assert!(!first.duplicate);
+        let again = store
+            .ingest(&inbound(&b, "+1555", Some("w1"), "one again"))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            Ingested {
+                id: first.id,
+                duplicate: true
+            }
+        );
+        store
+            .ingest(&inbound(&b, "+1555", None, "two"))
+            .await
+            .unwrap();
+        store
+            .ingest(&inbound(&b, "+1666", Some("w9"), "other"))
+            .await
+            .unwrap();
+        let pending: Vec<String> = store
+            .unprocessed_for(b.id, "+1555")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body.text)
+            .collect();
+        assert_eq!(pending, ["one", "two"]);
+        assert_eq!(store.unprocessed_inbound().await.unwrap().len(), 3);
+        let mut step = commit(&b, "+1555");
+        step.processed_inbound = Some(first.id);
+        store.commit_step(&step).await.unwrap();
+        let pending: Vec<String> = store
+            .unprocessed_for(b.id, "+1555")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body.text)
+            .collect();
+        assert_eq!(pending, ["two"]);
+        let row = store
+            .conversation_row(b.id, "+1555")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.contact_name.as_deref(), Some("Ana"));
+        assert!(!store.contact_idle(b.id, "+1555").await.unwrap());
+        assert_eq!(
+            store.list_conversations(b.id).await.unwrap()[0].status,
+            "active"
+        );
+        assert!(store.reset_conversation(b.id, "+1555").await.unwrap());
+        assert!(
+            store
+                .conversation_row(b.id, "+1555")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The transcript outlives a reset.
+        assert_eq!(
+            store
+                .conversation(b.id, "+1555")
+                .await
+                .unwrap()
+                .unwrap()
+                .transcript
+                .len(),
+            2
+        );
+    }
+
+    pub async fn pipeline_outbox_keeps_contact_order_and_states(
+        store: Arc<dyn Store>,
+        _: Arc<TestDb>,
+    ) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        let b = store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        let mut step = commit(&b, "+1555");
+        step.outbound = vec![out("a1"), out("a2")];
+        let ids = store.commit_step(&step).await.unwrap();
+        let other = store
+            .enqueue(
+                b.id,
+                b.tenant_id,
+                "+1666",
+                &MessageBody {
+                    text: "b1".into(),
+                    ..MessageBody::default()
+                },
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis() + 1;
+        let due: Vec<String> = store
+            .due_outbound(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body.text)
+            .collect();
+        assert_eq!(due, ["a1", "b1"], "a2 waits for a1");
+        assert!(store.claim(ids[0], chrono::Utc::now()).await.unwrap());
+        assert!(
+            !store.claim(ids[0], chrono::Utc::now()).await.unwrap(),
+            "claimed twice"
+        );
+        let due: Vec<String> = store
+            .due_outbound(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body.text)
+            .collect();
+        assert_eq!(due, ["b1"], "a2 waits while a1 is in flight");
+        store
+            .mark_sent(ids[0], "sandbox", "sandbox-x", chrono::Utc::now())
+            .await
+            .unwrap();
+        let due: Vec<String> = store
+            .due_outbound(now, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.body.text)
+            .collect();
+        assert_eq!(due, ["a2", "b1"]);
+        // A failed attempt schedules a retry; dead stops.
+        assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
+        store
+            .mark_failed(ids[1], "network", Some(now + 60_000), chrono::Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.next_outbound_due(now).await.unwrap(),
+            Some(now + 60_000)
+        );
+        let entry = store.queue_entry(ids[1]).await.unwrap();
+        assert_eq!(entry.message.state, MessageState::Failed);
+        assert_eq!(entry.message.attempts, 1);
+        assert_eq!(entry.message.last_error.as_deref(), Some("network"));
+        let states: Vec<MessageState> = entry.history.iter().map(|h| h.state).collect();
+        assert_eq!(
+            states,
+            [
+                MessageState::Pending,
+                MessageState::Processing,
+                MessageState::Failed
+            ]
+        );
+        assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
+        store
+            .mark_failed(ids[1], "gone", None, chrono::Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            store.queue_entry(ids[1]).await.unwrap().message.state,
+            MessageState::Dead
+        );
+        assert_eq!(
+            store
+                .requeue(ids[1], chrono::Utc::now())
+                .await
+                .unwrap()
+                .state,
+            MessageState::Pending
+        );
+        assert_conflict(
+            store.requeue(ids[0], chrono::Utc::now()).await.unwrap_err(),
+            Some("state"),
+        );
+        assert_eq!(
+            store
+                .cancel(other.id, chrono::Utc::now())
+                .await
+                .unwrap()
+                .state,
+            MessageState::Cancelled
+        );
+        assert_conflict(
+            store
+                .cancel(other.id, chrono::Utc::now())
+                .await
+                .unwrap_err(),
+            Some("state"),
+        );
+        // A crash mid-send: processing goes back to pending.
+        assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
+        assert_eq!(
+            store.recover_processing(chrono::Utc::now()).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.queue_entry(ids[1]).await.unwrap().message.state,
+            MessageState::Pending
+        );
+        // Deferral moves the due time without counting an attempt.
+        store.defer(ids[1], now + 5_000).await.unwrap();
+        assert!(store.due_outbound(now, 10).await.unwrap().is_empty());
+        let query = QueueQuery {
+            bot_id: Some(b.id),
+            state: Some(MessageState::Pending),
+            limit: 10,
+        };
+        assert_eq!(store.queue(&query).await.unwrap().len(), 1);
+        let all = QueueQuery {
+            bot_id: None,
+            state: None,
+            limit: 10,
+        };
+        assert_eq!(store.queue(&all).await.unwrap().len(), 3);
+        assert_not_found(store.queue_entry(uuid::Uuid::new_v4()).await.unwrap_err());
+    }
+
+    pub async fn pipeline_timers_and_sandbox(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        let b = store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut step = commit(&b, "+1555");
+        step.timers_add = vec![
+            TimerRow {
+                timer_id: 1,
+                kind: "Expiry".into(),
+                due_ms: now + 60_000,
+            },
+            TimerRow {
+                timer_id: 2,
+                kind: "IdleReminder".into(),
+                due_ms: now - 10,
+            },
+        ];
+        store.commit_step(&step).await.unwrap();
+        let due = store.due_timers(now, 10).await.unwrap();
+        assert_eq!(
+            due,
+            [DueTimer {
+                bot_id: b.id,
+                contact: "+1555".into(),
+                timer_id: 2
+            }]
+        );
+        assert_eq!(store.next_timer_due().await.unwrap(), Some(now - 10));
+        let mut step = commit(&b, "+1555");
+        step.timers_remove = vec![2];
+        store.commit_step(&step).await.unwrap();
+        assert!(store.due_timers(now, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_timer_due().await.unwrap(), Some(now + 60_000));
+
+        let body = MessageBody {
+            text: "hola".into(),
+            ..MessageBody::default()
+        };
+        let first = store
+            .sandbox_record("k1", b.id, "+1555", &body, chrono::Utc::now())
+            .await
+            .unwrap();
+        let again = store
+            .sandbox_record("k1", b.id, "+1555", &body, chrono::Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(
+            store.sandbox_sent(b.id).await.unwrap().len(),
+            1,
+            "a retried send is recorded once"
+        );
+    }
+
     pub async fn concurrent_updates_are_not_lost(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.create_tenant(&tenant("acme")).await.unwrap();
         let mut tasks = Vec::new();
@@ -614,7 +951,8 @@ macro_rules! suite {
                 bots_round_trip, bot_names_are_unique_per_tenant, phones_are_unique_across_bots,
                 tenants_are_isolated, tenant_with_bots_needs_force, data_survives_reopening,
                 health_and_schema, concurrent_updates_are_not_lost, flow_versions_round_trip,
-                concurrent_imports_get_distinct_versions);
+                concurrent_imports_get_distinct_versions, pipeline_inbound_is_deduplicated_and_ordered,
+                pipeline_outbox_keeps_contact_order_and_states, pipeline_timers_and_sandbox);
 
             #[tokio::test]
             #[$attr]

@@ -1,0 +1,557 @@
+//! The message pipeline end to end: a real dashd in-process, the real `dashctl` binary,
+//! the sandbox provider recording what is sent.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dash_core::BotRef;
+use dash_core::config::Config;
+use serde_json::Value;
+
+struct Env {
+    daemon: Option<dashd::Daemon>,
+    dir: tempfile::TempDir,
+}
+
+fn config_in(dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.join("dashd-data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+impl Env {
+    async fn start() -> Env {
+        Env::with(|_| {}).await
+    }
+
+    async fn with(adjust: impl FnOnce(&mut Config)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config_in(dir.path());
+        adjust(&mut config);
+        let daemon = dashd::start(config).await.unwrap();
+        Env {
+            daemon: Some(daemon),
+            dir,
+        }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("dashd-data/dashd.sock")
+    }
+
+    async fn ctl(&self, args: &[&str]) -> Run {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_dashctl"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("DASHCTL_SOCKET", self.socket())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    fn daemon(&self) -> &dashd::Daemon {
+        self.daemon.as_ref().unwrap()
+    }
+
+    /// A tenant `acme` and a sandbox bot `acme/ventas` running `flow` (if any).
+    async fn bot_with(&self, flow: Option<&str>) {
+        self.ctl(&["tenant", "create", "acme"]).await.ok();
+        self.ctl(&[
+            "bot",
+            "create",
+            "acme/ventas",
+            "--chain",
+            "sandbox",
+            "--timezone",
+            "America/Argentina/Buenos_Aires",
+        ])
+        .await
+        .ok();
+        if let Some(flow) = flow {
+            let file = self.dir.path().join("flow.toml");
+            std::fs::write(&file, flow).unwrap();
+            self.ctl(&[
+                "flow",
+                "import",
+                "acme/ventas",
+                file.to_str().unwrap(),
+                "--activate",
+            ])
+            .await
+            .ok();
+        }
+    }
+
+    async fn bot_id(&self) -> uuid::Uuid {
+        let bot: Value = self
+            .ctl(&["bot", "show", "acme/ventas", "-o", "json"])
+            .await
+            .ok()
+            .json();
+        bot["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// What the sandbox has been sent, oldest first.
+    async fn sandbox(&self) -> Vec<String> {
+        let store = self.daemon().store();
+        let sent = store.sandbox_sent(self.bot_id().await).await.unwrap();
+        sent.into_iter().map(|s| s.body.text).collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.shutdown().await.unwrap();
+        }
+    }
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| panic!("{err}: {}", self.stdout))
+    }
+}
+
+/// Polls until `check` holds (the pipeline is asynchronous), failing after `within`.
+async fn eventually<F, Fut>(within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "condition not reached in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+const ECHO: &str = r#"
+default_flow = "echo"
+[[flows]]
+id = "echo"
+steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_example_takes_a_whole_order_through_dashctl_chat() {
+    let env = Env::start().await;
+    env.bot_with(Some(include_str!("../../../examples/flows/shop.toml")))
+        .await;
+    let chat = |text: &'static str| {
+        let env = &env;
+        async move {
+            env.ctl(&[
+                "chat",
+                "acme/ventas",
+                "--as",
+                "+5491100000001",
+                "--name",
+                "Ana",
+                "--send",
+                text,
+                "-o",
+                "json",
+            ])
+            .await
+            .ok()
+            .json()
+        }
+    };
+    let replies = chat("Hola").await;
+    assert_eq!(
+        replies[0]["body"]["text"],
+        "¡Hola Ana! Soy el asistente de ventas."
+    );
+    assert_eq!(replies[1]["body"]["choices"][0]["label"], "Ver el catálogo");
+    let catalog = chat("1").await;
+    assert!(
+        catalog[0]["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Caja de alfajores")
+    );
+    assert_eq!(
+        chat("alfajores").await[0]["body"]["text"],
+        "¿Cuántas unidades querés? (1 a 20)"
+    );
+    assert_eq!(
+        chat("veinticinco").await[0]["body"]["text"],
+        "Decime un número entre 1 y 20."
+    );
+    chat("3").await;
+    chat("Ana Pérez").await;
+    chat("011 2345-6789").await;
+    let confirm = chat("ana@example.com").await;
+    assert_eq!(
+        confirm[0]["body"]["text"],
+        "Confirmo: 3 × Caja de alfajores ($4.500) = $ 13.500, a nombre de Ana Pérez. ¿Está bien? (sí/no)"
+    );
+    let done = chat("sí").await;
+    let summary = done[0]["body"]["text"].as_str().unwrap();
+    assert!(
+        summary.starts_with(
+            "¡Gracias, Ana Pérez! Tu pedido de 3 × Caja de alfajores ($4.500) por $ 13.500"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("+541123456789") && summary.contains("ana@example.com"),
+        "{summary}"
+    );
+
+    // The log holds the whole exchange; the conversation is over.
+    let conversation = env
+        .ctl(&[
+            "conversation",
+            "show",
+            "acme/ventas",
+            "+5491100000001",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(conversation["status"], "idle");
+    let transcript = conversation["transcript"].as_array().unwrap();
+    assert_eq!(
+        transcript.iter().filter(|m| m["direction"] == "in").count(),
+        9
+    );
+    assert!(
+        transcript
+            .iter()
+            .filter(|m| m["direction"] == "out")
+            .all(|m| m["state"] == "sent")
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_delivery_gets_one_reply() {
+    let env = Env::start().await;
+    env.bot_with(Some(ECHO)).await;
+    let bot = env
+        .daemon()
+        .store()
+        .bot(&BotRef::Path {
+            tenant: "acme".into(),
+            bot: "ventas".into(),
+        })
+        .await
+        .unwrap();
+    // A provider retrying its webhook delivers the same message (same id) twice.
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let message = dashd::store::pipeline::NewInbound {
+            bot_id: bot.id,
+            tenant_id: bot.tenant_id,
+            contact: "+5491100000009".into(),
+            provider: "sandbox".into(),
+            provider_message_id: Some("wamid.DUPLICATE-1".into()),
+            body: dash_core::api::MessageBody {
+                text: "once".into(),
+                ..Default::default()
+            },
+            received_at: chrono::Utc::now(),
+        };
+        outcomes.push(env.daemon().pipeline().ingest(message).await.unwrap());
+    }
+    assert!(!outcomes[0].duplicate && outcomes[1].duplicate);
+    assert_eq!(outcomes[0].id, outcomes[1].id);
+    // The next message's reply comes after the first one's, and there is no second "once".
+    let posted = env
+        .ctl(&[
+            "chat",
+            "acme/ventas",
+            "--as",
+            "+5491100000009",
+            "--send",
+            "twice",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok();
+    assert_eq!(posted.json()[0]["body"]["text"], "twice");
+    eventually(Duration::from_secs(5), || async {
+        env.sandbox().await.len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(env.sandbox().await, ["once", "twice"]);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_messages_from_one_contact_are_handled_in_order() {
+    let env = Env::with(|c| c.dispatcher.bot_rate_per_minute = 0).await;
+    env.bot_with(Some(ECHO)).await;
+    let record = env
+        .daemon()
+        .store()
+        .bot(&BotRef::Path {
+            tenant: "acme".into(),
+            bot: "ventas".into(),
+        })
+        .await
+        .unwrap();
+    let pipeline = env.daemon().pipeline();
+    for i in 0..200 {
+        let message = dashd::store::pipeline::NewInbound {
+            bot_id: record.id,
+            tenant_id: record.tenant_id,
+            contact: "+5491100000007".into(),
+            provider: "sandbox".into(),
+            provider_message_id: Some(format!("m{i}")),
+            body: dash_core::api::MessageBody {
+                text: format!("m{i:03}"),
+                ..Default::default()
+            },
+            received_at: chrono::Utc::now(),
+        };
+        // Each is stored before the next arrives, as a provider delivers them.
+        pipeline.ingest(message).await.unwrap();
+    }
+    eventually(Duration::from_secs(30), || async {
+        env.sandbox().await.len() == 200
+    })
+    .await;
+    let expected: Vec<String> = (0..200).map(|i| format!("m{i:03}")).collect();
+    assert_eq!(env.sandbox().await, expected);
+    // And the log shows each reply right after its message.
+    let conversation = env
+        .ctl(&[
+            "conversation",
+            "show",
+            "acme/ventas",
+            "+5491100000007",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let texts: Vec<String> = conversation["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .map(|m| m["body"]["text"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, expected);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sixty_first_message_in_a_minute_waits() {
+    let env = Env::start().await;
+    env.bot_with(None).await;
+    for i in 0..61 {
+        env.ctl(&[
+            "send",
+            "acme/ventas",
+            "--to",
+            "+5491100000005",
+            &format!("aviso {i}"),
+        ])
+        .await
+        .ok();
+    }
+    eventually(Duration::from_secs(10), || async {
+        env.sandbox().await.len() == 60
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        env.sandbox().await.len(),
+        60,
+        "the 61st went out within the minute"
+    );
+    let pending = env
+        .ctl(&["queue", "list", "--state", "pending", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let pending = pending.as_array().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["body"]["text"], "aviso 60");
+    // It is scheduled for when the first of the 60 leaves the one-minute window.
+    let next: chrono::DateTime<chrono::Utc> = pending[0]["next_attempt_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let wait = next - chrono::Utc::now();
+    assert!(
+        wait > chrono::Duration::seconds(45) && wait <= chrono::Duration::seconds(61),
+        "{wait}"
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_operations_and_conversation_controls() {
+    let env = Env::start().await;
+    env.bot_with(Some(include_str!("../../../examples/flows/support.toml")))
+        .await;
+    // A handoff keeps the bot quiet until an operator resumes it.
+    let chat = |text: &'static str| {
+        let env = &env;
+        async move {
+            env.ctl(&[
+                "chat",
+                "acme/ventas",
+                "--as",
+                "+5491100000004",
+                "--send",
+                text,
+                "-o",
+                "json",
+            ])
+            .await
+            .ok()
+            .json()
+        }
+    };
+    chat("help").await;
+    let handoff = chat("2").await;
+    assert_eq!(
+        handoff[0]["body"]["text"],
+        "Connecting you with a person. Please hold on."
+    );
+    assert_eq!(chat("hello?").await, serde_json::json!([]));
+    let list = env
+        .ctl(&["conversation", "list", "acme/ventas", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(list[0]["status"], "handoff");
+    env.ctl(&["conversation", "resume", "acme/ventas", "+5491100000004"])
+        .await
+        .ok();
+    eventually(Duration::from_secs(5), || async {
+        env.sandbox().await.last().map(String::as_str)
+            == Some("Thanks for your patience. Anything else, just write *help*.")
+    })
+    .await;
+    let again = env
+        .ctl(&["conversation", "resume", "acme/ventas", "+5491100000004"])
+        .await;
+    assert_eq!(again.code, 5, "{}", again.stderr);
+
+    // Reset forgets the state, keeps the transcript.
+    chat("help").await;
+    env.ctl(&[
+        "conversation",
+        "reset",
+        "acme/ventas",
+        "+5491100000004",
+        "--yes",
+    ])
+    .await
+    .ok();
+    let shown = env
+        .ctl(&[
+            "conversation",
+            "show",
+            "acme/ventas",
+            "+5491100000004",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    assert_eq!(shown["status"], "idle");
+    assert!(shown["transcript"].as_array().unwrap().len() > 5);
+
+    // Queue: cancel only what is not sent; retry only what failed.
+    let sent = env
+        .ctl(&[
+            "queue",
+            "list",
+            "--bot",
+            "acme/ventas",
+            "--limit",
+            "1",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let id = sent[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(env.ctl(&["queue", "cancel", &id]).await.code, 5);
+    assert_eq!(env.ctl(&["queue", "retry", &id]).await.code, 5);
+    let shown = env
+        .ctl(&["queue", "show", &id, "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let states: Vec<&str> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["pending", "processing", "sent"]);
+    assert_eq!(env.ctl(&["queue", "show", "not-a-uuid"]).await.code, 2);
+    assert_eq!(
+        env.ctl(&["queue", "show", &uuid::Uuid::new_v4().to_string()])
+            .await
+            .code,
+        4
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_without_the_sandbox_cannot_be_chatted_with() {
+    let env = Env::start().await;
+    env.bot_with(Some(ECHO)).await;
+    let run = env
+        .ctl(&["bot", "update", "acme/ventas", "--chain", "meta"])
+        .await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("not available in this release"),
+        "{}",
+        run.stderr
+    );
+    let run = env
+        .ctl(&["send", "acme/ventas", "--to", "12345", "hola"])
+        .await;
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("to:"), "{}", run.stderr);
+    env.stop().await;
+}

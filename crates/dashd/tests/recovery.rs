@@ -1,0 +1,291 @@
+//! Crash recovery with the real `dashd` binary: `kill -9` with outbox entries pending and
+//! in flight loses nothing and sends nothing twice; a flow timer due while dashd was down
+//! fires after the restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_dashd"));
+    command
+        .current_dir(dir)
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"]);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("DASHD_") || name == "NOTIFY_SOCKET" {
+            command.env_remove(name);
+        }
+    }
+    command.envs(env.iter().copied());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("dashd.log"))
+        .unwrap();
+    let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket(dir).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "dashd did not start: {}",
+            std::fs::read_to_string(dir.join("dashd.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running
+}
+
+fn socket(dir: &Path) -> PathBuf {
+    dir.join("dashd-data/dashd.sock")
+}
+
+fn kill_9(mut running: Running) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.0.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    running.0.wait().unwrap();
+}
+
+struct Admin {
+    client: reqwest::Client,
+}
+
+impl Admin {
+    fn new(dir: &Path) -> Admin {
+        Admin {
+            client: reqwest::Client::builder()
+                .unix_socket(socket(dir))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), format!("http://dashd{path}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let value: Value = response.json().await.unwrap();
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    async fn states(&self) -> Vec<String> {
+        let queue = self.call("GET", "/v1/queue?limit=1000", None).await;
+        queue
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["state"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+async fn sqlite(dir: &Path) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.join("dashd-data/dashd.db").display()
+    ))
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_nothing_and_sends_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    // Slow sends, so that some are in flight when dashd is killed.
+    let env = [
+        ("DASHD_SANDBOX_SEND_DELAY_MS", "400"),
+        ("DASHD_DISPATCHER_CONCURRENCY", "4"),
+        ("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0"),
+    ];
+    let first = start(dir.path(), &env);
+    let admin = Admin::new(dir.path());
+    admin
+        .call("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
+        .await;
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots",
+            Some(json!({"name": "ventas"})),
+        )
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        // Several contacts, so several sends run at once.
+        let to = format!("+54911000000{:02}", i % 8);
+        let record = admin
+            .call(
+                "POST",
+                "/v1/tenants/acme/bots/ventas/messages",
+                Some(json!({"to": to, "text": format!("m{i}")})),
+            )
+            .await;
+        ids.push(record["id"].as_str().unwrap().to_owned());
+    }
+    // Wait until some are sent while others are still pending or being sent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let states = admin.states().await;
+        let sent = states.iter().filter(|s| *s == "sent").count();
+        if sent >= 4 && states.iter().any(|s| s == "processing") {
+            assert!(states.iter().any(|s| s == "pending"), "{states:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_9(first);
+
+    let pool = sqlite(dir.path()).await;
+    let in_flight: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE state = 'processing'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(in_flight > 0, "nothing was in flight at the kill");
+    pool.close().await;
+
+    let _second = start(dir.path(), &env);
+    let admin = Admin::new(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while admin.states().await.iter().any(|s| s != "sent") {
+        assert!(Instant::now() < deadline, "{:?}", admin.states().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = sqlite(dir.path()).await;
+    let delivered: Vec<String> =
+        sqlx::query_scalar("SELECT idempotency_key FROM sandbox_messages ORDER BY idempotency_key")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    ids.sort();
+    assert_eq!(delivered, ids, "every message delivered exactly once");
+    let recovered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM message_events WHERE detail = 'recovered after a restart'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(recovered > 0);
+    pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_due_during_downtime_fires_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), &[]);
+    let admin = Admin::new(dir.path());
+    admin
+        .call("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
+        .await;
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots",
+            Some(json!({"name": "ventas"})),
+        )
+        .await;
+    let flow = r#"
+[[flows]]
+id = "ask"
+triggers = [{ keywords = ["hola"] }]
+idle = { after = "10m", reminder = "¿Seguís ahí?" }
+steps = [
+  { id = "q", kind = "question", text = "¿Tu nombre?", var = "name" },
+  { id = "bye", kind = "end", text = "Gracias {{ vars.name }}" },
+]
+"#;
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots/ventas/flows",
+            Some(json!({"source": flow, "activate": true})),
+        )
+        .await;
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots/ventas/sandbox/messages",
+            Some(json!({"from": "+5491100000001", "text": "hola"})),
+        )
+        .await;
+    let pool = sqlite(dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let timers: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM flow_timers WHERE kind = 'IdleReminder'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if timers == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(first); // stops dashd (SIGKILL)
+    // Ten minutes pass while dashd is down.
+    sqlx::query("UPDATE flow_timers SET due_ms = due_ms - 600000")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let reminders = || async {
+        let texts: Vec<String> =
+            sqlx::query_scalar("SELECT json_extract(body, '$.text') FROM sandbox_messages")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        texts.iter().filter(|t| *t == "¿Seguís ahí?").count()
+    };
+    assert_eq!(reminders().await, 0);
+    let _second = start(dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reminders().await == 0 {
+        assert!(Instant::now() < deadline, "the reminder never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The conversation goes on where it was.
+    let admin = Admin::new(dir.path());
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots/ventas/sandbox/messages",
+            Some(json!({"from": "+5491100000001", "text": "Ana"})),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last: Option<String> = sqlx::query_scalar("SELECT json_extract(body, '$.text') FROM sandbox_messages ORDER BY created_at DESC LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+        if last.as_deref() == Some("Gracias Ana") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{last:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+}
