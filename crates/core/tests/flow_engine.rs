@@ -705,3 +705,107 @@ fn state_written_by_this_release_is_read_back_and_newer_schemas_refused() {
             .contains("newer")
     );
 }
+
+#[test]
+fn business_hours_hold_across_daylight_saving_through_step() {
+    // Madrid moves from UTC+1 to UTC+2 on 2026-03-29 (a Sunday); Monday opens at 09:00
+    // local on both sides: 08:00 UTC before the change, 07:00 UTC after.
+    let doc = r#"
+default_flow = "open"
+out_of_hours = { message = "closed" }
+[hours]
+monday = ["09:00-18:00"]
+[[flows]]
+id = "open"
+steps = [{ id = "a", kind = "end", text = "open" }]
+"#;
+    let madrid: Tz = "Europe/Madrid".parse().unwrap();
+    let reply = |at: DateTime<Utc>| {
+        let mut chat = Chat::at(doc, at);
+        chat.tz = madrid;
+        chat.say("hola")
+    };
+    let utc = |d, h, m| Utc.with_ymd_and_hms(2026, 3, d, h, m, 0).unwrap();
+    assert_eq!(reply(utc(23, 7, 59)), ["closed"]); // 08:59 CET, before the change
+    assert_eq!(reply(utc(23, 8, 0)), ["open"]); // 09:00 CET
+    assert_eq!(reply(utc(30, 6, 59)), ["closed"]); // 08:59 CEST, after the change
+    assert_eq!(reply(utc(30, 7, 0)), ["open"]); // 09:00 CEST
+    assert_eq!(reply(utc(30, 16, 0)), ["closed"]); // 18:00 CEST
+}
+
+#[test]
+fn commands_respect_business_hours() {
+    let doc = r#"
+out_of_hours = { message = "Cerrado" }
+[hours]
+monday = ["09:00-10:00"]
+[[commands]]
+keywords = ["menu"]
+flow = "main"
+[[flows]]
+id = "main"
+steps = [{ id = "a", kind = "end", text = "menú" }]
+"#;
+    let tz: Tz = "America/Argentina/Buenos_Aires".parse().unwrap();
+    let noon = tz
+        .with_ymd_and_hms(2026, 11, 23, 12, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut chat = Chat::at(doc, noon);
+    assert_eq!(chat.say("menu"), ["Cerrado"]);
+    let open = tz
+        .with_ymd_and_hms(2026, 11, 23, 9, 30, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut chat = Chat::at(doc, open);
+    assert_eq!(chat.say("menu"), ["menú"]);
+}
+
+#[test]
+fn long_flows_never_hit_the_step_budget() {
+    let mut doc =
+        String::from("[[flows]]\nid = \"long\"\ntriggers = [{ keywords = [\"hola\"] }]\n");
+    for i in 0..600 {
+        doc.push_str(&format!(
+            "[[flows.steps]]\nid = \"s{i}\"\nkind = \"action\"\nset = {{ n = {i} }}\n"
+        ));
+    }
+    doc.push_str("[[flows.steps]]\nid = \"q\"\nkind = \"question\"\ntext = \"n={{ vars.n }}\"\nvar = \"x\"\n");
+    let mut chat = Chat::new(&doc);
+    assert_eq!(chat.say("hola"), ["n=599"]);
+    assert!(chat.ended().is_none());
+}
+
+#[test]
+fn huge_waits_are_refused_and_never_overflow() {
+    let doc = r#"
+[[flows]]
+id = "f"
+idle = { after = "10m", end_after = "100000000d" }
+steps = [{ id = "q", kind = "question", text = "?", var = "x" }]
+"#;
+    let errors = Bundle::from_text(doc, 1, Capabilities::CURRENT).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field.as_deref() == Some("idle.end_after")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn regex_answers_must_match_whole_and_missing_fields_print_nothing() {
+    let doc = r#"
+[[flows]]
+id = "f"
+triggers = [{ keywords = ["go"] }]
+steps = [
+  { id = "q", kind = "question", text = "pin?", var = "pin", validate = { type = "regex", pattern = "[0-9]{4}" } },
+  { id = "e", kind = "end", text = "pin {{ vars.pin }}, {{ vars.pin.missing }}!" },
+]
+"#;
+    let mut chat = Chat::new(doc);
+    chat.say("go");
+    assert_eq!(chat.say("no tengo, 12345678 quizás"), ["pin?"]);
+    assert_eq!(chat.say("1234"), ["pin 1234, !"]);
+}

@@ -55,14 +55,63 @@ fn capabilities_unlock_declared_actions() {
     let doc = r#"
 [[flows]]
 id = "main"
-steps = [{ id = "order", kind = "action", create_order = { items = "{{ vars.items }}" } }]
+triggers = [{ keywords = ["order"] }]
+steps = [
+  { id = "order", kind = "action", create_order = { items = "{{ input }}", total = 3 } },
+  { id = "done", kind = "end", text = "ok" },
+]
 "#;
     assert!(Bundle::from_text(doc, 1, Capabilities::CURRENT).is_err());
     let caps = Capabilities {
         create_order: true,
         ..Capabilities::CURRENT
     };
-    assert!(Bundle::from_text(doc, 1, caps).is_ok());
+    let bundle = Bundle::from_text(doc, 1, caps).unwrap();
+    // The engine hands the rendered action to dashd and goes on.
+    struct One(Bundle);
+    impl dash_core::flow::Versions for One {
+        fn active(&self) -> Option<&Bundle> {
+            Some(&self.0)
+        }
+        fn get(&self, v: u32) -> Option<&Bundle> {
+            (v == self.0.version).then_some(&self.0)
+        }
+    }
+    let contact = serde_json::json!({"phone": "+1"});
+    let bot = serde_json::json!({"name": "b", "timezone": "UTC"});
+    let ctx = dash_core::flow::Context {
+        now: chrono::Utc::now(),
+        timezone: chrono_tz::UTC,
+        bot: &bot,
+        contact: &contact,
+    };
+    let event = dash_core::flow::Event::Message {
+        text: "order 2 cafés".into(),
+        reply_id: None,
+    };
+    let outcome = dash_core::flow::step(&One(bundle), Default::default(), &event, &ctx);
+    let action = outcome
+        .effects
+        .iter()
+        .find_map(|e| match e {
+            dash_core::flow::Effect::Action { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        action,
+        serde_json::json!({"items": "order 2 cafés", "total": 3})
+    );
+    assert!(
+        outcome.state.active.is_none(),
+        "the flow went on to its end"
+    );
+    // A payload that is not a table is refused.
+    let scalar = doc.replace(
+        "create_order = { items = \"{{ input }}\", total = 3 }",
+        "create_order = \"x\"",
+    );
+    assert!(Bundle::from_text(&scalar, 1, caps).is_err());
 }
 
 #[test]

@@ -34,6 +34,8 @@ impl Capabilities {
 pub const MAX_DELAY: Duration = Duration::from_secs(30);
 /// Longest allowed HTTP timeout.
 pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest idle wait or expiry.
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 86_400);
 /// Default HTTP timeout.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -172,6 +174,11 @@ impl Bundle {
     /// Business hours, when the document sets them.
     pub fn hours(&self) -> Option<&BusinessHours> {
         self.hours.as_ref()
+    }
+
+    /// Steps in all flows (bounds how many one event can run).
+    pub fn step_count(&self) -> usize {
+        self.doc.flows.iter().map(|f| f.steps.len()).sum()
     }
 
     /// A question's compiled regex.
@@ -470,8 +477,14 @@ impl<'a> Validator<'a> {
             }
         }
         if let Some(idle) = &flow.idle {
-            if idle.after.0 < Duration::from_secs(10) {
-                self.error(&at, Some("idle.after"), "must be at least 10s");
+            if idle.after.0 < Duration::from_secs(10) || idle.after.0 > MAX_WAIT {
+                self.error(&at, Some("idle.after"), "must be between 10s and 30d");
+            }
+            if idle
+                .end_after
+                .is_some_and(|d| d.0 < Duration::from_secs(10) || d.0 > MAX_WAIT)
+            {
+                self.error(&at, Some("idle.end_after"), "must be between 10s and 30d");
             }
             if let Some(reminder) = &idle.reminder {
                 self.text(&at, "idle.reminder", reminder);
@@ -636,6 +649,18 @@ impl<'a> Validator<'a> {
                         "an action does exactly one of: set, http, create_order, notify, llm",
                     );
                 }
+                for (name, payload) in [
+                    ("create_order", create_order),
+                    ("notify", notify),
+                    ("llm", llm),
+                ] {
+                    if let Some(payload) = payload {
+                        if !payload.is_object() {
+                            self.error(at, Some(name), "must be a table of parameters");
+                        }
+                        self.payload_templates(at, name, payload);
+                    }
+                }
                 for (name, present, supported) in [
                     (
                         "create_order",
@@ -742,6 +767,24 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Validates every string inside an action's parameters as a template.
+    fn payload_templates(&mut self, at: &At, field: &str, value: &serde_json::Value) {
+        match value {
+            serde_json::Value::String(text) => self.text(at, field, text),
+            serde_json::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.payload_templates(at, &format!("{field}[{i}]"), item);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (key, item) in map {
+                    self.payload_templates(at, &format!("{field}.{key}"), item);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn url(&mut self, at: &At, field: &str, url: &str) {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
             self.error(at, Some(field), "must start with https:// or http://");
@@ -795,7 +838,19 @@ impl<'a> Validator<'a> {
                     }
                 }
             }
-            Validation::Regex { pattern } => self.regex(at, "validate.pattern", pattern),
+            Validation::Regex { pattern } => {
+                // An answer must match as a whole, not merely contain a match.
+                match compile_regex(&format!("^(?:{pattern})$")) {
+                    Ok(re) => {
+                        self.regexes.insert(pattern.clone(), re);
+                    }
+                    Err(err) => self.error(
+                        at,
+                        Some("validate.pattern"),
+                        format!("invalid regex: {err}"),
+                    ),
+                }
+            }
             Validation::Choices { choices } => {
                 if choices.is_empty() {
                     self.error(at, Some("validate.choices"), "give at least one choice");

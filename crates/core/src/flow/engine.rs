@@ -166,10 +166,27 @@ pub enum Effect {
     ConversationEnded {
         reason: EndReason,
     },
+    /// An action dashd runs on the flow's behalf (`create_order`, `notify`, `llm`), with
+    /// its payload rendered; the flow does not wait for it.
+    Action {
+        action: ExternalAction,
+        payload: Value,
+        flow: String,
+        step: String,
+    },
     /// Something went wrong that the document author should know about (logged).
     Warning {
         message: String,
     },
+}
+
+/// Actions the engine declares and dashd executes (each gated by [`super::Capabilities`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalAction {
+    CreateOrder,
+    Notify,
+    Llm,
 }
 
 /// A message for the contact.
@@ -264,6 +281,10 @@ pub fn step(
     event: &Event,
     ctx: &Context<'_>,
 ) -> Outcome {
+    // Loops without a wait are rejected by validation, so one event visits each step at
+    // most once (plus a restart by a command): the budget can never stop a valid flow.
+    let largest = versions.active().map_or(0, Bundle::step_count);
+    let budget = STEP_BUDGET.max(u32::try_from(largest.saturating_mul(2)).unwrap_or(u32::MAX));
     let mut run = Run {
         versions,
         bundle: None,
@@ -271,7 +292,9 @@ pub fn step(
         effects: Vec::new(),
         ctx,
         input: "",
-        budget: STEP_BUDGET,
+        budget,
+        stepping: false,
+        pending: None,
     };
     match event {
         Event::Message { text, reply_id } => {
@@ -300,6 +323,10 @@ struct Run<'a> {
     ctx: &'a Context<'a>,
     input: &'a str,
     budget: u32,
+    /// Set while [`Run::advance`] loops: a step that continues leaves its successor here
+    /// instead of recursing, so a flow of any length runs in constant stack.
+    stepping: bool,
+    pending: Option<(&'a Bundle, Pos)>,
 }
 
 impl<'a> Run<'a> {
@@ -309,6 +336,9 @@ impl<'a> Run<'a> {
         match self.versions.get(version) {
             Some(bundle) => {
                 self.bundle = Some(bundle);
+                let needed =
+                    u32::try_from(bundle.step_count().saturating_mul(2)).unwrap_or(u32::MAX);
+                self.budget = self.budget.max(needed);
                 Some(bundle)
             }
             None => {
@@ -367,16 +397,25 @@ impl<'a> Run<'a> {
         self.reschedule_expiry();
     }
 
+    /// Outside business hours, starts the out-of-hours flow or sends its message and
+    /// returns true.
+    fn out_of_hours(&mut self, bundle: &'a Bundle) -> bool {
+        let closed = bundle
+            .hours()
+            .is_some_and(|hours| !hours.is_open(self.ctx.timezone, self.ctx.now));
+        let Some(ooh) = bundle.doc.out_of_hours.as_ref().filter(|_| closed) else {
+            return false;
+        };
+        if let Some(flow) = &ooh.flow {
+            self.start(bundle, flow, StartReason::OutOfHours);
+        } else if let Some(message) = &ooh.message {
+            self.send_text(bundle, message, None, 0, Vec::new());
+        }
+        true
+    }
+
     fn new_conversation(&mut self, bundle: &'a Bundle, text: &str) {
-        if let Some(hours) = bundle.hours()
-            && !hours.is_open(self.ctx.timezone, self.ctx.now)
-            && let Some(ooh) = &bundle.doc.out_of_hours
-        {
-            if let Some(flow) = &ooh.flow {
-                self.start(bundle, flow, StartReason::OutOfHours);
-            } else if let Some(message) = &ooh.message {
-                self.send_text(bundle, message, None, 0, Vec::new());
-            }
+        if self.out_of_hours(bundle) {
             return;
         }
         if let Some(index) = bundle.trigger(text) {
@@ -402,10 +441,13 @@ impl<'a> Run<'a> {
             if self.state.active.is_some() {
                 self.end(EndReason::Command);
             }
-            // A command starts the flow on the newest version.
+            // A command starts a new conversation on the newest version; outside business
+            // hours that is the out-of-hours flow or message, as for any new conversation.
             let target = self.versions.active().unwrap_or(bundle);
             self.bundle = Some(target);
-            self.start(target, flow, StartReason::Command);
+            if !self.out_of_hours(target) {
+                self.start(target, flow, StartReason::Command);
+            }
         }
     }
 
@@ -579,7 +621,7 @@ impl<'a> Run<'a> {
                         self.send_text(bundle, reminder, None, 0, Vec::new());
                     }
                     let wait = idle.end_after.unwrap_or(idle.after).0;
-                    self.schedule(TimerKind::IdleEnd, self.ctx.now + chrono_span(wait));
+                    self.schedule(TimerKind::IdleEnd, later(self.ctx.now, wait));
                 } else {
                     if let Some(message) = &idle.end_message {
                         self.send_text(bundle, message, None, 0, Vec::new());
@@ -719,6 +761,21 @@ impl<'a> Run<'a> {
 
     /// Runs steps from `pos` until one waits or the conversation ends.
     fn advance(&mut self, bundle: &'a Bundle, pos: Pos) {
+        if self.stepping {
+            self.pending = Some((bundle, pos));
+            return;
+        }
+        self.stepping = true;
+        let mut next = Some((bundle, pos));
+        while let Some((bundle, pos)) = next {
+            self.run_step(bundle, pos);
+            next = self.pending.take();
+        }
+        self.stepping = false;
+    }
+
+    /// Runs one step; a step that goes on names its successor through `advance`.
+    fn run_step(&mut self, bundle: &'a Bundle, pos: Pos) {
         if self.budget == 0 {
             self.warn(
                 "step budget exhausted: the flow loops without waiting for the customer".into(),
@@ -766,13 +823,23 @@ impl<'a> Run<'a> {
                 self.wait(bundle, pos, Waiting::Choice);
             }
             Step::Condition { branches, .. } => {
+                let mut failures = Vec::new();
                 let taken = branches.iter().find(|branch| {
                     let scope = self.scope();
                     match bundle.templates.eval(&branch.when, &scope) {
                         Ok(value) => truthy(&value),
-                        Err(_) => false,
+                        Err(err) => {
+                            failures.push(format!(
+                                "condition {:?} failed, taken as false: {err}",
+                                branch.when
+                            ));
+                            false
+                        }
                     }
                 });
+                for failure in failures {
+                    self.warn(failure);
+                }
                 match taken {
                     Some(branch) if branch.step.is_some() => {
                         let step = branch.step.clone().unwrap_or_default();
@@ -835,13 +902,31 @@ impl<'a> Run<'a> {
                 }));
                 self.wait(bundle, pos, Waiting::Http { request_id });
             }
-            Step::Action { .. } => {
-                // create_order, notify and llm fail validation until dashd runs them.
-                self.warn(format!(
-                    "step {:?}: this action is not supported",
-                    step.id()
-                ));
-                self.end(EndReason::Error);
+            Step::Action {
+                create_order,
+                notify,
+                llm,
+                ..
+            } => {
+                // Reaching here means the daemon declared it can run the action
+                // (validation refuses it otherwise); the engine hands it over and goes on.
+                let (action, payload) = match (create_order, notify, llm) {
+                    (Some(p), _, _) => (ExternalAction::CreateOrder, p),
+                    (_, Some(p), _) => (ExternalAction::Notify, p),
+                    (_, _, Some(p)) => (ExternalAction::Llm, p),
+                    _ => {
+                        self.end(EndReason::Error);
+                        return;
+                    }
+                };
+                let payload = self.render_value(bundle, payload);
+                self.effects.push(Effect::Action {
+                    action,
+                    payload,
+                    flow: bundle.doc.flows[pos.0].id.clone(),
+                    step: step.id().to_owned(),
+                });
+                self.continue_after(bundle, pos);
             }
             Step::Handoff { text, .. } => {
                 if let Some(text) = text {
@@ -888,10 +973,7 @@ impl<'a> Run<'a> {
     fn schedule_idle(&mut self, bundle: &Bundle, flow: usize) {
         self.cancel_timers(|kind| matches!(kind, TimerKind::IdleReminder | TimerKind::IdleEnd));
         if let Some(idle) = bundle.doc.flows.get(flow).and_then(|f| f.idle.as_ref()) {
-            self.schedule(
-                TimerKind::IdleReminder,
-                self.ctx.now + chrono_span(idle.after.0),
-            );
+            self.schedule(TimerKind::IdleReminder, later(self.ctx.now, idle.after.0));
         }
     }
 
@@ -901,13 +983,17 @@ impl<'a> Run<'a> {
         if self.state.active.is_some()
             && let Some(bundle) = self.bundle
         {
-            let at =
-                self.state.last_activity.unwrap_or(self.ctx.now) + chrono_span(bundle.doc.expiry.0);
+            let at = later(
+                self.state.last_activity.unwrap_or(self.ctx.now),
+                bundle.doc.expiry.0,
+            );
             self.schedule(TimerKind::Expiry, at);
         }
     }
 
-    fn schedule(&mut self, kind: TimerKind, at: DateTime<Utc>) {
+    fn schedule(&mut self, kind: TimerKind, at: Option<DateTime<Utc>>) {
+        // Durations are bounded by validation; a date past chrono's range waits forever.
+        let at = at.unwrap_or(DateTime::<Utc>::MAX_UTC);
         let timer = Timer {
             id: self.take_id(),
             kind,
@@ -966,6 +1052,22 @@ impl<'a> Run<'a> {
                 self.warn(format!("template {source:?}: {err}"));
                 None
             }
+        }
+    }
+
+    /// Renders every string inside a JSON value as a template.
+    fn render_value(&mut self, bundle: &Bundle, value: &Value) -> Value {
+        match value {
+            Value::String(source) => Value::String(self.render(bundle, source).unwrap_or_default()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|v| self.render_value(bundle, v)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), self.render_value(bundle, v)))
+                    .collect(),
+            ),
+            other => other.clone(),
         }
     }
 
@@ -1049,4 +1151,9 @@ fn lookup(value: &Value, path: &str) -> Value {
 
 fn chrono_span(duration: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(duration).unwrap_or(ChronoDuration::MAX)
+}
+
+/// `at + duration`, or `None` past chrono's range (never a panic).
+fn later(at: DateTime<Utc>, duration: std::time::Duration) -> Option<DateTime<Utc>> {
+    at.checked_add_signed(chrono_span(duration))
 }

@@ -6,13 +6,24 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use minijinja::value::{Kwargs, Serde, Value};
-use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, UndefinedBehavior};
 
 /// Instructions a single render may execute.
 const FUEL: u64 = 50_000;
 
-/// Top-level names templates may use.
-pub const KNOWN_ROOTS: &[&str] = &["contact", "bot", "vars", "now", "input", "flow"];
+/// Top-level names templates may use: the scope, and minijinja's global functions.
+pub const KNOWN_ROOTS: &[&str] = &[
+    "contact",
+    "bot",
+    "vars",
+    "now",
+    "input",
+    "flow",
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+];
 
 /// The compiled templates of one flow version.
 #[derive(Debug)]
@@ -44,6 +55,17 @@ impl Templates {
     pub fn new() -> Self {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        // Template names are their source text; never let a name ending in `.html` or
+        // `.json` switch on escaping for a WhatsApp message.
+        env.set_auto_escape_callback(|_| AutoEscape::None);
+        // `none` (a missing JSON field, a failed expression) prints as nothing.
+        env.set_formatter(|out, state, value| {
+            if value.is_none() || value.is_undefined() {
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         env.set_fuel(Some(FUEL));
         env.set_recursion_limit(32);
         env.add_filter("money", money);
@@ -172,9 +194,7 @@ fn money(value: Value, currency: Option<String>, kwargs: Kwargs) -> Result<Strin
     let locale: Option<String> = kwargs.get("locale")?;
     let decimals: Option<usize> = kwargs.get("decimals")?;
     kwargs.assert_all_used()?;
-    let Some(amount) = number_of(&value) else {
-        return Ok(String::new());
-    };
+    // Arguments are checked before the value, so a dry run with no data finds mistakes.
     let decimals = decimals.unwrap_or(2).min(4);
     let (thousands, point) = match locale.as_deref() {
         Some("es" | "pt" | "de" | "it" | "fr") => ('.', ','),
@@ -185,6 +205,9 @@ fn money(value: Value, currency: Option<String>, kwargs: Kwargs) -> Result<Strin
                 format!("money: unknown locale {other:?} (use en, es, pt, de, it or fr)"),
             ));
         }
+    };
+    let Some(amount) = number_of(&value) else {
+        return Ok(String::new());
     };
     let fixed = format!("{:.*}", decimals, amount.abs());
     let (int_part, frac_part) = fixed.split_once('.').unwrap_or((&fixed, ""));
@@ -225,6 +248,15 @@ fn date(state: &State<'_, '_>, value: &Value, kwargs: Kwargs) -> Result<String, 
         .and_then(|tz| tz.as_str().and_then(|name| name.parse().ok()))
         .unwrap_or(Tz::UTC);
     let format = format.unwrap_or_else(|| "%d/%m/%Y".to_owned());
+    {
+        use chrono::format::{Item, StrftimeItems};
+        if StrftimeItems::new(&format).any(|item| matches!(item, Item::Error)) {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("date: {format:?} is not a valid format"),
+            ));
+        }
+    }
     let Some(text) = value.as_str() else {
         return Ok(String::new());
     };
@@ -382,6 +414,26 @@ mod tests {
         );
         t.add_text("{{ vars.x | upper }}").unwrap();
         t.dry_run("{{ vars.x | upper }}", false).unwrap();
+    }
+
+    #[test]
+    fn nothing_is_escaped_and_none_prints_as_nothing() {
+        let mut t = templates();
+        let source = "Hola {{ contact.name }}, tienda.com/menu.html {{ vars.missing }}";
+        t.add_text(source).unwrap();
+        let vars = json!({"missing": null}).as_object().unwrap().clone();
+        let contact = json!({"name": "O'Brien & Sons"});
+        assert_eq!(
+            t.render(source, &scope(&vars, &contact)).unwrap(),
+            "Hola O'Brien & Sons, tienda.com/menu.html "
+        );
+        let url = "https://api.example.com/orders/{{ vars.order }}.json";
+        t.add_text(url).unwrap();
+        let vars = json!({"order": "A-123"}).as_object().unwrap().clone();
+        assert_eq!(
+            t.render(url, &scope(&vars, &contact)).unwrap(),
+            "https://api.example.com/orders/A-123.json"
+        );
     }
 
     #[test]

@@ -128,9 +128,17 @@ fn phone(text: &str, country_code: Option<&str>) -> Option<String> {
     let digits: String = text.chars().filter(char::is_ascii_digit).collect();
     let full = if text.trim_start().starts_with('+') {
         format!("+{digits}")
+    } else if let Some(international) = digits.strip_prefix("00") {
+        format!("+{international}")
     } else {
         let code = country_code?.trim_start_matches('+');
-        format!("+{code}{}", digits.trim_start_matches('0'))
+        // Written with its country code but no `+` ("5491123456789"): national numbers
+        // are shorter than the code plus ten digits.
+        if digits.starts_with(code) && digits.len() >= code.len() + 10 {
+            format!("+{digits}")
+        } else {
+            format!("+{code}{}", digits.trim_start_matches('0'))
+        }
     };
     validate::phone("answer", &full).ok()
 }
@@ -249,6 +257,12 @@ mod tests {
         assert_eq!(check(&ar, "011 2345 6789"), Some(json!("+541123456789")));
         assert_eq!(check(&ar, "+1 415 555 2671"), Some(json!("+14155552671")));
         assert_eq!(check(&ar, "12"), None);
+        assert_eq!(check(&ar, "5491123456789"), Some(json!("+5491123456789")));
+        assert_eq!(
+            check(&ar, "0054 9 11 2345 6789"),
+            Some(json!("+5491123456789"))
+        );
+        assert_eq!(check(&ar, "11 2345 6789"), Some(json!("+541123456789")));
     }
 
     #[test]

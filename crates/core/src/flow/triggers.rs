@@ -90,9 +90,10 @@ impl Matcher {
             None
         } else {
             Some(
+                // Each pattern was checked against the limit alone; the set may hold them all.
                 RegexSetBuilder::new(&regex_texts)
-                    .size_limit(REGEX_SIZE_LIMIT)
-                    .dfa_size_limit(REGEX_SIZE_LIMIT)
+                    .size_limit(REGEX_SIZE_LIMIT.saturating_mul(regex_texts.len()))
+                    .dfa_size_limit(REGEX_SIZE_LIMIT.saturating_mul(regex_texts.len()))
                     .build()
                     .map_err(|err| BadRegex {
                         target: regex_targets.first().copied().unwrap_or(0),

@@ -83,7 +83,23 @@ pub async fn delete(
     path: FlowVersionPath,
 ) -> Result<axum::Json<FlowVersionInfo>, ApiError> {
     let version = required(path.version)?;
+    // Conversations finish on the version they started with: it stays while any runs.
+    let bot = state.store.bot(&path.bot).await?;
+    let running = state
+        .store
+        .conversations_on_version(bot.id, version)
+        .await?;
+    if running > 0 {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "{running} conversation(s) of bot {} are still running on flow version {version}; they finish on it: try again later, or reset them (dashctl conversation reset)",
+                bot.path()
+            ),
+            field: Some("version"),
+        });
+    }
     let stored = state.store.delete_flow_version(&path.bot, version).await?;
+    state.pipeline.flows_changed(bot.id);
     tracing::info!(bot = %path.bot, version, "flow version deleted");
     Ok(axum::Json(info(&stored)))
 }

@@ -321,6 +321,13 @@ async fn run_step(
             Effect::ConversationEnded { reason } => {
                 tracing::debug!(bot = %bot.path(), ?reason, "conversation ended");
             }
+            Effect::Action {
+                action, flow, step, ..
+            } => {
+                // Validation with this release's capabilities refuses these actions, so
+                // only a document stored by a newer dashd could get here.
+                tracing::error!(bot = %bot.path(), ?action, flow, step, "flow action not supported by this dashd; skipped");
+            }
             Effect::Warning { message } => {
                 tracing::warn!(bot = %bot.path(), warning = message, "flow warning");
             }

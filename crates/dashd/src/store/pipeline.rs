@@ -149,6 +149,8 @@ pub trait PipelineStore: Send + Sync {
         bot_id: Uuid,
         contact: &str,
     ) -> StoreResult<Option<ConversationDetail>>;
+    /// Conversations still running on a flow version.
+    async fn conversations_on_version(&self, bot_id: Uuid, version: u32) -> StoreResult<u64>;
     /// Conversations waiting for an HTTP result (after a restart those are lost).
     async fn waiting_http(&self) -> StoreResult<Vec<(Uuid, String)>>;
 
@@ -488,6 +490,17 @@ macro_rules! pipeline_store {
                     ),
                 };
                 Ok(Some(dash_core::api::ConversationDetail { summary, state, transcript }))
+            }
+
+            async fn conversations_on_version(&self, bot_id: uuid::Uuid, version: u32) -> StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM conversations WHERE bot_id = $1 AND flow_version = $2 AND status <> 'idle'",
+                )
+                .bind(($id)(bot_id))
+                .bind(i64::from(version))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
             }
 
             async fn waiting_http(&self) -> StoreResult<Vec<(uuid::Uuid, String)>> {
