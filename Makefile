@@ -24,7 +24,8 @@ lint: ## What CI checks: formatting and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-bench: ## Benchmarks: trigger matching with 1, 100 and 1,000 flows (criterion)
+bench: ## Benchmarks: the message pipeline (writes docs/performance.md), then trigger matching
+	$(CARGO) bench -p dashd --bench pipeline
 	$(CARGO) bench -p dash-core --bench triggers
 
 fmt: ## Format the code
