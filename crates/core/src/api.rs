@@ -707,6 +707,14 @@ pub enum SandboxEvent {
     Idle { contact: String, at: DateTime<Utc> },
 }
 
+/// One line of `GET /v1/sandbox/stream`: every sandbox bot's events, with the bot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxFeedEvent {
+    pub bot_id: Uuid,
+    #[serde(flatten)]
+    pub event: SandboxEvent,
+}
+
 /// A conversation as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationSummary {

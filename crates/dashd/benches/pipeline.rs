@@ -148,32 +148,29 @@ async fn create_bots(client: &reqwest::Client, from: usize, to: usize) {
 /// Reply arrival times, by contact, from one stream per bot.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
-async fn watch(client: &reqwest::Client, bots: usize, arrivals: Arrivals) {
-    for i in 0..bots {
-        let mut response = client
-            .get(format!(
-                "http://dashd/v1/tenants/bench/bots/b{i}/sandbox/stream"
-            ))
-            .send()
-            .await
-            .unwrap();
-        let arrivals = arrivals.clone();
-        tokio::spawn(async move {
-            let mut buffer = Vec::new();
-            while let Ok(Some(chunk)) = response.chunk().await {
-                let now = Instant::now();
-                buffer.extend_from_slice(&chunk);
-                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buffer.drain(..=end).collect();
-                    let event: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
-                    if event["type"] == "reply" {
-                        let contact = event["contact"].as_str().unwrap_or_default().to_owned();
-                        arrivals.lock().unwrap().insert(contact, now);
-                    }
+/// Watches every sandbox reply through the admin API's feed.
+async fn watch(client: &reqwest::Client, arrivals: Arrivals) {
+    let mut response = client
+        .get("http://dashd/v1/sandbox/stream")
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    tokio::spawn(async move {
+        let mut buffer = Vec::new();
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let now = Instant::now();
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                let event: Value = serde_json::from_slice(&line).unwrap_or(Value::Null);
+                if event["type"] == "reply" {
+                    let contact = event["contact"].as_str().unwrap_or_default().to_owned();
+                    arrivals.lock().unwrap().insert(contact, now);
                 }
             }
-        });
-    }
+        }
+    });
 }
 
 async fn send(client: &reqwest::Client, bot: usize, contact: &str) {
@@ -207,7 +204,7 @@ async fn wait_for(arrivals: &Arrivals, count: usize, within: Duration) {
 async fn latency(dashd: &Dashd, bots: usize, seconds: usize) -> Value {
     let client = dashd.client();
     let arrivals: Arrivals = Arc::default();
-    watch(&client, bots, arrivals.clone()).await;
+    watch(&client, arrivals.clone()).await;
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let start = Instant::now();
     let total = bots * seconds;
@@ -249,7 +246,7 @@ async fn latency(dashd: &Dashd, bots: usize, seconds: usize) -> Value {
 async fn throughput(dashd: &Dashd, bots: usize, total: usize) -> Value {
     let client = dashd.client();
     let arrivals: Arrivals = Arc::default();
-    watch(&client, bots, arrivals.clone()).await;
+    watch(&client, arrivals.clone()).await;
     let slots = Arc::new(Semaphore::new(64));
     let start = Instant::now();
     let mut tasks = Vec::new();

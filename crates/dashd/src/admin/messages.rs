@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use dash_core::api::{
     Accepted, ConversationDetail, ConversationSummary, MessageBody, MessageRecord, QueueEntry,
-    QueueFilter, SandboxEvent, SandboxInbound, SendMessage,
+    QueueFilter, SandboxEvent, SandboxFeedEvent, SandboxInbound, SendMessage,
 };
 use dash_core::provider::{ProviderKind, chain_of};
 use dash_core::{Bot, BotRef, ValidationError, validate};
@@ -94,12 +94,34 @@ pub async fn sandbox_stream(
         .as_deref()
         .map(|c| validate::phone("contact", c))
         .transpose()?;
+    let bot_id = bot.id;
+    ndjson(&state, move |id, event| {
+        let wanted = id == bot_id && contact.as_deref().is_none_or(|c| event_contact(event) == c);
+        wanted.then(|| serde_json::to_vec(event).unwrap_or_default())
+    })
+}
+
+/// Every sandbox bot's events, each with its bot id (monitoring, load tests).
+pub async fn sandbox_feed(State(state): State<AppState>) -> Result<Response, ApiError> {
+    ndjson(&state, |bot_id, event| {
+        let line = SandboxFeedEvent {
+            bot_id,
+            event: event.clone(),
+        };
+        Some(serde_json::to_vec(&line).unwrap_or_default())
+    })
+}
+
+/// Streams the sandbox events `select` keeps, one JSON object per line, until dashd stops.
+fn ndjson(
+    state: &AppState,
+    select: impl Fn(Uuid, &SandboxEvent) -> Option<Vec<u8>> + Send + Clone + 'static,
+) -> Result<Response, ApiError> {
     let receiver = state.pipeline.subscribe();
     let shutdown = state.pipeline.shutdown_token();
-    let bot_id = bot.id;
     let stream =
         futures_util::stream::unfold((receiver, shutdown), move |(mut receiver, shutdown)| {
-            let contact = contact.clone();
+            let select = select.clone();
             async move {
                 loop {
                     let event = tokio::select! {
@@ -107,22 +129,17 @@ pub async fn sandbox_stream(
                         event = receiver.recv() => event,
                     };
                     match event {
-                        Ok((id, event))
-                            if id == bot_id
-                                && contact
-                                    .as_deref()
-                                    .is_none_or(|c| event_contact(&event) == c) =>
-                        {
-                            let mut line = serde_json::to_vec(&event).unwrap_or_default();
-                            line.push(b'\n');
-                            return Some((
-                                Ok::<_, Infallible>(Bytes::from(line)),
-                                (receiver, shutdown),
-                            ));
+                        Ok((id, event)) => {
+                            if let Some(mut line) = select(id, &event) {
+                                line.push(b'\n');
+                                return Some((
+                                    Ok::<_, Infallible>(Bytes::from(line)),
+                                    (receiver, shutdown),
+                                ));
+                            }
                         }
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            continue;
-                        }
+                        // A watcher too slow to keep up misses events rather than slowing dashd.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
                 }

@@ -45,6 +45,7 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             get(bots::show).patch(bots::update).delete(bots::delete),
         )
         .route("/v1/bots", get(bots::list))
+        .route("/v1/sandbox/stream", get(messages::sandbox_feed))
         .route("/v1/queue", get(messages::queue))
         .route("/v1/queue/{id}", get(messages::queue_entry))
         .route("/v1/queue/{id}/retry", post(messages::queue_retry))

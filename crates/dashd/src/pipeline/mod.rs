@@ -311,32 +311,65 @@ impl Inner {
     }
 }
 
-/// Compiled flow versions, by bot and version: each is compiled once, not per message.
+/// Compiled flow versions, by bot and version: each is compiled once, not per message,
+/// and bots running the same document (same source, same version number) share one.
 #[derive(Debug, Default)]
 pub(crate) struct FlowCache {
-    bundles: Mutex<HashMap<(Uuid, u32), Arc<Bundle>>>,
+    inner: Mutex<FlowCacheMaps>,
 }
 
-/// Versions kept before the cache starts over (a crude bound on memory).
-const FLOW_CACHE_LIMIT: usize = 4096;
+#[derive(Debug, Default)]
+struct FlowCacheMaps {
+    by_bot: HashMap<(Uuid, u32), Arc<Bundle>>,
+    /// By (source, version); the source is kept to rule out hash collisions.
+    by_source: HashMap<(u64, u32), (String, Arc<Bundle>)>,
+}
+
+/// Entries kept before the cache starts over (a crude bound on memory).
+const FLOW_CACHE_LIMIT: usize = 100_000;
+
+fn source_hash(source: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    source.hash(&mut hasher);
+    hasher.finish()
+}
 
 impl FlowCache {
     pub(crate) fn get(&self, bot_id: Uuid, version: u32) -> Option<Arc<Bundle>> {
-        self.bundles.lock().ok()?.get(&(bot_id, version)).cloned()
+        self.inner
+            .lock()
+            .ok()?
+            .by_bot
+            .get(&(bot_id, version))
+            .cloned()
     }
 
-    pub(crate) fn put(&self, bot_id: Uuid, bundle: Arc<Bundle>) {
-        if let Ok(mut bundles) = self.bundles.lock() {
-            if bundles.len() >= FLOW_CACHE_LIMIT {
-                bundles.clear();
+    /// A bundle already compiled from the same source and version, for another bot.
+    pub(crate) fn shared(&self, source: &str, version: u32) -> Option<Arc<Bundle>> {
+        let maps = self.inner.lock().ok()?;
+        match maps.by_source.get(&(source_hash(source), version)) {
+            Some((known, bundle)) if known == source => Some(bundle.clone()),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn put(&self, bot_id: Uuid, source: &str, bundle: Arc<Bundle>) {
+        if let Ok(mut maps) = self.inner.lock() {
+            if maps.by_bot.len() >= FLOW_CACHE_LIMIT {
+                maps.by_bot.clear();
+                maps.by_source.clear();
             }
-            bundles.insert((bot_id, bundle.version), bundle);
+            let version = bundle.version;
+            maps.by_source
+                .entry((source_hash(source), version))
+                .or_insert_with(|| (source.to_owned(), bundle.clone()));
+            maps.by_bot.insert((bot_id, version), bundle);
         }
     }
 
     fn forget(&self, bot_id: Uuid) {
-        if let Ok(mut bundles) = self.bundles.lock() {
-            bundles.retain(|(bot, _), _| *bot != bot_id);
+        if let Ok(mut maps) = self.inner.lock() {
+            maps.by_bot.retain(|(bot, _), _| *bot != bot_id);
         }
     }
 }

@@ -153,8 +153,13 @@ async fn load_state(
     bot_id: Uuid,
     contact: &str,
 ) -> anyhow::Result<ConversationState> {
-    Ok(match inner.store.conversation_row(bot_id, contact).await? {
-        Some(row) => match ConversationState::from_json(&row.state.to_string()) {
+    let row = inner.store.conversation_row(bot_id, contact).await?;
+    Ok(state_of(bot_id, row.map(|r| r.state)))
+}
+
+fn state_of(bot_id: Uuid, stored: Option<serde_json::Value>) -> ConversationState {
+    match stored {
+        Some(json) => match ConversationState::from_json(&json.to_string()) {
             Ok(state) => state,
             Err(err) => {
                 tracing::warn!(bot_id = %bot_id, error = %err, "unreadable conversation state; starting afresh");
@@ -162,7 +167,7 @@ async fn load_state(
             }
         },
         None => ConversationState::default(),
-    })
+    }
 }
 
 /// What a step adds to the commit besides the engine's output.
@@ -203,6 +208,11 @@ async fn bundle(inner: &Inner, bot_id: Uuid, version: u32) -> Option<Arc<Bundle>
         .flow_version(&BotRef::Id(bot_id), Some(version))
         .await
         .ok()?;
+    // Bots running the same document share one compiled bundle.
+    if let Some(shared) = inner.flows.shared(&stored.source, version) {
+        inner.flows.put(bot_id, &stored.source, shared.clone());
+        return Some(shared);
+    }
     let doc: Document = serde_json::from_value(stored.document).ok()?;
     let compiled =
         tokio::task::spawn_blocking(move || Bundle::compile(doc, version, Capabilities::CURRENT))
@@ -211,7 +221,7 @@ async fn bundle(inner: &Inner, bot_id: Uuid, version: u32) -> Option<Arc<Bundle>
     match compiled {
         Ok(bundle) => {
             let bundle = Arc::new(bundle);
-            inner.flows.put(bot_id, bundle.clone());
+            inner.flows.put(bot_id, &stored.source, bundle.clone());
             Some(bundle)
         }
         Err(errors) => {
@@ -231,7 +241,7 @@ async fn run_step(
     let now = Utc::now();
     let row = inner.store.conversation_row(bot.id, contact).await?;
     let stored_name = row.as_ref().and_then(|r| r.contact_name.clone());
-    let state = load_state(inner, bot.id, contact).await?;
+    let state = state_of(bot.id, row.map(|r| r.state));
     let name = extra.contact_name.clone().or(stored_name);
     let answering = bot.status == BotStatus::Active && tenant_active(inner, bot).await;
 

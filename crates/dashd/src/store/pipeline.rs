@@ -587,11 +587,13 @@ macro_rules! pipeline_store {
             }
 
             async fn defer(&self, id: uuid::Uuid, until_ms: i64) -> StoreResult<()> {
+                let mut tx = self.write().await?;
                 sqlx::query("UPDATE messages SET next_attempt_ms = $2 WHERE id = $1 AND state IN ('pending', 'failed')")
                     .bind(($id)(id))
                     .bind(until_ms)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -729,6 +731,7 @@ macro_rules! pipeline_store {
 
             async fn sandbox_record(&self, key: &str, bot_id: uuid::Uuid, contact: &str, body: &dash_core::api::MessageBody, now: chrono::DateTime<chrono::Utc>) -> StoreResult<String> {
                 let provider_id = format!("sandbox-{key}");
+                let mut tx = self.write().await?;
                 sqlx::query(
                     "INSERT INTO sandbox_messages (idempotency_key, bot_id, contact, body, provider_message_id, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
@@ -739,8 +742,9 @@ macro_rules! pipeline_store {
                 .bind(sqlx::types::Json(body))
                 .bind(&provider_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(provider_id)
             }
 

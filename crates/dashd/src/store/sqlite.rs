@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite file in WAL mode. Writes run in `BEGIN IMMEDIATE`
 //! transactions so that a read-then-write never fails half-way on a lock upgrade.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,6 +49,35 @@ macro_rules! select_bot {
 pub struct SqliteStore {
     pool: SqlitePool,
     location: String,
+    /// SQLite allows one writer at a time. Queuing writers here, in order, replaces
+    /// SQLite's busy handler (which sleeps and retries) with an immediate hand-over.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction holding the writer's turn until it commits or drops.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
 }
 
 impl SqliteStore {
@@ -70,7 +100,11 @@ impl SqliteStore {
             .max_connections(max_connections)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, location })
+        Ok(Self {
+            pool,
+            location,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Applies or checks migrations according to `policy`.
@@ -102,8 +136,10 @@ impl SqliteStore {
             .collect()
     }
 
-    async fn write(&self) -> StoreResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    async fn write(&self) -> StoreResult<WriteTx> {
+        let turn = self.writer.clone().lock_owned().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 }
 
