@@ -555,3 +555,46 @@ async fn a_bot_without_the_sandbox_cannot_be_chatted_with() {
     assert!(run.stderr.contains("to:"), "{}", run.stderr);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_feed_streams_every_bots_replies() {
+    let env = Env::start().await;
+    env.bot_with(Some(ECHO)).await;
+    let client = reqwest::Client::builder()
+        .unix_socket(env.socket())
+        .build()
+        .unwrap();
+    let mut feed = client
+        .get("http://dashd/v1/sandbox/stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.headers()["content-type"], "application/x-ndjson");
+    env.ctl(&[
+        "chat",
+        "acme/ventas",
+        "--as",
+        "+5491100000003",
+        "--send",
+        "eco",
+    ])
+    .await
+    .ok();
+    let bot_id = env.bot_id().await.to_string();
+    let mut buffer = Vec::new();
+    let line = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                return serde_json::from_slice::<Value>(&line).unwrap();
+            }
+            buffer.extend_from_slice(&feed.chunk().await.unwrap().unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(line["type"], "reply");
+    assert_eq!(line["bot_id"], bot_id);
+    assert_eq!(line["body"]["text"], "eco");
+    env.stop().await;
+}
