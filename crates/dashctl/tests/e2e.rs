@@ -3,116 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
-use dash_core::config::Config;
+use common::{Env, config_in, run_ctl};
 use serde_json::Value;
-
-struct Env {
-    daemon: Option<dashd::Daemon>,
-    /// The working directory; the daemon's data lives in `dashd-data/` under it.
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let daemon = dashd::start(config_in(dir.path())).await.unwrap();
-        Env {
-            daemon: Some(daemon),
-            dir,
-        }
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("dashd-data/dashd.sock")
-    }
-
-    /// Runs dashctl against this daemon (explicit socket, stdin not a terminal).
-    async fn ctl(&self, args: &[&str]) -> Run {
-        run_ctl(self.dir.path(), Some(&self.socket()), args).await
-    }
-
-    async fn stop(mut self) {
-        if let Some(daemon) = self.daemon.take() {
-            daemon.shutdown().await.unwrap();
-        }
-    }
-}
-
-fn config_in(dir: &Path) -> Config {
-    let mut config = Config {
-        data_dir: dir.join("dashd-data"),
-        ..Config::default()
-    };
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
-            panic!(
-                "stdout is not JSON ({err}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    #[track_caller]
-    fn ok(self) -> Self {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
-    #[track_caller]
-    fn fails(self, code: i32, needle: &str) -> Self {
-        assert_eq!(
-            self.code, code,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        assert!(
-            self.stderr.contains(needle),
-            "stderr lacks {needle:?}: {}",
-            self.stderr
-        );
-        self
-    }
-}
-
-async fn run_ctl(cwd: &Path, socket: Option<&Path>, args: &[&str]) -> Run {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dashctl"));
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("DASHCTL_SOCKET")
-        .stdin(std::process::Stdio::null());
-    if let Some(socket) = socket {
-        command.env("DASHCTL_SOCKET", socket);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().await.unwrap();
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_lifecycle() {
@@ -421,6 +317,68 @@ async fn a_missing_daemon_is_explained() {
     run_ctl(dir.path(), Some(&stale), &["status"])
         .await
         .fails(3, "left over from a daemon that stopped");
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "").unwrap();
+    run_ctl(dir.path(), Some(&file), &["status"])
+        .await
+        .fails(3, "is not a socket");
+    // An empty DASHCTL_SOCKET means "not set".
+    run_ctl(dir.path(), Some(Path::new("")), &["status"])
+        .await
+        .fails(3, "./dashd-data/dashd.sock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_is_refused_whatever_its_socket() {
+    let env = Env::start().await;
+    let mut config = config_in(env.dir.path());
+    config.admin.socket = Some(env.dir.path().join("other.sock"));
+    let err = dashd::start(config).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("already running with data_dir"),
+        "{err:#}"
+    );
+    env.ctl(&["status"]).await.ok();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_characters_in_the_data_dir_are_fine() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("we?ird#dir%20");
+    std::fs::create_dir(&odd).unwrap();
+    let daemon = dashd::start(config_in(&odd)).await.unwrap();
+    run_ctl(&odd, None, &["tenant", "create", "acme"])
+        .await
+        .ok();
+    daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_errors_keep_the_field_and_usage_errors_are_json_too() {
+    let env = Env::start().await;
+    env.ctl(&["tenant", "create", "acme"]).await.ok();
+    let run = env
+        .ctl(&[
+            "-o",
+            "json",
+            "bot",
+            "create",
+            "acme/sales",
+            "--phone",
+            "12345",
+        ])
+        .await
+        .fails(2, "E.164");
+    let body: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(body["error"]["field"], "phone");
+    let run = env
+        .ctl(&["-o", "json", "bot", "show", "acme/x"])
+        .await
+        .fails(2, "usage");
+    let body: Value = serde_json::from_str(run.stderr.trim()).unwrap();
+    assert_eq!(body["error"]["code"], "usage");
+    env.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,6 +140,20 @@ fn check_config_names_unknown_keys_and_bad_values() {
         output(dashd(dir.path()).args(["check-config", "--config", "/nonexistent.toml"]));
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent.toml"), "{stderr}");
+
+    // What start-up would refuse, check-config refuses too.
+    let config = write(
+        dir.path(),
+        "group.toml",
+        "[admin]\ngroup = \"no-such-group-here\"\n",
+    );
+    let (code, _, stderr) = output(dashd(dir.path()).args(["check-config", "-c"]).arg(&config));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("admin.group: no group named"), "{stderr}");
+    let long = format!("/tmp/{}/dashd.sock", "x".repeat(120));
+    let (code, _, stderr) = output(dashd(dir.path()).args(["check-config", "--socket", &long]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("at most 107"), "{stderr}");
 }
 
 /// A dashd child process that is killed if the test fails half-way.
@@ -209,9 +223,20 @@ fn zero_config_start_notifies_systemd_and_stops_cleanly_on_sigterm() {
     let socket = dir.path().join("dashd-data/dashd.sock");
     assert!(socket.exists());
     assert!(dir.path().join("dashd-data/dashd.db").exists());
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o600);
+    let mode_of = |path: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+            & 0o777
+    };
+    assert_eq!(mode_of(&socket), 0o600);
+    // Nothing dashd keeps is readable by other users.
+    assert_eq!(mode_of(&dir.path().join("dashd-data")), 0o700);
+    for file in ["dashd.db", "dashd.db-wal", "dashd.lock"] {
+        assert_eq!(
+            mode_of(&dir.path().join("dashd-data").join(file)),
+            0o600,
+            "{file}"
+        );
+    }
 
     signal(&running.0, nix::sys::signal::Signal::SIGTERM);
     let status = wait_exit(&mut running.0, Duration::from_secs(15));
