@@ -91,10 +91,14 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
                 format!("bot {} updated\n{}", bot.path(), show(&bot))
             })
         }
-        BotCommand::Delete { bot } => {
+        BotCommand::Delete { bot, force } => {
             let record: Bot = client.get(&path(&bot)).await?;
-            out.confirm(&format!("Delete bot {}?", record.path()))?;
-            let deleted: Bot = client.delete(&path(&BotRef::Id(record.id))).await?;
+            out.confirm(&format!(
+                "Delete bot {} with its flows and message log?",
+                record.path()
+            ))?;
+            let url = format!("{}?force={force}", path(&BotRef::Id(record.id)));
+            let deleted: Bot = client.delete(&url).await?;
             out.print(&deleted, || format!("bot {} deleted", deleted.path()))
         }
     }

@@ -54,14 +54,19 @@ pub async fn run(chat: Chat<'_>) -> CliResult {
     }
     let wait = Duration::from_secs_f64(chat.wait);
     let mut replies = Vec::new();
+    let mut unfinished = None;
     for text in &chat.send {
         post(&chat, &base, &phone, text).await?;
-        let got = collect(&mut stream, wait).await?;
+        let (got, finished) = collect(&mut stream, wait).await?;
         replies.extend(got.into_iter().map(|(body, at)| Reply {
             sent: text.clone(),
             body,
             at,
         }));
+        if !finished {
+            unfinished = Some(text.clone());
+            break;
+        }
     }
     chat.out.print(&replies, || {
         replies
@@ -69,7 +74,21 @@ pub async fn run(chat: Chat<'_>) -> CliResult {
             .map(|r| render(&r.body))
             .collect::<Vec<_>>()
             .join("\n")
-    })
+    })?;
+    match unfinished {
+        // The bot may still answer (a rate limit, a delay): say so rather than pretend.
+        Some(text) => Err(CliError {
+            code: Some("timeout".into()),
+            ..CliError::new(
+                Failure::Daemon,
+                format!(
+                    "the bot was still working on {text:?} after --wait {} s; its later replies are not shown (dashctl conversation show {} {phone})",
+                    chat.wait, chat.bot
+                ),
+            )
+        }),
+        None => Ok(()),
+    }
 }
 
 async fn post(chat: &Chat<'_>, base: &str, phone: &str, text: &str) -> CliResult<Accepted> {
@@ -87,20 +106,21 @@ async fn post(chat: &Chat<'_>, base: &str, phone: &str, text: &str) -> CliResult
 }
 
 /// Replies until the contact is idle again (every message handled and sent), or `wait`.
+/// The flag says whether the contact got idle before `wait` ran out.
 async fn collect(
     stream: &mut EventStream,
     wait: Duration,
-) -> CliResult<Vec<(MessageBody, chrono::DateTime<chrono::Utc>)>> {
+) -> CliResult<(Vec<(MessageBody, chrono::DateTime<chrono::Utc>)>, bool)> {
     let mut replies = Vec::new();
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let event = match tokio::time::timeout_at(deadline, stream.next::<SandboxEvent>()).await {
-            Err(_) => return Ok(replies),
+            Err(_) => return Ok((replies, false)),
             Ok(event) => event?,
         };
         match event {
             Some(SandboxEvent::Reply { body, at, .. }) => replies.push((body, at)),
-            Some(SandboxEvent::Idle { .. }) => return Ok(replies),
+            Some(SandboxEvent::Idle { .. }) => return Ok((replies, true)),
             None => {
                 return Err(CliError::new(
                     Failure::Unreachable,
@@ -139,9 +159,10 @@ async fn interactive(
             },
         }
     }
-    // Let the replies to the last message arrive before leaving.
-    for (body, _) in collect(&mut stream, Duration::from_secs(2)).await? {
-        show(&body);
+    // Let the replies to the last message arrive before leaving (at most --wait).
+    let (replies, _) = collect(&mut stream, Duration::from_secs_f64(chat.wait)).await?;
+    for (body, _) in &replies {
+        show(body);
     }
     Ok(())
 }

@@ -188,12 +188,16 @@ pub enum BotCommand {
         #[command(flatten)]
         fields: BotFields,
     },
-    /// Delete a bot.
+    /// Delete a bot (with its flows and message log). Refused while messages wait to be
+    /// sent, unless --force.
     #[command(visible_alias = "rm")]
     Delete {
         /// TENANT/BOT or the bot's id.
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
+        /// Delete even with messages still waiting to be sent (they are dropped).
+        #[arg(long)]
+        force: bool,
     },
 }
 

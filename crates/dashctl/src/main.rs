@@ -56,7 +56,7 @@ fn run(cli: Cli) -> CliResult {
         .enable_all()
         .build()
         .map_err(|err| CliError::new(Failure::Daemon, format!("cannot start: {err}")))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let socket = client::find_socket(cli.socket.as_deref())?;
         let client = Client::new(socket, cli.verbose)?;
         match cli.command {
@@ -87,7 +87,10 @@ fn run(cli: Cli) -> CliResult {
             Command::Conversation(command) => queue::conversation(&client, out, command).await,
             Command::Completions { .. } | Command::Man { .. } => Ok(()),
         }
-    })
+    });
+    // Do not wait for a blocked stdin read (interactive chat) to finish.
+    runtime.shutdown_background();
+    result
 }
 
 /// Writes `dashctl.1` and `dashctl-NOUN-VERB.1` pages generated from the clap definition.

@@ -204,7 +204,13 @@ pub async fn conversation(client: &Client, out: Output, command: ConversationCom
                     &serde_json::json!({}),
                 )
                 .await?;
-            out.print(&result, || format!("conversation with {contact} reset"))
+            out.print(&result, || {
+                if result["reset"] == serde_json::Value::Bool(true) {
+                    format!("conversation with {contact} reset")
+                } else {
+                    format!("there was no conversation state with {contact} to reset")
+                }
+            })
         }
     }
 }

@@ -455,3 +455,123 @@ async fn the_sandbox_feed_streams_every_bots_replies() {
     assert_eq!(line["body"]["text"], "eco");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_bots_hold_their_messages_and_deleting_one_with_unsent_messages_needs_force() {
+    let env = Env::start().await;
+    env.bot_with(Some(ECHO)).await;
+    env.ctl(&["bot", "update", "acme/ventas", "--status", "paused"])
+        .await
+        .ok();
+    let refused = env
+        .ctl(&["send", "acme/ventas", "--to", "+5491100000006", "hola"])
+        .await;
+    assert_eq!(refused.code, 5, "{}", refused.stderr);
+    assert!(refused.stderr.contains("paused"), "{}", refused.stderr);
+    // A message already accepted waits while the bot is paused...
+    let bot = env
+        .daemon()
+        .store()
+        .bot(&BotRef::Path {
+            tenant: "acme".into(),
+            bot: "ventas".into(),
+        })
+        .await
+        .unwrap();
+    let body = dash_core::api::MessageBody {
+        text: "held".into(),
+        ..Default::default()
+    };
+    env.daemon()
+        .store()
+        .enqueue(
+            bot.id,
+            bot.tenant_id,
+            "+5491100000006",
+            &body,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    env.daemon().pipeline().outbox_changed();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(env.sandbox().await.is_empty(), "a paused bot sent");
+    // ...and cannot be dropped with its bot by accident.
+    let run = env.ctl(&["bot", "delete", "acme/ventas", "--yes"]).await;
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("1 message(s) waiting"),
+        "{}",
+        run.stderr
+    );
+    // Resumed, the bot sends what it held.
+    env.ctl(&["bot", "update", "acme/ventas", "--status", "active"])
+        .await
+        .ok();
+    eventually(Duration::from_secs(10), || async {
+        env.sandbox().await == ["held"]
+    })
+    .await;
+    env.ctl(&[
+        "bot",
+        "update",
+        "acme/ventas",
+        "--settings",
+        r#"{"chain":["sandbox"],"rate_limit_per_minute":1}"#,
+    ])
+    .await
+    .ok();
+    env.ctl(&["send", "acme/ventas", "--to", "+5491100000006", "uno"])
+        .await
+        .ok();
+    env.ctl(&["send", "acme/ventas", "--to", "+5491100000006", "dos"])
+        .await
+        .ok();
+    // The limit of one a minute is used up by "held": both wait.
+    assert_eq!(
+        env.ctl(&["bot", "delete", "acme/ventas", "--yes"])
+            .await
+            .code,
+        5
+    );
+    env.ctl(&["bot", "delete", "acme/ventas", "--yes", "--force"])
+        .await
+        .ok();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_says_when_the_bot_had_not_finished_answering() {
+    let env = Env::start().await;
+    env.bot_with(Some(ECHO)).await;
+    env.ctl(&[
+        "bot",
+        "update",
+        "acme/ventas",
+        "--settings",
+        r#"{"chain":["sandbox"],"rate_limit_per_minute":1}"#,
+    ])
+    .await
+    .ok();
+    let run = env
+        .ctl(&[
+            "chat",
+            "acme/ventas",
+            "--send",
+            "uno",
+            "--send",
+            "dos",
+            "--wait",
+            "2",
+            "-o",
+            "json",
+        ])
+        .await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("still working on"), "{}", run.stderr);
+    assert!(run.stderr.contains("\"timeout\""), "{}", run.stderr);
+    let replies: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(replies[0]["body"]["text"], "uno");
+    assert_eq!(replies.as_array().unwrap().len(), 1);
+    env.stop().await;
+}

@@ -59,12 +59,49 @@ pub async fn update(
         ));
     }
     let bot = state.store.update_bot(&bot, &req).await?;
+    state.pipeline.bots_changed();
+    if req.status == Some(dash_core::BotStatus::Active) {
+        // Messages held while it was paused go out now, not a minute later.
+        state
+            .store
+            .release_held(bot.id, chrono::Utc::now().timestamp_millis())
+            .await?;
+        state.pipeline.outbox_changed();
+    }
     tracing::info!(bot = %bot.path(), "bot updated");
     Ok(axum::Json(bot))
 }
 
-pub async fn delete(State(state): State<AppState>, BotPath(bot): BotPath) -> BotJson {
+/// Query of `DELETE .../bots/{bot}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Query(query): Query<DeleteQuery>,
+) -> BotJson {
+    // An accepted message is never dropped silently: say so, and require force.
+    let record = state.store.bot(&bot).await?;
+    let unsent = state.store.unfinished_outbound(record.id).await?;
+    if unsent > 0 && !query.force {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "bot {} still has {unsent} message(s) waiting to be sent: wait for them, cancel them (dashctl queue), or force the deletion (dashctl bot delete {} --force)",
+                record.path(),
+                record.path()
+            ),
+            field: None,
+        });
+    }
     let bot = state.store.delete_bot(&bot).await?;
+    if unsent > 0 {
+        tracing::warn!(bot = %bot.path(), dropped = unsent, "bot deleted with unsent messages");
+    }
     tracing::info!(bot = %bot.path(), "bot deleted");
     Ok(axum::Json(bot))
 }

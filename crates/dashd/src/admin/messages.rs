@@ -28,6 +28,7 @@ pub async fn send(
 ) -> Result<(StatusCode, axum::Json<MessageRecord>), ApiError> {
     let req = req.validated()?;
     let bot = state.store.bot(&bot).await?;
+    answering(&state, &bot).await?;
     let body = MessageBody {
         text: req.text,
         ..MessageBody::default()
@@ -112,6 +113,9 @@ pub async fn sandbox_feed(State(state): State<AppState>) -> Result<Response, Api
     })
 }
 
+/// How often an idle stream sends an empty line.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Streams the sandbox events `select` keeps, one JSON object per line, until dashd stops.
 fn ndjson(
     state: &AppState,
@@ -127,6 +131,12 @@ fn ndjson(
                     let event = tokio::select! {
                         () = shutdown.cancelled() => return None,
                         event = receiver.recv() => event,
+                        // An empty line now and then: a client that went away is
+                        // noticed (the write fails) and its stream closed.
+                        () = tokio::time::sleep(KEEPALIVE) => {
+                            let line = Bytes::from_static(b"\n");
+                            return Some((Ok::<_, Infallible>(line), (receiver, shutdown)));
+                        }
                     };
                     match event {
                         Ok((id, event)) => {
@@ -156,6 +166,31 @@ fn event_contact(event: &SandboxEvent) -> &str {
     match event {
         SandboxEvent::Reply { contact, .. } | SandboxEvent::Idle { contact, .. } => contact,
     }
+}
+
+/// Refuses to queue messages for a paused bot or a suspended tenant (they would wait).
+async fn answering(state: &AppState, bot: &Bot) -> Result<(), ApiError> {
+    let tenant = state
+        .store
+        .tenant(&crate::store::TenantRef::Id(bot.tenant_id))
+        .await?;
+    if tenant.status != dash_core::TenantStatus::Active {
+        return Err(ApiError::Conflict {
+            message: format!("tenant {} is suspended: its bots send nothing", tenant.slug),
+            field: Some("status"),
+        });
+    }
+    if bot.status != dash_core::BotStatus::Active {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "bot {} is paused: resume it with `dashctl bot update {} --status active`",
+                bot.path(),
+                bot.path()
+            ),
+            field: Some("status"),
+        });
+    }
+    Ok(())
 }
 
 async fn sandbox_bot(state: &AppState, bot: &BotRef) -> Result<Bot, ApiError> {

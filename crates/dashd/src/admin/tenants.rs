@@ -48,6 +48,7 @@ pub async fn update(
         .store
         .update_tenant(&TenantRef::parse(&tenant), &req)
         .await?;
+    state.pipeline.bots_changed();
     tracing::info!(tenant = %tenant.slug, status = %tenant.status, "tenant updated");
     Ok(axum::Json(tenant))
 }

@@ -27,6 +27,8 @@ const SETTINGS_TTL: Duration = Duration::from_secs(5);
 struct BotSend {
     chain: Vec<ProviderKind>,
     limit: u32,
+    /// False while the bot is paused or its tenant suspended: its messages wait.
+    active: bool,
     read_at: Instant,
 }
 
@@ -38,9 +40,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
     let mut per_bot: HashMap<Uuid, SlidingWindow> = HashMap::new();
     let mut per_tenant: HashMap<Uuid, SlidingWindow> = HashMap::new();
     let mut bots: HashMap<Uuid, BotSend> = HashMap::new();
+    let mut epoch = 0;
     loop {
         if inner.shutdown.is_cancelled() {
             break;
+        }
+        let current = inner.bots_epoch.load(std::sync::atomic::Ordering::Relaxed);
+        if current != epoch {
+            bots.clear();
+            epoch = current;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let due = match inner.store.due_outbound(now_ms, BATCH).await {
@@ -58,6 +66,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             else {
                 continue;
             };
+            if !settings.active {
+                // Held, not dropped: looked at again in a minute.
+                if let Err(err) = inner
+                    .store
+                    .defer(item.id, now_ms.saturating_add(60_000))
+                    .await
+                {
+                    tracing::error!(error = %err, "cannot hold a message of a paused bot");
+                }
+                continue;
+            }
             let elapsed = origin.elapsed();
             let bot_window = per_bot
                 .entry(item.bot_id)
@@ -159,12 +178,21 @@ async fn bot_settings(
         return Some(cached.clone());
     }
     let bot = inner.store.bot(&BotRef::Id(bot_id)).await.ok()?;
+    let tenant_active = inner
+        .store
+        .tenant(&crate::store::TenantRef::Id(bot.tenant_id))
+        .await
+        .is_ok_and(|t| t.status == dash_core::TenantStatus::Active);
     let settings = BotSend {
         chain: chain_of(&bot.settings),
         limit: rate_limit_of(&bot.settings).unwrap_or(default_limit),
+        active: tenant_active && bot.status == dash_core::BotStatus::Active,
         read_at: Instant::now(),
     };
-    cache.insert(bot_id, settings.clone());
+    // A paused bot is read again each time, so resuming it takes effect at once.
+    if settings.active {
+        cache.insert(bot_id, settings.clone());
+    }
     Some(settings)
 }
 

@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub(crate) flows: FlowCache,
     pub(crate) http: reqwest::Client,
     pub(crate) shutdown: CancellationToken,
+    /// Raised when any bot's settings or status change: the dispatcher drops its cache.
+    pub(crate) bots_epoch: std::sync::atomic::AtomicU64,
 }
 
 /// Capacity of each worker's queue; a full queue makes the caller wait (backpressure),
@@ -156,6 +158,7 @@ impl Pipeline {
             flows: FlowCache::default(),
             http,
             shutdown,
+            bots_epoch: std::sync::atomic::AtomicU64::new(0),
         });
         let mut tasks = JoinSet::new();
         for rx in receivers {
@@ -174,35 +177,15 @@ impl Pipeline {
             inner: inner.clone(),
             tasks: tokio::sync::Mutex::new(tasks),
         };
-        // Messages stored but not handled before a stop or a crash.
-        let pending = inner.store.unprocessed_inbound().await?;
-        let mut seen = std::collections::HashSet::new();
-        for work in pending {
-            if seen.insert((work.bot_id, work.contact.clone())) {
-                inner
-                    .submit(Work::Inbound {
-                        bot_id: work.bot_id,
-                        contact: work.contact,
-                    })
-                    .await;
+        // Messages stored but not handled before a stop or a crash, and HTTP requests
+        // whose result will never come, are handed to the workers in the background:
+        // a large backlog must not hold up start-up.
+        let recovery = inner.clone();
+        pipeline.tasks.lock().await.spawn(async move {
+            if let Err(err) = recover(&recovery).await {
+                tracing::error!(error = %err, "cannot resume unfinished work; it is retried at the next start");
             }
-        }
-        // HTTP requests in flight when dashd stopped have no result coming.
-        for (bot_id, contact) in inner.store.waiting_http().await? {
-            let request_id = worker::pending_request(&inner, bot_id, &contact).await;
-            if let Some(request_id) = request_id {
-                inner
-                    .submit(Work::Http {
-                        bot_id,
-                        contact,
-                        request_id,
-                        outcome: HttpOutcome::Failed {
-                            error: "interrupted by a restart of dashd".into(),
-                        },
-                    })
-                    .await;
-            }
-        }
+        });
         Ok(pipeline)
     }
 
@@ -265,6 +248,14 @@ impl Pipeline {
         self.inner.announce_if_idle(bot_id, contact).await;
     }
 
+    /// A bot's settings or status changed: the dispatcher reads them again.
+    pub fn bots_changed(&self) {
+        self.inner
+            .bots_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.dispatch.notify_one();
+    }
+
     /// Forgets cached compiled flows of a bot (after an activation or deletion).
     pub fn flows_changed(&self, bot_id: Uuid) {
         self.inner.flows.forget(bot_id);
@@ -281,6 +272,39 @@ impl Pipeline {
             tasks.shutdown().await;
         }
     }
+}
+
+/// Hands unfinished inbound work and interrupted HTTP requests to the workers.
+async fn recover(inner: &Arc<Inner>) -> Result<(), crate::store::StoreError> {
+    let contacts = inner.store.pending_contacts().await?;
+    if !contacts.is_empty() {
+        tracing::info!(
+            conversations = contacts.len(),
+            "resuming messages received before the restart"
+        );
+    }
+    for (bot_id, contact) in contacts {
+        if inner.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        inner.submit(Work::Inbound { bot_id, contact }).await;
+    }
+    for (bot_id, contact) in inner.store.waiting_http().await? {
+        if let Some(request_id) = worker::pending_request(inner, bot_id, &contact).await {
+            let outcome = HttpOutcome::Failed {
+                error: "interrupted by a restart of dashd".into(),
+            };
+            inner
+                .submit(Work::Http {
+                    bot_id,
+                    contact,
+                    request_id,
+                    outcome,
+                })
+                .await;
+        }
+    }
+    Ok(())
 }
 
 impl Inner {

@@ -131,6 +131,12 @@ pub trait PipelineStore: Send + Sync {
     async fn ingest(&self, msg: &NewInbound) -> StoreResult<Ingested>;
     /// Inbound messages not handled yet (after a restart), oldest first.
     async fn unprocessed_inbound(&self) -> StoreResult<Vec<InboundWork>>;
+    /// The (bot, contact) pairs with inbound messages not handled yet, without bodies.
+    async fn pending_contacts(&self) -> StoreResult<Vec<(Uuid, String)>>;
+    /// Outbound messages of a bot not finished yet (pending, processing or failed).
+    async fn unfinished_outbound(&self, bot_id: Uuid) -> StoreResult<u64>;
+    /// Makes a bot's waiting messages due now (after it is resumed).
+    async fn release_held(&self, bot_id: Uuid, now_ms: i64) -> StoreResult<()>;
     /// One contact's inbound messages still to handle, in arrival order.
     async fn unprocessed_for(&self, bot_id: Uuid, contact: &str) -> StoreResult<Vec<InboundWork>>;
     async fn conversation_row(
@@ -322,6 +328,38 @@ macro_rules! pipeline_store {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(inbound_from_row).collect()
+            }
+
+            async fn pending_contacts(&self) -> StoreResult<Vec<(uuid::Uuid, String)>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT bot_id, contact, MIN(seq) AS first FROM messages WHERE direction = 'in' AND state = 'received' \
+                     GROUP BY bot_id, contact ORDER BY first",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|row| Ok(($get_id(row, "bot_id")?, row.try_get("contact")?))).collect()
+            }
+
+            async fn unfinished_outbound(&self, bot_id: uuid::Uuid) -> StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND direction = 'out' AND state IN ('pending', 'processing', 'failed')",
+                )
+                .bind(($id)(bot_id))
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn release_held(&self, bot_id: uuid::Uuid, now_ms: i64) -> StoreResult<()> {
+                let mut tx = self.write().await?;
+                sqlx::query("UPDATE messages SET next_attempt_ms = $2 WHERE bot_id = $1 AND direction = 'out' AND state = 'pending' AND next_attempt_ms > $2")
+                    .bind(($id)(bot_id))
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn unprocessed_for(&self, bot_id: uuid::Uuid, contact: &str) -> StoreResult<Vec<$crate::store::pipeline::InboundWork>> {
@@ -797,8 +835,10 @@ macro_rules! pipeline_store {
                         field: Some("state"),
                     });
                 }
+                // Sent again by an operator: a full set of attempts.
                 let row = sqlx::query(concat!(
-                    "UPDATE messages SET state = $2, next_attempt_ms = $3, updated_at = $4 WHERE id = $1 RETURNING ",
+                    "UPDATE messages SET state = $2, next_attempt_ms = $3, updated_at = $4, \
+                     attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END WHERE id = $1 RETURNING ",
                     $crate::store::pipeline::message_columns!()
                 ))
                 .bind(($id)(id))
