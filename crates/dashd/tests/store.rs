@@ -837,6 +837,61 @@ mod cases {
                 .unwrap_err(),
             Some("state"),
         );
+        // Delivery reports move a sent message forward only.
+        assert!(
+            store
+                .apply_status(
+                    "sandbox",
+                    "sandbox-x",
+                    MessageState::Delivered,
+                    chrono::Utc::now()
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .apply_status(
+                    "sandbox",
+                    "sandbox-x",
+                    MessageState::Read,
+                    chrono::Utc::now()
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .apply_status(
+                    "sandbox",
+                    "sandbox-x",
+                    MessageState::Delivered,
+                    chrono::Utc::now()
+                )
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .apply_status("sandbox", "unknown", MessageState::Read, chrono::Utc::now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .apply_status(
+                    "twilio",
+                    "sandbox-x",
+                    MessageState::Read,
+                    chrono::Utc::now()
+                )
+                .await
+                .unwrap()
+        );
+        let read = store.queue_entry(ids[0]).await.unwrap();
+        assert_eq!(read.message.state, MessageState::Read);
+        let tail: Vec<MessageState> = read.history.iter().rev().take(2).map(|h| h.state).collect();
+        assert_eq!(tail, [MessageState::Read, MessageState::Delivered]);
         // A crash mid-send: processing goes back to pending.
         assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
         assert_eq!(

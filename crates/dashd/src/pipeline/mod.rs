@@ -201,6 +201,46 @@ impl Pipeline {
         Ok(ingested)
     }
 
+    /// Applies what a provider's webhook reported: an inbound message goes through
+    /// [`Pipeline::ingest`], a delivery status moves its outbox entry forward.
+    pub async fn provider_event(
+        &self,
+        bot: &dash_core::Bot,
+        provider: dash_core::provider::ProviderKind,
+        event: provider::ProviderEvent,
+    ) -> Result<(), crate::store::StoreError> {
+        match event {
+            provider::ProviderEvent::Inbound {
+                contact,
+                provider_message_id,
+                body,
+                at,
+                ..
+            } => {
+                let message = NewInbound {
+                    bot_id: bot.id,
+                    tenant_id: bot.tenant_id,
+                    contact,
+                    provider: provider.as_str().to_owned(),
+                    provider_message_id: Some(provider_message_id),
+                    body,
+                    received_at: at,
+                };
+                self.ingest(message).await.map(|_| ())
+            }
+            provider::ProviderEvent::Status {
+                provider_message_id,
+                status,
+                at,
+            } => self
+                .inner
+                .store
+                .apply_status(provider.as_str(), &provider_message_id, status, at)
+                .await
+                .map(|_| ()),
+        }
+    }
+
     /// Wakes the dispatcher (a message was queued outside a flow).
     pub fn outbox_changed(&self) {
         self.inner.dispatch.notify_one();

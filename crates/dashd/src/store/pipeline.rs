@@ -192,6 +192,15 @@ pub trait PipelineStore: Send + Sync {
         retry_at_ms: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
+    /// A provider's delivery report: `sent` → `delivered` → `read`, forward only (a late
+    /// "delivered" never undoes "read"). False when nothing changed.
+    async fn apply_status(
+        &self,
+        provider: &str,
+        provider_message_id: &str,
+        state: MessageState,
+        at: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// `processing` entries (a crash mid-send) back to `pending`; returns how many.
     async fn recover_processing(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     async fn queue(&self, query: &QueueQuery) -> StoreResult<Vec<MessageRecord>>;
@@ -668,6 +677,34 @@ macro_rules! pipeline_store {
                 add_event(&mut *tx, id, state, Some(error), now).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn apply_status(&self, provider: &str, provider_message_id: &str, state: dash_core::api::MessageState, at: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+                use dash_core::api::MessageState;
+                if !matches!(state, MessageState::Delivered | MessageState::Read) {
+                    return Ok(false);
+                }
+                let mut tx = self.write().await?;
+                let updated = sqlx::query(
+                    "UPDATE messages SET state = $3, updated_at = $4 \
+                     WHERE provider = $1 AND provider_message_id = $2 AND direction = 'out' \
+                       AND (state = 'sent' OR ($3 = 'read' AND state = 'delivered')) RETURNING id",
+                )
+                .bind(provider)
+                .bind(provider_message_id)
+                .bind(state.as_str())
+                .bind(at)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let changed = match updated {
+                    Some(row) => {
+                        add_event(&mut *tx, $get_id(&row, "id")?, state.as_str(), Some(&format!("reported by {provider}")), at).await?;
+                        true
+                    }
+                    None => false,
+                };
+                tx.commit().await?;
+                Ok(changed)
             }
 
             async fn recover_processing(&self, now: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
