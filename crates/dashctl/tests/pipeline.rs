@@ -575,3 +575,47 @@ async fn chat_says_when_the_bot_had_not_finished_answering() {
     assert_eq!(replies.as_array().unwrap().len(), 1);
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tenant_limit_covers_all_its_bots() {
+    let env = Env::with(|c| {
+        c.dispatcher.tenant_rate_per_minute = 3;
+        c.dispatcher.bot_rate_per_minute = 0;
+    })
+    .await;
+    env.bot_with(None).await;
+    env.ctl(&["bot", "create", "acme/soporte", "--chain", "sandbox"])
+        .await
+        .ok();
+    for (bot, text) in [
+        ("acme/ventas", "v1"),
+        ("acme/soporte", "s1"),
+        ("acme/ventas", "v2"),
+        ("acme/soporte", "s2"),
+    ] {
+        env.ctl(&["send", bot, "--to", "+5491100000008", text])
+            .await
+            .ok();
+    }
+    eventually(Duration::from_secs(10), || async {
+        let sent = env
+            .ctl(&["queue", "list", "--state", "sent", "-o", "json"])
+            .await
+            .ok()
+            .json();
+        sent.as_array().unwrap().len() == 3
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pending = env
+        .ctl(&["queue", "list", "--state", "pending", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        pending.as_array().unwrap().len(),
+        1,
+        "the fourth message of the tenant waits"
+    );
+    env.stop().await;
+}

@@ -82,7 +82,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 .entry(item.bot_id)
                 .or_insert_with(|| SlidingWindow::new(settings.limit, Duration::from_secs(60)));
             bot_window.set_limit(settings.limit);
-            let tenant_window = (config.tenant_rate_per_minute > 0).then(|| {
+            let mut tenant_window = (config.tenant_rate_per_minute > 0).then(|| {
                 per_tenant.entry(item.tenant_id).or_insert_with(|| {
                     SlidingWindow::new(config.tenant_rate_per_minute, Duration::from_secs(60))
                 })
@@ -93,11 +93,8 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             } else {
                 bot_window.next_allowed(elapsed)
             };
-            let tenant_at = match &tenant_window {
-                Some(window) => {
-                    let mut window = (*window).clone();
-                    window.next_allowed(elapsed)
-                }
+            let tenant_at = match tenant_window.as_mut() {
+                Some(window) => window.next_allowed(elapsed),
                 None => Some(elapsed),
             };
             let allowed_at = bot_at.zip(tenant_at).map(|(a, b)| a.max(b));
@@ -127,10 +124,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             if settings.limit > 0 {
                 bot_window.record(elapsed);
             }
-            if let Some(window) = per_tenant
-                .get_mut(&item.tenant_id)
-                .filter(|_| config.tenant_rate_per_minute > 0)
-            {
+            if let Some(window) = tenant_window {
                 window.record(elapsed);
             }
             let Ok(slot) = slots.clone().acquire_owned().await else {
