@@ -282,12 +282,6 @@ impl Pipeline {
         self.inner.hub.subscribe()
     }
 
-    /// Emits `idle` for a contact when nothing is pending (for a stream that just
-    /// subscribed).
-    pub async fn announce_if_idle(&self, bot_id: Uuid, contact: &str) {
-        self.inner.announce_if_idle(bot_id, contact).await;
-    }
-
     /// A bot's settings or status changed: the dispatcher reads them again.
     pub fn bots_changed(&self) {
         self.inner
