@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 
+use crate::bot::BotSettings;
 use crate::{BotStatus, TenantStatus, ValidationError, validate};
 
 /// Version of the admin API. Raised when a change would break an older `dashctl`.
@@ -45,6 +46,11 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     pub const UNAVAILABLE: &str = "unavailable";
     pub const INTERNAL: &str = "internal";
+    pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+    pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
+    pub const URI_TOO_LONG: &str = "uri_too_long";
+    pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
+    pub const TIMEOUT: &str = "request_timeout";
 }
 
 /// `GET /v1/status`: what the daemon is and how it is doing.
@@ -171,27 +177,20 @@ impl CreateBot {
             None => "UTC".to_owned(),
         };
         let mut settings = match &self.settings {
-            Some(settings) => settings_object(settings)?,
-            None => serde_json::Value::Object(Default::default()),
+            Some(settings) => BotSettings::from_json(settings)?,
+            None => BotSettings::default(),
         };
-        let chain = match &self.chain {
-            Some(chain) => Some(chain.clone()),
-            None => settings
-                .get("chain")
-                .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok()),
-        };
-        let chain = match chain {
-            Some(chain) => crate::provider::parse_chain(&chain)?,
-            None => crate::provider::DEFAULT_CHAIN.to_vec(),
-        };
-        if let Some(map) = settings.as_object_mut() {
-            map.insert("chain".into(), serde_json::json!(chain));
+        if let Some(chain) = &self.chain {
+            settings.chain = Some(crate::provider::parse_chain(chain)?);
+        }
+        if settings.chain.is_none() {
+            settings.chain = Some(crate::provider::DEFAULT_CHAIN.to_vec());
         }
         Ok(CreateBot {
             name: self.name.clone(),
             phone,
             timezone: Some(timezone),
-            settings: Some(settings),
+            settings: Some(settings.to_json()),
             chain: None,
         })
     }
@@ -237,14 +236,11 @@ impl UpdateBot {
             .as_deref()
             .map(|tz| validate::timezone("timezone", tz).map(|tz| tz.name().to_owned()))
             .transpose()?;
-        let settings = self.settings.as_ref().map(settings_object).transpose()?;
-        if let Some(chain) = settings
+        let settings = self
+            .settings
             .as_ref()
-            .and_then(|s| s.get("chain"))
-            .and_then(|c| serde_json::from_value::<Vec<String>>(c.clone()).ok())
-        {
-            crate::provider::parse_chain(&chain)?;
-        }
+            .map(|settings| BotSettings::from_json(settings).map(|s| s.to_json()))
+            .transpose()?;
         let chain = self
             .chain
             .as_ref()
@@ -336,17 +332,6 @@ pub struct FlowVersionDetail {
     pub info: FlowVersionInfo,
     pub source: String,
     pub document: serde_json::Value,
-}
-
-fn settings_object(value: &serde_json::Value) -> Result<serde_json::Value, ValidationError> {
-    if value.is_object() {
-        Ok(value.clone())
-    } else {
-        Err(ValidationError::new(
-            "settings",
-            "must be a JSON object (e.g. {}), not a list, string or number",
-        ))
-    }
 }
 
 /// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -442,6 +427,91 @@ mod tests {
         let set: UpdateBot = serde_json::from_str(r#"{"phone":"+14155552671"}"#).unwrap();
         assert_eq!(set.phone, Some(Some("+14155552671".into())));
         assert!(serde_json::from_str::<UpdateBot>(r#"{"phon":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn bot_settings_are_typed_on_create_and_update() {
+        let base = CreateBot {
+            name: "sales".into(),
+            phone: None,
+            timezone: None,
+            settings: Some(serde_json::json!({"rate_limit_per_minute": "abc"})),
+            chain: None,
+        };
+        assert_eq!(
+            base.validated().unwrap_err().field,
+            "settings.rate_limit_per_minute"
+        );
+        let update: UpdateBot =
+            serde_json::from_str(r#"{"settings":{"chain":"sandbox"}}"#).unwrap();
+        assert_eq!(update.validated().unwrap_err().field, "settings.chain");
+        let update: UpdateBot =
+            serde_json::from_str(r#"{"settings":{"rate_limit_per_minute":5}}"#).unwrap();
+        assert_eq!(
+            update.validated().unwrap().settings,
+            Some(serde_json::json!({"rate_limit_per_minute": 5}))
+        );
+    }
+
+    #[test]
+    fn sandbox_fields_are_bounded() {
+        let base = SandboxInbound {
+            from: "+5491100000001".into(),
+            name: Some(" Ana ".into()),
+            text: "hola".into(),
+            reply_id: None,
+            message_id: None,
+        };
+        assert_eq!(base.validated().unwrap().name.as_deref(), Some("Ana"));
+        let cases = [
+            (
+                SandboxInbound {
+                    name: Some("a\u{1b}]0;x\u{7}".into()),
+                    ..base.clone()
+                },
+                "name",
+            ),
+            (
+                SandboxInbound {
+                    name: Some("n".repeat(201)),
+                    ..base.clone()
+                },
+                "name",
+            ),
+            (
+                SandboxInbound {
+                    text: "t".repeat(MAX_TEXT + 1),
+                    ..base.clone()
+                },
+                "text",
+            ),
+            (
+                SandboxInbound {
+                    reply_id: Some("r".repeat(MAX_ID + 1)),
+                    ..base.clone()
+                },
+                "reply_id",
+            ),
+            (
+                SandboxInbound {
+                    message_id: Some("m".repeat(MAX_ID + 1)),
+                    ..base.clone()
+                },
+                "message_id",
+            ),
+            (
+                SandboxInbound {
+                    from: "1".repeat(100_000),
+                    ..base.clone()
+                },
+                "from",
+            ),
+        ];
+        for (req, field) in cases {
+            let err = req.validated().unwrap_err();
+            assert_eq!(err.field, field);
+            assert!(err.message.len() < 300, "{}", err.message);
+        }
     }
 
     #[test]
@@ -667,8 +737,13 @@ pub struct SandboxInbound {
     pub message_id: Option<String>,
 }
 
+/// Longest interactive reply id or provider message id accepted.
+pub const MAX_ID: usize = 256;
+
 impl SandboxInbound {
-    /// Checks the number and the text.
+    /// Checks every field with the send API's bounds: the number (E.164), the text (at
+    /// most 4096 characters), the contact's name (a display name) and the ids (at most
+    /// 256 characters, no control characters).
     pub fn validated(&self) -> Result<SandboxInbound, ValidationError> {
         let from = validate::phone("from", &self.from)?;
         if self.text.chars().count() > MAX_TEXT {
@@ -677,8 +752,20 @@ impl SandboxInbound {
                 "must be at most 4096 characters",
             ));
         }
+        let name = self
+            .name
+            .as_deref()
+            .map(|name| validate::display_name("name", name))
+            .transpose()?;
+        if let Some(reply_id) = &self.reply_id {
+            validate::token("reply_id", reply_id, MAX_ID)?;
+        }
+        if let Some(message_id) = &self.message_id {
+            validate::token("message_id", message_id, MAX_ID)?;
+        }
         Ok(SandboxInbound {
             from,
+            name,
             ..self.clone()
         })
     }

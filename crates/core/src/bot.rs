@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::provider::{ProviderKind, parse_chain};
 use crate::{ValidationError, validate};
 
 /// A bot as stored and as returned by the admin API.
@@ -36,6 +37,112 @@ impl Bot {
     pub fn path(&self) -> String {
         format!("{}/{}", self.tenant, self.name)
     }
+}
+
+/// The keys a bot's settings document may hold, checked whenever settings are written.
+/// The document is stored as the JSON object this serialises to, so bots created before
+/// the type existed read the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotSettings {
+    /// Providers to send through, first to last (default: sandbox).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Vec<ProviderKind>>,
+    /// Messages this bot sends per minute at most; 0 means no per-bot limit. Unset: the
+    /// daemon's `dispatcher.bot_rate_per_minute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// Highest `rate_limit_per_minute` accepted (a thousand a second: beyond what any
+/// WhatsApp provider allows, so a larger number is a typo).
+pub const MAX_RATE_LIMIT_PER_MINUTE: u32 = 60_000;
+
+impl BotSettings {
+    /// Every key [`BotSettings`] knows, as its error messages list them.
+    pub const KEYS: [&'static str; 2] = ["chain", "rate_limit_per_minute"];
+
+    /// Reads and checks a settings document as a client sent it. Each problem is a
+    /// [`ValidationError`] naming the key (`settings.chain`, ...); nothing is replaced by
+    /// a default. `null` for a key means the key is unset.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, ValidationError> {
+        let Some(map) = value.as_object() else {
+            return Err(ValidationError::new(
+                "settings",
+                "must be a JSON object (e.g. {}), not a list, string or number",
+            ));
+        };
+        if let Some(key) = map.keys().find(|key| !Self::KEYS.contains(&key.as_str())) {
+            let field = if validate::token("settings", key, 64).is_ok() {
+                format!("settings.{key}")
+            } else {
+                "settings".to_owned()
+            };
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "{} is not a bot setting: use {}",
+                    validate::quoted(key),
+                    Self::KEYS.join(" or ")
+                ),
+            ));
+        }
+        let present = |key: &str| map.get(key).filter(|value| !value.is_null());
+        let chain = present("chain").map(chain_setting).transpose()?;
+        let rate_limit_per_minute = present("rate_limit_per_minute")
+            .map(rate_setting)
+            .transpose()?;
+        Ok(Self {
+            chain,
+            rate_limit_per_minute,
+        })
+    }
+
+    /// The document as stored in the bot's `settings` column.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        if let Some(chain) = &self.chain {
+            let names = chain.iter().map(|kind| kind.as_str().into()).collect();
+            map.insert("chain".into(), serde_json::Value::Array(names));
+        }
+        if let Some(limit) = self.rate_limit_per_minute {
+            map.insert("rate_limit_per_minute".into(), limit.into());
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+fn chain_setting(value: &serde_json::Value) -> Result<Vec<ProviderKind>, ValidationError> {
+    const FIELD: &str = "settings.chain";
+    let not_a_list = || {
+        ValidationError::new(
+            FIELD,
+            "must be a list of provider names (e.g. [\"sandbox\"])",
+        )
+    };
+    let names = value
+        .as_array()
+        .ok_or_else(not_a_list)?
+        .iter()
+        .map(|name| name.as_str().map(str::to_owned).ok_or_else(not_a_list))
+        .collect::<Result<Vec<String>, _>>()?;
+    parse_chain(&names).map_err(|err| ValidationError::new(FIELD, err.message))
+}
+
+fn rate_setting(value: &serde_json::Value) -> Result<u32, ValidationError> {
+    value
+        .as_u64()
+        .and_then(|limit| u32::try_from(limit).ok())
+        .filter(|limit| *limit <= MAX_RATE_LIMIT_PER_MINUTE)
+        .ok_or_else(|| {
+            ValidationError::new(
+                "settings.rate_limit_per_minute",
+                format!(
+                    "must be a whole number from 0 (no limit) to {MAX_RATE_LIMIT_PER_MINUTE}, not {}",
+                    validate::quoted(&value.to_string())
+                ),
+            )
+        })
 }
 
 /// Whether a bot answers messages.
@@ -150,6 +257,68 @@ mod tests {
             BotRef::parse("acme/sales").unwrap().to_string(),
             "acme/sales"
         );
+    }
+
+    #[test]
+    fn settings_are_checked_key_by_key() {
+        use serde_json::json;
+        let good =
+            BotSettings::from_json(&json!({"chain": ["sandbox"], "rate_limit_per_minute": 120}))
+                .unwrap();
+        assert_eq!(good.chain, Some(vec![ProviderKind::Sandbox]));
+        assert_eq!(good.rate_limit_per_minute, Some(120));
+        assert_eq!(
+            good.to_json(),
+            json!({"chain": ["sandbox"], "rate_limit_per_minute": 120})
+        );
+        assert_eq!(
+            BotSettings::from_json(&json!({"rate_limit_per_minute": 0}))
+                .unwrap()
+                .rate_limit_per_minute,
+            Some(0)
+        );
+        assert_eq!(
+            BotSettings::from_json(&json!({"chain": null})).unwrap(),
+            BotSettings::default()
+        );
+        let cases = [
+            (json!([1]), "settings"),
+            (json!({"chain": "sandbox"}), "settings.chain"),
+            (json!({"chain": [1]}), "settings.chain"),
+            (json!({"chain": []}), "settings.chain"),
+            (json!({"chain": ["carrier-pigeon"]}), "settings.chain"),
+            (
+                json!({"rate_limit_per_minute": -1}),
+                "settings.rate_limit_per_minute",
+            ),
+            (
+                json!({"rate_limit_per_minute": "-1"}),
+                "settings.rate_limit_per_minute",
+            ),
+            (
+                json!({"rate_limit_per_minute": "abc"}),
+                "settings.rate_limit_per_minute",
+            ),
+            (
+                json!({"rate_limit_per_minute": 1.5}),
+                "settings.rate_limit_per_minute",
+            ),
+            (
+                json!({"rate_limit_per_minute": u64::from(u32::MAX) + 1}),
+                "settings.rate_limit_per_minute",
+            ),
+            (
+                json!({"rate_limit_per_minute": 60_001}),
+                "settings.rate_limit_per_minute",
+            ),
+            (json!({"greeting": "hola"}), "settings.greeting"),
+            (json!({"x".repeat(100): 1}), "settings"),
+        ];
+        for (value, field) in cases {
+            let err = BotSettings::from_json(&value).unwrap_err();
+            assert_eq!(err.field, field, "{value}");
+            assert!(err.message.len() < 300, "{}", err.message);
+        }
     }
 
     #[test]

@@ -52,6 +52,61 @@ pub struct PipelineConfig {
     /// Let flow `http` actions reach loopback and private networks (off: only public
     /// addresses, so a flow cannot probe the server's own network).
     pub allow_private_http: bool,
+    /// Attempts at handling one inbound message (or firing one timer, or applying one
+    /// HTTP result) before it is marked `failed` and skipped; the conversation goes on.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; it doubles per attempt (with jitter).
+    pub retry_base_ms: u64,
+    /// Inbound messages accepted but not handled yet, all bots together; past it, intake
+    /// answers 503 with `Retry-After` (providers and bridges retry).
+    pub max_backlog: u32,
+    /// The same bound per bot, so one flooded bot cannot take the whole backlog.
+    pub max_backlog_per_bot: u32,
+    /// Memory for compiled flows kept between messages (least recently used dropped
+    /// first), in MiB.
+    pub flow_cache_mb: u32,
+    /// Messages one inbound message (or timer) may cause a flow to send.
+    pub max_messages_per_event: u32,
+    /// HTTP requests one inbound message may cause a flow to make.
+    pub max_http_per_event: u32,
+    /// Flow steps one inbound message may run before the flow waits for the customer.
+    pub max_steps_per_event: u32,
+    /// Where flow steps run: `process` (supervised worker processes with a memory limit,
+    /// killed at the deadline) or `thread` (inside dashd: the deadline only stops
+    /// waiting, and memory is not bounded).
+    pub flow_isolation: FlowIsolation,
+    /// Flow worker processes; 0 means one per CPU (at least 2). One tenant uses at most
+    /// half of them at once.
+    pub flow_workers: u32,
+    /// Address-space limit of each flow worker, in MiB.
+    pub flow_memory_mb: u64,
+    /// Wall-clock limit of one flow step (one message, timer or HTTP result), in ms.
+    pub flow_step_timeout_ms: u64,
+    /// The dashd executable flow workers start from; unset means the running dashd.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_worker_exe: Option<PathBuf>,
+}
+
+/// Where flow steps run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowIsolation {
+    /// Supervised worker processes (memory limit, killed at the deadline).
+    #[default]
+    Process,
+    /// Threads inside dashd (the deadline only stops waiting; memory unbounded).
+    Thread,
+}
+
+impl PipelineConfig {
+    /// The fan-out caps the flow engine enforces, at import and at run time.
+    pub fn flow_limits(&self) -> crate::flow::Limits {
+        crate::flow::Limits {
+            max_messages: self.max_messages_per_event,
+            max_http: self.max_http_per_event,
+            max_steps: self.max_steps_per_event,
+        }
+    }
 }
 
 impl Default for PipelineConfig {
@@ -59,6 +114,19 @@ impl Default for PipelineConfig {
         Self {
             workers: 32,
             allow_private_http: false,
+            max_attempts: 3,
+            retry_base_ms: 1000,
+            max_backlog: 2000,
+            max_backlog_per_bot: 500,
+            flow_cache_mb: 64,
+            max_messages_per_event: 20,
+            max_http_per_event: 5,
+            max_steps_per_event: 256,
+            flow_isolation: FlowIsolation::Process,
+            flow_workers: 0,
+            flow_memory_mb: 256,
+            flow_step_timeout_ms: 2000,
+            flow_worker_exe: None,
         }
     }
 }
@@ -79,6 +147,10 @@ pub struct DispatcherConfig {
     /// First retry delay; it doubles per attempt (with jitter) up to `retry_max_ms`.
     pub retry_base_ms: u64,
     pub retry_max_ms: u64,
+    /// How long a claimed entry belongs to the dispatcher that claimed it. An entry still
+    /// `processing` after its lease (its dashd died, or could not record the outcome) is
+    /// taken back and sent again. Longer than any provider call may take.
+    pub lease_ms: u64,
 }
 
 impl Default for DispatcherConfig {
@@ -90,6 +162,7 @@ impl Default for DispatcherConfig {
             max_attempts: 8,
             retry_base_ms: 1000,
             retry_max_ms: 300_000,
+            lease_ms: 120_000,
         }
     }
 }
@@ -110,6 +183,17 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How long shutdown waits for in-flight requests before closing them.
     pub shutdown_timeout_s: u64,
+    /// Connections served at once on the public listener (lowered at start to fit
+    /// RLIMIT_NOFILE minus a reserve for the admin socket and the database).
+    pub max_connections: u32,
+    /// Time to send a request's line and headers; also ends idle keep-alive connections.
+    pub header_timeout_ms: u64,
+    /// Time to send a request's body (408 beyond).
+    pub body_timeout_ms: u64,
+    /// A connection moving no bytes either way for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// Largest request body on the public listener (413 beyond).
+    pub max_body_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +201,11 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3009)),
             shutdown_timeout_s: 10,
+            max_connections: 1024,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_body_bytes: 1 << 20,
         }
     }
 }
@@ -245,6 +334,28 @@ impl Config {
                 message: "must be between 1 and 3600 seconds".into(),
             });
         }
+        for (key, value) in [
+            (
+                "server.max_connections",
+                u64::from(self.server.max_connections),
+            ),
+            ("server.header_timeout_ms", self.server.header_timeout_ms),
+            ("server.body_timeout_ms", self.server.body_timeout_ms),
+            ("server.idle_timeout_ms", self.server.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    key: key.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err(ConfigError {
+                key: "server.max_body_bytes".into(),
+                message: "must be at least 1024".into(),
+            });
+        }
         if !(1..=1024).contains(&self.pipeline.workers) {
             return Err(ConfigError {
                 key: "pipeline.workers".into(),
@@ -269,6 +380,78 @@ impl Config {
             return Err(ConfigError {
                 key: "dispatcher.retry_base_ms".into(),
                 message: "must be at least 1 and at most retry_max_ms".into(),
+            });
+        }
+        if !(1..=100).contains(&self.pipeline.max_attempts) {
+            return Err(ConfigError {
+                key: "pipeline.max_attempts".into(),
+                message: "must be between 1 and 100".into(),
+            });
+        }
+        if !(1..=3_600_000).contains(&self.pipeline.retry_base_ms) {
+            return Err(ConfigError {
+                key: "pipeline.retry_base_ms".into(),
+                message: "must be between 1 and 3600000".into(),
+            });
+        }
+        if self.pipeline.max_backlog == 0 {
+            return Err(ConfigError {
+                key: "pipeline.max_backlog".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.pipeline.max_backlog_per_bot == 0 {
+            return Err(ConfigError {
+                key: "pipeline.max_backlog_per_bot".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        for (key, value, max) in [
+            (
+                "pipeline.max_messages_per_event",
+                self.pipeline.max_messages_per_event,
+                1000,
+            ),
+            (
+                "pipeline.max_http_per_event",
+                self.pipeline.max_http_per_event,
+                100,
+            ),
+            (
+                "pipeline.max_steps_per_event",
+                self.pipeline.max_steps_per_event,
+                10_000,
+            ),
+        ] {
+            if !(1..=max).contains(&value) {
+                return Err(ConfigError {
+                    key: key.into(),
+                    message: format!("must be between 1 and {max}"),
+                });
+            }
+        }
+        if !(64..=65_536).contains(&self.pipeline.flow_memory_mb) {
+            return Err(ConfigError {
+                key: "pipeline.flow_memory_mb".into(),
+                message: "must be between 64 and 65536".into(),
+            });
+        }
+        if !(10..=600_000).contains(&self.pipeline.flow_step_timeout_ms) {
+            return Err(ConfigError {
+                key: "pipeline.flow_step_timeout_ms".into(),
+                message: "must be between 10 and 600000".into(),
+            });
+        }
+        if self.pipeline.flow_workers > 256 {
+            return Err(ConfigError {
+                key: "pipeline.flow_workers".into(),
+                message: "must be at most 256 (0 means one per CPU)".into(),
+            });
+        }
+        if self.dispatcher.lease_ms < 1000 {
+            return Err(ConfigError {
+                key: "dispatcher.lease_ms".into(),
+                message: "must be at least 1000 (longer than any provider call)".into(),
             });
         }
         if self.data_dir.as_os_str().is_empty() {

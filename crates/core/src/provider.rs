@@ -70,7 +70,11 @@ impl std::str::FromStr for ProviderKind {
                 let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.as_str()).collect();
                 ValidationError::new(
                     "chain",
-                    format!("{s:?} is not a provider: use one of {}", names.join(", ")),
+                    format!(
+                        "{} is not a provider: use one of {}",
+                        crate::validate::quoted(s),
+                        names.join(", ")
+                    ),
                 )
             })
     }
@@ -108,6 +112,8 @@ pub fn parse_chain(names: &[String]) -> Result<Vec<ProviderKind>, ValidationErro
 }
 
 /// The bot's chain from its settings document (`settings.chain`), or the default.
+/// Settings are checked when they are written ([`crate::bot::BotSettings::from_json`]); a
+/// stored document written before that check reads as the default here.
 pub fn chain_of(settings: &serde_json::Value) -> Vec<ProviderKind> {
     settings
         .get("chain")

@@ -107,6 +107,48 @@ pub fn display_name(field: &str, value: &str) -> Result<String, ValidationError>
     Ok(trimmed.to_owned())
 }
 
+/// Checks a free-form token (a message id, an interactive reply id): at most `max`
+/// characters, no control characters.
+pub fn token(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.chars().count() > max {
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A user value as error messages quote it: in quotes, escaped, cut to 60 characters.
+pub fn quoted(value: &str) -> String {
+    Quoted(value).to_string()
+}
+
+/// `text` cut to at most `max` characters (on a character boundary, `…` marking the
+/// cut), with control characters other than newline and tab escaped. For messages that
+/// carry someone else's text, such as a parser's complaint about the input.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut shown = String::with_capacity(text.len().min(max * 4));
+    for (count, c) in text.chars().enumerate() {
+        if count == max {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() && c != '\n' && c != '\t' {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
 /// Displays a user value in quotes, escaped and cut short, so an error message never
 /// carries terminal control sequences or a megabyte of input.
 struct Quoted<'a>(&'a str);
@@ -191,6 +233,27 @@ mod tests {
         assert!(display_name("name", "   ").is_err());
         assert!(display_name("name", "a\u{1b}[31m").is_err());
         assert!(display_name("name", &"x".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn bounded_text_is_cut_on_a_character_and_escaped() {
+        assert_eq!(bounded("hola", 10), "hola");
+        let cut = bounded(&"ñ".repeat(1_000_000), 64);
+        assert_eq!(cut.chars().count(), 65);
+        assert!(cut.ends_with('…'));
+        assert_eq!(bounded("a\u{1b}[31m\nb", 20), "a\\u{1b}[31m\nb");
+        assert_eq!(bounded("a\u{9b}b", 20), "a\\u{9b}b");
+    }
+
+    #[test]
+    fn tokens_are_bounded_without_control_characters() {
+        assert!(token("reply_id", "opt-1", 10).is_ok());
+        assert_eq!(
+            token("reply_id", &"x".repeat(11), 10).unwrap_err().field,
+            "reply_id"
+        );
+        assert!(token("reply_id", "a\u{7f}", 10).is_err());
+        assert!(token("reply_id", "a\u{85}", 10).is_err());
     }
 
     #[test]

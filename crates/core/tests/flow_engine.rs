@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
 use dash_core::flow::engine::{EndReason, HttpOutcome, StartReason, TimerKind, Waiting};
 use dash_core::flow::{
-    Bundle, Capabilities, Context, ConversationState, Effect, Event, Versions, step,
+    Bundle, Capabilities, Context, ConversationState, Effect, Event, Limits, Versions, step_within,
 };
 use serde_json::{Value, json};
 
@@ -33,6 +33,7 @@ struct Chat {
     contact: Value,
     bot: Value,
     last: Vec<Effect>,
+    limits: Limits,
 }
 
 fn bundle(text: &str, version: u32) -> Bundle {
@@ -57,7 +58,20 @@ impl Chat {
             contact: json!({"phone": "+5491123456789", "name": "Ana", "vip": true}),
             bot: json!({"name": "Tienda", "timezone": "America/Argentina/Buenos_Aires"}),
             last: Vec::new(),
+            limits: Limits::default(),
         }
+    }
+
+    /// A chat on a document validated against `validated_with`, run within `limits`.
+    fn within(doc: &str, validated_with: &Limits, limits: Limits) -> Chat {
+        let mut chat =
+            Chat::new("[[flows]]\nid = \"x\"\nsteps = [{ id = \"e\", kind = \"end\" }]\n");
+        chat.store.bundles = vec![
+            Bundle::from_text_within(doc, 1, Capabilities::CURRENT, validated_with)
+                .unwrap_or_else(|errors| panic!("{errors:#?}")),
+        ];
+        chat.limits = limits;
+        chat
     }
 
     fn event(&mut self, event: Event) -> Vec<String> {
@@ -67,7 +81,13 @@ impl Chat {
             bot: &self.bot,
             contact: &self.contact,
         };
-        let outcome = step(&self.store, std::mem::take(&mut self.state), &event, &ctx);
+        let outcome = step_within(
+            &self.store,
+            std::mem::take(&mut self.state),
+            &event,
+            &ctx,
+            &self.limits,
+        );
         self.state = outcome.state;
         // Round-trip the state through JSON as dashd stores it.
         let json = serde_json::to_string(&self.state).unwrap();
@@ -762,7 +782,7 @@ steps = [{ id = "a", kind = "end", text = "menú" }]
 }
 
 #[test]
-fn long_flows_never_hit_the_step_budget() {
+fn long_flows_valid_under_their_limits_never_hit_them() {
     let mut doc =
         String::from("[[flows]]\nid = \"long\"\ntriggers = [{ keywords = [\"hola\"] }]\n");
     for i in 0..600 {
@@ -771,9 +791,149 @@ fn long_flows_never_hit_the_step_budget() {
         ));
     }
     doc.push_str("[[flows.steps]]\nid = \"q\"\nkind = \"question\"\ntext = \"n={{ vars.n }}\"\nvar = \"x\"\n");
-    let mut chat = Chat::new(&doc);
+    // 601 steps in a row: over the default cap of 256 steps per inbound message.
+    let errors = Bundle::from_text(&doc, 1, Capabilities::CURRENT).unwrap_err();
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("601 steps can run without waiting for the customer"),
+        "{errors:#?}"
+    );
+    assert_eq!(errors[0].step.as_deref(), Some("s0"));
+    // Under limits that allow it, it runs to the question, in constant stack.
+    let limits = Limits {
+        max_steps: 601,
+        ..Limits::default()
+    };
+    let mut chat = Chat::within(&doc, &limits, limits);
     assert_eq!(chat.say("hola"), ["n=599"]);
     assert!(chat.ended().is_none());
+}
+
+fn straight_line(messages: usize) -> String {
+    let mut doc =
+        String::from("[[flows]]\nid = \"spam\"\ntriggers = [{ keywords = [\"hola\"] }]\n");
+    for i in 0..messages {
+        doc.push_str(&format!(
+            "[[flows.steps]]\nid = \"m{i}\"\nkind = \"message\"\ntext = \"{i}\"\n"
+        ));
+    }
+    doc.push_str(
+        "[[flows.steps]]\nid = \"q\"\nkind = \"question\"\ntext = \"more?\"\nvar = \"x\"\n",
+    );
+    doc
+}
+
+#[test]
+fn a_thousand_messages_in_a_row_are_refused_and_capped() {
+    let doc = straight_line(1000);
+    let errors = Bundle::from_text(&doc, 1, Capabilities::CURRENT).unwrap_err();
+    let shown = errors[0].to_string();
+    assert!(
+        shown.contains("1001 messages can be sent without waiting for the customer")
+            && shown.contains("pipeline.max_messages_per_event"),
+        "{errors:#?}"
+    );
+    assert_eq!(
+        (errors[0].flow.as_deref(), errors[0].step.as_deref()),
+        (Some("spam"), Some("m0"))
+    );
+    // 1000 steps are over the default step cap too.
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.message.contains("max_steps_per_event"))
+    );
+    // Accepted under generous limits, then run within the defaults: at most 20 sends,
+    // a warning, and the conversation ends instead of standing on an unfinished step.
+    let generous = Limits {
+        max_messages: 2000,
+        max_http: 5,
+        max_steps: 2000,
+    };
+    let mut chat = Chat::within(&doc, &generous, Limits::default());
+    let sent = chat.say("hola");
+    assert_eq!(sent.len(), 20, "{sent:?}");
+    assert_eq!(chat.ended(), Some(EndReason::Error));
+    assert!(chat.last.iter().any(|e| matches!(e,
+        Effect::Warning { message } if message.contains("more than 20 messages"))));
+    assert!(chat.state.active.is_none() && chat.state.timers.is_empty());
+    // The next message starts a new count.
+    assert_eq!(chat.say("hola").len(), 20);
+    // Within limits that allow it, all of it is sent.
+    let mut chat = Chat::within(&doc, &generous, generous);
+    assert_eq!(chat.say("hola").len(), 1001);
+}
+
+#[test]
+fn http_requests_in_a_chain_count_against_one_inbound_message() {
+    let mut doc = String::from("[[flows]]\nid = \"f\"\ntriggers = [{ keywords = [\"go\"] }]\n");
+    for i in 0..6 {
+        doc.push_str(&format!(
+            "[[flows.steps]]\nid = \"h{i}\"\nkind = \"action\"\nhttp = {{ url = \"https://api.example.com/{i}\" }}\n"
+        ));
+    }
+    doc.push_str("[[flows.steps]]\nid = \"done\"\nkind = \"end\"\ntext = \"ok\"\n");
+    let errors = Bundle::from_text(&doc, 1, Capabilities::CURRENT).unwrap_err();
+    assert!(
+        errors[0].message.contains("6 HTTP requests can be made")
+            && errors[0].step.as_deref() == Some("h0"),
+        "{errors:#?}"
+    );
+    let generous = Limits {
+        max_http: 10,
+        ..Limits::default()
+    };
+    let mut chat = Chat::within(&doc, &generous, Limits::default());
+    chat.say("go");
+    let mut requests = 0;
+    while let Some(request_id) = chat.last.iter().find_map(|e| match e {
+        Effect::Http(request) => Some(request.request_id),
+        _ => None,
+    }) {
+        requests += 1;
+        chat.event(Event::Http {
+            request_id,
+            outcome: HttpOutcome::Response {
+                status: 200,
+                body: json!({}),
+            },
+        });
+    }
+    assert_eq!(requests, 5);
+    assert_eq!(chat.ended(), Some(EndReason::Error));
+    assert!(chat.last.iter().any(|e| matches!(e,
+        Effect::Warning { message } if message.contains("more than 5 HTTP requests"))));
+}
+
+#[test]
+fn variables_cannot_grow_past_their_bound() {
+    let doc = r#"
+[[flows]]
+id = "f"
+triggers = [{ keywords = ["go"] }]
+steps = [
+  { id = "ask", kind = "question", text = "more?", var = "answer" },
+  { id = "grow", kind = "action", set = { big = "{{ vars.big }}{{ vars.answer }}" } },
+  { id = "back", kind = "goto", step = "ask" },
+]
+"#;
+    let mut chat = Chat::new(doc);
+    chat.say("go");
+    let chunk = "x".repeat(10_000);
+    let mut refused = false;
+    for _ in 0..10 {
+        chat.say(&chunk);
+        let size = serde_json::to_vec(&chat.state.vars).unwrap().len();
+        assert!(size <= 64 * 1024, "{size}");
+        refused |= chat.last.iter().any(|e| {
+            matches!(e,
+            Effect::Warning { message } if message.contains("vars."))
+        });
+    }
+    assert!(refused, "the variables never reached the bound");
+    // The conversation goes on.
+    assert_eq!(chat.step_id(), "ask");
 }
 
 #[test]

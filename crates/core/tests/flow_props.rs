@@ -280,6 +280,8 @@ fn check_invariants(bundle: &Bundle, state: &ConversationState, effects: &[Effec
         }
         if let Effect::Warning { message } = effect {
             assert!(!message.contains("budget"), "{message}");
+            // Validation bounds every straight-line path, so no run meets a limit.
+            assert!(!message.contains("_per_event"), "{message}");
         }
     }
     if let Some(active) = &state.active {

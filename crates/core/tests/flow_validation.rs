@@ -128,3 +128,117 @@ steps = [
 "#;
     Bundle::from_text(doc, 1, Capabilities::CURRENT).unwrap();
 }
+
+#[test]
+fn debug_is_refused_in_any_branch() {
+    let doc = r#"
+[[flows]]
+id = "main"
+steps = [{ id = "hello", kind = "message", text = "{% if false %}{{ debug() }}{% endif %}Hola" }]
+"#;
+    let errors = Bundle::from_text(doc, 1, Capabilities::CURRENT).unwrap_err();
+    assert!(
+        errors[0]
+            .to_string()
+            .starts_with("flow \"main\", step \"hello\", field text[0]: unknown variable `debug`"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn limits_are_configurable_at_validation() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/invalid_flows/too_many_messages.toml"),
+    )
+    .unwrap();
+    let limits = dash_core::flow::Limits {
+        max_messages: 21,
+        ..Default::default()
+    };
+    Bundle::from_text_within(&text, 1, Capabilities::CURRENT, &limits).unwrap();
+    let tighter = dash_core::flow::Limits {
+        max_steps: 20,
+        ..limits
+    };
+    let errors = Bundle::from_text_within(&text, 1, Capabilities::CURRENT, &tighter).unwrap_err();
+    assert!(
+        errors[0].message.contains("21 steps can run"),
+        "{errors:#?}"
+    );
+    // A command that sends a message and starts a flow counts both.
+    let doc = r#"
+[[commands]]
+keywords = ["menu"]
+message = "Back to the menu"
+flow = "main"
+[[flows]]
+id = "main"
+steps = [
+  { id = "a", kind = "message", text = "one" },
+  { id = "b", kind = "end", text = "two" },
+]
+"#;
+    let two = dash_core::flow::Limits {
+        max_messages: 2,
+        ..Default::default()
+    };
+    let errors = Bundle::from_text_within(doc, 1, Capabilities::CURRENT, &two).unwrap_err();
+    assert_eq!(
+        errors[0].field.as_deref(),
+        Some("commands[0]"),
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn compiled_size_estimate_tracks_the_document() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/flows");
+    for name in ["shop.toml", "support.toml", "out_of_hours.toml"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        let bundle = Bundle::from_text(&text, 1, Capabilities::CURRENT).unwrap();
+        let size = bundle.approx_size_bytes();
+        eprintln!(
+            "{name}: {} bytes of source, about {size} bytes compiled",
+            text.len()
+        );
+        // Compiled templates and regexes cost tens of times their source (measured: 48 KB
+        // for out_of_hours.toml, 164 KB for support.toml, 244 KB for shop.toml).
+        assert!(
+            size > 30 * text.len() && size < 100 * text.len() + 64 * 1024,
+            "{name}: {size}"
+        );
+    }
+    // Twice the flows, about twice the cost.
+    let one = "[[flows]]\nid = \"a\"\nsteps = [{ id = \"q\", kind = \"question\", text = \"Hola {{ contact.name }}\", var = \"x\" }]\n";
+    let two = format!(
+        "{one}{}",
+        one.replace("\"a\"", "\"b\"").replace("Hola", "Chau")
+    );
+    let small = Bundle::from_text(one, 1, Capabilities::CURRENT)
+        .unwrap()
+        .approx_size_bytes();
+    let large = Bundle::from_text(&two, 1, Capabilities::CURRENT)
+        .unwrap()
+        .approx_size_bytes();
+    assert!(large > small, "{small} {large}");
+}
+
+#[test]
+fn documents_hold_a_bounded_number_of_templates() {
+    let mut doc = String::from(
+        "[[flows]]\nid = \"f\"\n[[flows.steps]]\nid = \"q\"\nkind = \"question\"\nvar = \"x\"\ntext = \"?\"\n[[flows.steps]]\nid = \"m\"\nkind = \"message\"\ntext = [\n",
+    );
+    for i in 0..2_100 {
+        doc.push_str(&format!("  \"{i}\",\n"));
+    }
+    doc.push_str("]\n");
+    let errors = Bundle::from_text(&doc, 1, Capabilities::CURRENT).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0]
+            .to_string()
+            .contains("field text[1999]: a document may hold at most 2000 different templates"),
+        "{errors:#?}"
+    );
+}

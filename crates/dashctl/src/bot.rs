@@ -6,7 +6,7 @@ use dash_core::{Bot, BotRef};
 use crate::cli::BotCommand;
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Failure};
-use crate::output::{Output, details, table, time};
+use crate::output::{Output, cells, details, table, time};
 use crate::tenant::segment;
 
 pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult {
@@ -44,13 +44,13 @@ pub async fn run(client: &Client, out: Output, command: BotCommand) -> CliResult
                 || {
                     let mut t = table(&["BOT", "PHONE", "TIMEZONE", "STATUS", "CREATED"]);
                     for bot in &bots {
-                        t.add_row(vec![
+                        t.add_row(cells([
                             bot.path(),
                             bot.phone.clone().unwrap_or_else(|| "-".into()),
                             bot.timezone.clone(),
                             bot.status.to_string(),
                             time(&bot.created_at),
-                        ]);
+                        ]));
                     }
                     t
                 },

@@ -12,6 +12,7 @@ use tokio::io::AsyncBufReadExt;
 use crate::client::{Client, EventStream};
 use crate::error::{CliError, CliResult, Failure};
 use crate::output::{Output, details, time};
+use crate::sanitize::sanitize;
 use crate::tenant::segment;
 
 /// A reply as `--output json` prints it.
@@ -170,7 +171,7 @@ async fn interactive(
 /// Prints a reply in the interactive chat, continuation lines indented.
 #[allow(clippy::print_stdout)] // the chat's output
 fn show(body: &MessageBody) {
-    for (i, line) in render(body).lines().enumerate() {
+    for (i, line) in sanitize(&render(body)).lines().enumerate() {
         println!("{}{line}", if i == 0 { "bot> " } else { "     " });
     }
 }

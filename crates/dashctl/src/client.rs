@@ -199,7 +199,7 @@ impl Client {
         if !self.warned.swap(true, Ordering::Relaxed)
             && let Some(warning) = version_warning(&daemon_version, api)
         {
-            eprintln!("warning: {warning}");
+            eprintln!("warning: {}", crate::sanitize::sanitize(&warning));
         }
         Ok(())
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::cli::{DocumentFormat, FlowCommand};
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Failure};
-use crate::output::{Output, details, table, time};
+use crate::output::{Output, cells, details, table, time};
 use crate::tenant::segment;
 
 pub async fn run(client: &Client, out: Output, command: FlowCommand) -> CliResult {
@@ -58,7 +58,7 @@ pub async fn run(client: &Client, out: Output, command: FlowCommand) -> CliResul
                 for v in &versions {
                     let ids: Vec<&str> = v.flows.iter().map(|f| f.id.as_str()).collect();
                     let steps: usize = v.flows.iter().map(|f| f.steps).sum();
-                    t.add_row(vec![
+                    t.add_row(cells([
                         v.version.to_string(),
                         if v.active { "*".into() } else { String::new() },
                         format_name(v.format).into(),
@@ -66,7 +66,7 @@ pub async fn run(client: &Client, out: Output, command: FlowCommand) -> CliResul
                         steps.to_string(),
                         format!("{} B", v.size_bytes),
                         time(&v.created_at),
-                    ]);
+                    ]));
                 }
                 t
             })
@@ -121,7 +121,7 @@ pub async fn run(client: &Client, out: Output, command: FlowCommand) -> CliResul
             } else {
                 detail.source.clone()
             };
-            out.print(&detail, || text)
+            out.print_document(&detail, text)
         }
         FlowCommand::Activate {
             bot,
@@ -206,7 +206,11 @@ pub fn validate(out: Output, files: &[std::path::PathBuf]) -> CliResult {
                 ));
             } else {
                 for err in &r.errors {
-                    eprintln!("{}: {err}", r.file);
+                    eprintln!(
+                        "{}: {}",
+                        r.file,
+                        crate::sanitize::sanitize(&err.to_string())
+                    );
                 }
             }
         }
@@ -276,11 +280,11 @@ fn format_name(format: Format) -> &'static str {
 fn flows_table(info: &FlowVersionInfo) -> String {
     let mut t = table(&["FLOW", "TRIGGERS", "STEPS"]);
     for flow in &info.flows {
-        t.add_row(vec![
+        t.add_row(cells([
             flow.id.clone(),
             flow.triggers.to_string(),
             flow.steps.to_string(),
-        ]);
+        ]));
     }
     t.trim_fmt()
 }

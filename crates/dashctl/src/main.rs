@@ -9,6 +9,7 @@ mod error;
 mod flow;
 mod output;
 mod queue;
+mod sanitize;
 mod status;
 mod tenant;
 
@@ -21,6 +22,7 @@ use crate::cli::{Cli, Command, OutputFormat};
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Failure};
 use crate::output::Output;
+use crate::sanitize::sanitize;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -147,10 +149,7 @@ fn usage_error(err: &clap::Error) -> ExitCode {
 fn report(err: &CliError, format: OutputFormat) {
     match format {
         OutputFormat::Table => {
-            eprintln!("dashctl: {}", err.message);
-            for detail in &err.details {
-                eprintln!("  {detail}");
-            }
+            eprint!("{}", error_text(err));
         }
         OutputFormat::Json => {
             let body = ErrorBody {
@@ -169,5 +168,32 @@ fn report(err: &CliError, format: OutputFormat) {
                 serde_json::to_string(&body).unwrap_or_else(|_| err.message.clone())
             );
         }
+    }
+}
+
+/// An error as people read it: the message, then each detail indented, sanitised since
+/// dashd's messages may quote what a tenant or a customer wrote.
+fn error_text(err: &CliError) -> String {
+    let mut text = format!("dashctl: {}\n", sanitize(&err.message));
+    for detail in &err.details {
+        text.push_str(&format!("  {}\n", sanitize(detail)));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_and_details_are_sanitised() {
+        let err = CliError {
+            details: vec!["step \u{1b}[2J: bad".into(), "plain".into()],
+            ..CliError::new(Failure::Invalid, "flow \u{1b}]0;pwned\u{7} refused")
+        };
+        assert_eq!(
+            error_text(&err),
+            "dashctl: flow ^[]0;pwned^G refused\n  step ^[[2J: bad\n  plain\n"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Printing results: tables for people, JSON (the admin API's own field names) for
-//! scripts, and confirmations before destructive commands.
+//! scripts, and confirmations before destructive commands. Everything printed for people
+//! goes through [`sanitize`], since much of it was written by a tenant or a customer.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use crate::cli::OutputFormat;
 use crate::error::{CliError, CliResult, Failure};
+use crate::sanitize::sanitize;
 
 /// Where and how results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -19,8 +21,25 @@ pub struct Output {
 }
 
 impl Output {
-    /// Prints `value` as JSON, or the human rendering `human` builds.
+    /// Prints `value` as JSON, or the human rendering `human` builds, sanitised.
     pub fn print<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CliResult {
+        // Cells are sanitised when the table is built (so widths are right); this catches
+        // every other piece of text, whoever built it.
+        self.write(value, || sanitize(&human()).into_owned())
+    }
+
+    /// Like [`Output::print`] for a document meant to be saved and read back (a flow's
+    /// source): sanitised on a terminal, byte for byte when stdout is a file or a pipe,
+    /// where no terminal interprets it and changing it would break the round trip.
+    pub fn print_document<T: Serialize>(&self, value: &T, text: String) -> CliResult {
+        if std::io::stdout().is_terminal() {
+            self.print(value, || text)
+        } else {
+            self.write(value, || text)
+        }
+    }
+
+    fn write<T: Serialize>(&self, value: &T, human: impl FnOnce() -> String) -> CliResult {
         let text = match self.format {
             OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|err| {
                 CliError::new(Failure::Daemon, format!("cannot print JSON: {err}"))
@@ -92,6 +111,14 @@ pub fn table(header: &[&str]) -> Table {
     table
 }
 
+/// A table row with its cells sanitised (see [`crate::sanitize`]).
+pub fn cells<S: AsRef<str>>(cells: impl IntoIterator<Item = S>) -> Vec<String> {
+    cells
+        .into_iter()
+        .map(|cell| sanitize(cell.as_ref()).into_owned())
+        .collect()
+}
+
 /// A two-column FIELD / VALUE table for one record.
 pub fn details(rows: &[(&str, String)]) -> String {
     let mut table = Table::new();
@@ -99,7 +126,7 @@ pub fn details(rows: &[(&str, String)]) -> String {
         .load_style(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic);
     for (field, value) in rows {
-        table.add_row(vec![format!("{field}:"), value.clone()]);
+        table.add_row(vec![format!("{field}:"), sanitize(value).into_owned()]);
     }
     tidy(&mut table);
     table.trim_fmt()

@@ -8,7 +8,7 @@ use crate::chat::bot_path;
 use crate::cli::{ConversationCommand, QueueCommand};
 use crate::client::Client;
 use crate::error::CliResult;
-use crate::output::{Output, details, table, time};
+use crate::output::{Output, cells, details, table, time};
 use crate::tenant::segment;
 
 pub async fn queue(client: &Client, out: Output, command: QueueCommand) -> CliResult {
@@ -27,14 +27,14 @@ pub async fn queue(client: &Client, out: Output, command: QueueCommand) -> CliRe
             out.print_list(&entries, "The outbox is empty.", || {
                 let mut t = table(&["ID", "TO", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "TEXT"]);
                 for e in &entries {
-                    t.add_row(vec![
+                    t.add_row(cells([
                         e.id.to_string(),
                         e.contact.clone(),
                         e.state.to_string(),
                         e.attempts.to_string(),
                         e.next_attempt_at.as_ref().map_or_else(|| "-".into(), time),
                         short(&e.body.text),
-                    ]);
+                    ]));
                 }
                 t
             })
@@ -45,11 +45,11 @@ pub async fn queue(client: &Client, out: Output, command: QueueCommand) -> CliRe
                 let m = &entry.message;
                 let mut history = table(&["AT", "STATE", "DETAIL"]);
                 for e in &entry.history {
-                    history.add_row(vec![
+                    history.add_row(cells([
                         time(&e.at),
                         e.state.to_string(),
                         e.detail.clone().unwrap_or_default(),
-                    ]);
+                    ]));
                 }
                 format!(
                     "{}\n\n{}",
@@ -117,7 +117,7 @@ pub async fn conversation(client: &Client, out: Output, command: ConversationCom
                     "LAST MESSAGE",
                 ]);
                 for c in &list {
-                    t.add_row(vec![
+                    t.add_row(cells([
                         c.contact.clone(),
                         c.contact_name.clone().unwrap_or_else(|| "-".into()),
                         c.status.clone(),
@@ -125,7 +125,7 @@ pub async fn conversation(client: &Client, out: Output, command: ConversationCom
                         c.step.clone().unwrap_or_else(|| "-".into()),
                         c.flow_version.map_or_else(|| "-".into(), |v| v.to_string()),
                         c.last_message_at.as_ref().map_or_else(|| "-".into(), time),
-                    ]);
+                    ]));
                 }
                 t
             })

@@ -6,7 +6,7 @@ use dash_core::api::{CreateTenant, TenantDeleted, UpdateTenant};
 use crate::cli::TenantCommand;
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Failure};
-use crate::output::{Output, details, table, time};
+use crate::output::{Output, cells, details, table, time};
 
 pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliResult {
     match command {
@@ -26,12 +26,12 @@ pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliRes
                 || {
                     let mut t = table(&["SLUG", "NAME", "STATUS", "CREATED"]);
                     for tenant in &tenants {
-                        t.add_row(vec![
+                        t.add_row(cells([
                             tenant.slug.clone(),
                             tenant.name.clone(),
                             tenant.status.to_string(),
                             time(&tenant.created_at),
-                        ]);
+                        ]));
                     }
                     t
                 },

@@ -335,7 +335,7 @@ async fn a_second_daemon_on_the_same_data_dir_is_refused_whatever_its_socket() {
     config.admin.socket = Some(env.dir.path().join("other.sock"));
     let err = dashd::start(config).await.unwrap_err();
     assert!(
-        format!("{err:#}").contains("already running with data_dir"),
+        format!("{err:#}").contains("already running with database"),
         "{err:#}"
     );
     env.ctl(&["status"]).await.ok();

@@ -145,6 +145,11 @@ async fn a_duplicate_delivery_gets_one_reply() {
     }
     assert!(!outcomes[0].duplicate && outcomes[1].duplicate);
     assert_eq!(outcomes[0].id, outcomes[1].id);
+    // `chat --send` matches replies by contact: let the first reply go out before the next.
+    eventually(Duration::from_secs(10), || async {
+        !env.sandbox().await.is_empty()
+    })
+    .await;
     // The next message's reply comes after the first one's, and there is no second "once".
     let posted = env
         .ctl(&[
@@ -160,11 +165,18 @@ async fn a_duplicate_delivery_gets_one_reply() {
         .await
         .ok();
     assert_eq!(posted.json()[0]["body"]["text"], "twice");
+    // Once nothing is left to handle or send for the contact, nothing more can come.
+    let bot_id = env.bot_id().await;
     eventually(Duration::from_secs(5), || async {
         env.sandbox().await.len() >= 2
+            && env
+                .daemon()
+                .store()
+                .contact_idle(bot_id, "+5491100000009")
+                .await
+                .unwrap()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(env.sandbox().await, ["once", "twice"]);
     env.stop().await;
 }
@@ -248,7 +260,11 @@ async fn the_sixty_first_message_in_a_minute_waits() {
         env.sandbox().await.len() == 60
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The dispatcher has decided about the 61st once it is postponed past now.
+    eventually(Duration::from_secs(10), || async {
+        deferred_beyond(&env, chrono::Duration::seconds(30)).await == 1
+    })
+    .await;
     assert_eq!(
         env.sandbox().await.len(),
         60,
@@ -494,7 +510,11 @@ async fn paused_bots_hold_their_messages_and_deleting_one_with_unsent_messages_n
         .await
         .unwrap();
     env.daemon().pipeline().outbox_changed();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Held: the dispatcher postpones it (by a minute) instead of sending it.
+    eventually(Duration::from_secs(10), || async {
+        deferred_beyond(&env, chrono::Duration::seconds(30)).await == 1
+    })
+    .await;
     assert!(env.sandbox().await.is_empty(), "a paused bot sent");
     // ...and cannot be dropped with its bot by accident.
     let run = env.ctl(&["bot", "delete", "acme/ventas", "--yes"]).await;
@@ -606,7 +626,10 @@ async fn the_tenant_limit_covers_all_its_bots() {
         sent.as_array().unwrap().len() == 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    eventually(Duration::from_secs(10), || async {
+        deferred_beyond(&env, chrono::Duration::seconds(10)).await == 1
+    })
+    .await;
     let pending = env
         .ctl(&["queue", "list", "--state", "pending", "-o", "json"])
         .await
@@ -618,4 +641,26 @@ async fn the_tenant_limit_covers_all_its_bots() {
         "the fourth message of the tenant waits"
     );
     env.stop().await;
+}
+
+/// Pending outbox entries the dispatcher has postponed more than `by` into the future:
+/// proof that it looked at them and decided to wait (no fixed sleep needed).
+async fn deferred_beyond(env: &Env, by: chrono::Duration) -> usize {
+    let pending = env
+        .ctl(&["queue", "list", "--state", "pending", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let horizon = chrono::Utc::now() + by;
+    pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            m["next_attempt_at"]
+                .as_str()
+                .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                .is_some_and(|t| t > horizon)
+        })
+        .count()
 }

@@ -8,10 +8,13 @@
 //! the pool, remove the socket.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod error;
+pub mod flow_runner;
 pub mod gateway;
 pub mod pipeline;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
@@ -40,8 +43,9 @@ pub struct Daemon {
     state: AppState,
     shutdown: CancellationToken,
     servers: JoinSet<std::io::Result<()>>,
-    /// Held while running: a second dashd on the same data directory is refused.
-    _data_lock: nix::fcntl::Flock<std::fs::File>,
+    /// PostgreSQL only, held while running: a second dashd on the same data directory is
+    /// refused. With SQLite the store itself holds the lock, on the database file.
+    _data_lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 /// Binds every listener, opens storage and starts serving. Returns once the daemon
@@ -53,7 +57,10 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
         .with_context(|| format!("data_dir {}", config.data_dir.display()))?;
     let plan = preflight(&config)?;
     create_private_dir(&config.data_dir)?;
-    let data_lock = lock_data_dir(&config.data_dir)?;
+    let data_lock = match config.backend() {
+        Ok(dash_core::config::Backend::Postgres) => Some(lock_data_dir(&config.data_dir)?),
+        _ => None,
+    };
 
     let admin_socket = plan.admin_socket.clone();
     let admin_listener =
@@ -99,19 +106,29 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     };
     let mut servers = JoinSet::new();
 
-    let admin_app =
-        admin::router(state.clone(), access).into_make_service_with_connect_info::<PeerInfo>();
-    servers.spawn(
-        axum::serve(admin_listener, admin_app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
+    // Each listener has its own limits: a flood on the public port never takes the
+    // admin socket's connections, and descriptors stay in reserve for it and the database.
+    let admin_limits = server::EdgeLimits::admin();
+    let mut public_limits = server::EdgeLimits::from_server_config(&state.config.server);
+    public_limits.max_connections = server::connection_limit(
+        public_limits.max_connections,
+        server::FD_RESERVE + admin_limits.max_connections,
     );
-    let public_app = gateway::router(state.clone());
-    servers.spawn(
-        axum::serve(http_listener, public_app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    servers.spawn(server::serve(
+        server::UnixEdge {
+            listener: admin_listener,
+            peer: PeerInfo::of,
+        },
+        admin::router(state.clone(), access),
+        admin_limits,
+        shutdown.clone(),
+    ));
+    servers.spawn(server::serve(
+        http_listener,
+        gateway::router(state.clone()),
+        public_limits,
+        shutdown.clone(),
+    ));
 
     // Serving: the socket is now removed by `Daemon::shutdown`.
     socket_guard.keep();
@@ -183,11 +200,21 @@ impl Daemon {
     /// Waits until the token is cancelled, or a listener stops on its own (an error:
     /// returned after the rest of the daemon has been shut down).
     async fn wait(&mut self) -> Option<anyhow::Error> {
+        let fatal = self.state.store.fatal();
         tokio::select! {
             // Listeners only finish after cancellation in a normal stop; checking the token
             // first keeps a normal stop from looking like a failure.
             biased;
             () = self.shutdown.cancelled() => None,
+            // The database file replaced or deleted: stop, rather than serve 503s forever.
+            // The store has logged why; the reason is repeated in the exit error.
+            () = fatal.cancelled() => {
+                let health = self.state.store.health().await;
+                Some(anyhow::anyhow!(
+                    "the database failed for good: {}",
+                    health.reason().unwrap_or("see the log")
+                ))
+            }
             Some(result) = self.servers.join_next() => {
                 let err = match result {
                     Ok(Ok(())) => anyhow::anyhow!("a listener stopped unexpectedly"),
@@ -281,8 +308,9 @@ pub fn preflight(config: &Config) -> anyhow::Result<Preflight> {
     })
 }
 
-/// Takes an exclusive lock on `<data_dir>/dashd.lock`, so two daemons never share one
-/// data directory (and its SQLite file), whatever their sockets.
+/// Takes an exclusive lock on `<data_dir>/dashd.lock`, so two daemons on PostgreSQL never
+/// share one data directory, whatever their sockets. (With SQLite the store locks the
+/// database file itself, which no cleaner can delete from under it.)
 fn lock_data_dir(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
     let path = dir.join("dashd.lock");
     let file = std::fs::OpenOptions::new()

@@ -62,6 +62,16 @@ enum Command {
     /// Apply pending database migrations (needed before starting on PostgreSQL; the
     /// embedded SQLite database is migrated at start-up).
     Migrate,
+    /// Internal: serve flow engine steps on stdin/stdout for a running dashd.
+    #[command(hide = true)]
+    FlowWorker {
+        /// Address-space limit in MiB (0: unlimited).
+        #[arg(long, default_value_t = 256)]
+        memory_mb: u64,
+        /// Budget for compiled flows in MiB.
+        #[arg(long, default_value_t = 64)]
+        cache_mb: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +79,17 @@ fn main() -> ExitCode {
     // set explicitly afterwards. Set before any thread starts.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
+    if let Some(Command::FlowWorker {
+        memory_mb,
+        cache_mb,
+    }) = cli.command
+    {
+        // Started by dashd with a cleared environment; needs no configuration.
+        return dashd::flow_runner::serve(dashd::flow_runner::WorkerLimits {
+            memory_mb,
+            cache_mb,
+        });
+    }
     let loaded = match dashd::config::load(cli.config.as_deref(), std::env::vars(), &flags(&cli)) {
         Ok(loaded) => loaded,
         Err(err) => {
@@ -104,6 +125,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::FlowWorker { .. } => ExitCode::FAILURE, // handled before loading the config
     }
 }
 

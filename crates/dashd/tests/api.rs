@@ -49,7 +49,7 @@ fn admin_as(state: &AppState, uid: u32) -> Router {
         group: None,
     };
     dashd::admin::router(state.clone(), access)
-        .layer(MockConnectInfo(PeerInfo(Some(Peer { uid, gid: uid }))))
+        .layer(MockConnectInfo(PeerInfo(Some(Peer::new(uid, uid)))))
 }
 
 async fn call(
@@ -269,4 +269,262 @@ async fn health_reports_ok_then_degraded() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "degraded");
     assert_eq!(body["database"], "error");
+}
+
+async fn with_tenant(state: &AppState) -> Router {
+    let admin = admin_as(state, 0);
+    let (status, _, _) = call(&admin, "POST", "/v1/tenants", Some(json!({"slug": "acme"}))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    admin
+}
+
+#[tokio::test]
+async fn bot_settings_are_checked_key_by_key_on_create_and_update() {
+    let (state, _dir) = state().await;
+    let admin = with_tenant(&state).await;
+    let cases = [
+        (json!({"chain": "sandbox"}), "settings.chain"),
+        (json!({"chain": [7]}), "settings.chain"),
+        (json!({"chain": ["carrier-pigeon"]}), "settings.chain"),
+        (
+            json!({"rate_limit_per_minute": -1}),
+            "settings.rate_limit_per_minute",
+        ),
+        (
+            json!({"rate_limit_per_minute": "-1"}),
+            "settings.rate_limit_per_minute",
+        ),
+        (
+            json!({"rate_limit_per_minute": "abc"}),
+            "settings.rate_limit_per_minute",
+        ),
+        (
+            json!({"rate_limit_per_minute": 1e12}),
+            "settings.rate_limit_per_minute",
+        ),
+        (json!({"rate_limit": 5}), "settings.rate_limit"),
+    ];
+    for (settings, field) in &cases {
+        let (status, body, _) = call(
+            &admin,
+            "POST",
+            "/v1/tenants/acme/bots",
+            Some(json!({"name": "sales", "settings": settings})),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{settings}: {body}"
+        );
+        assert_eq!(body["error"]["field"], *field, "{settings}: {body}");
+    }
+    let (status, body, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/bots",
+        Some(json!({"name": "sales", "chain": ["carrier-pigeon"]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "chain");
+
+    let (status, bot, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/bots",
+        Some(json!({"name": "sales", "settings": {"rate_limit_per_minute": 30}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{bot}");
+    assert_eq!(
+        bot["settings"],
+        json!({"chain": ["sandbox"], "rate_limit_per_minute": 30})
+    );
+    for (settings, field) in &cases {
+        let (status, body, _) = call(
+            &admin,
+            "PATCH",
+            "/v1/tenants/acme/bots/sales",
+            Some(json!({"settings": settings})),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{settings}: {body}"
+        );
+        assert_eq!(body["error"]["field"], *field, "{settings}: {body}");
+    }
+    // Nothing was replaced by a default along the way.
+    let (_, unchanged, _) = call(&admin, "GET", "/v1/tenants/acme/bots/sales", None).await;
+    assert_eq!(unchanged["settings"], bot["settings"]);
+    let (status, updated, _) = call(
+        &admin,
+        "PATCH",
+        "/v1/tenants/acme/bots/sales",
+        Some(json!({"settings": {"chain": ["sandbox"], "rate_limit_per_minute": 0}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["settings"]["rate_limit_per_minute"], 0);
+}
+
+#[tokio::test]
+async fn sandbox_fields_have_the_send_api_bounds() {
+    let (state, _dir) = state().await;
+    let admin = with_tenant(&state).await;
+    let (status, _, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/bots",
+        Some(json!({"name": "sales"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let long = "x".repeat(100_000);
+    let cases = [
+        (json!({"from": "+5491100000001", "text": long}), "text"),
+        (
+            json!({"from": "+5491100000001", "text": "hola", "reply_id": long}),
+            "reply_id",
+        ),
+        (
+            json!({"from": "+5491100000001", "text": "hola", "message_id": long}),
+            "message_id",
+        ),
+        (
+            json!({"from": "+5491100000001", "text": "hola", "reply_id": "a\u{0}b"}),
+            "reply_id",
+        ),
+        (
+            json!({"from": "+5491100000001", "text": "hola", "name": long}),
+            "name",
+        ),
+        (
+            json!({"from": "+5491100000001", "text": "hola", "name": "Ana\u{1b}[2J"}),
+            "name",
+        ),
+        (json!({"from": long, "text": "hola"}), "from"),
+    ];
+    for (message, field) in cases {
+        let (status, body, _) = call(
+            &admin,
+            "POST",
+            "/v1/tenants/acme/bots/sales/sandbox/messages",
+            Some(message),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        assert_eq!(body["error"]["field"], field);
+        assert!(body.to_string().len() < 1024, "{field}: echoed back");
+    }
+}
+
+#[tokio::test]
+async fn names_refuse_control_characters() {
+    let (state, _dir) = state().await;
+    let admin = with_tenant(&state).await;
+    for name in [
+        "Acme\u{1b}]0;pwned\u{7}",
+        "Acme\u{7f}",
+        "Acme\u{85}SA",
+        "a\u{0}",
+    ] {
+        let (status, body, _) = call(
+            &admin,
+            "POST",
+            "/v1/tenants",
+            Some(json!({"slug": "other", "name": name})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}");
+        assert_eq!(body["error"]["field"], "name");
+        let (status, body, _) = call(
+            &admin,
+            "PATCH",
+            "/v1/tenants/acme",
+            Some(json!({"name": name})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name:?}");
+        assert_eq!(body["error"]["field"], "name");
+    }
+    let (status, body, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/bots",
+        Some(json!({"name": "sales\u{1b}"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["error"]["field"], "name");
+}
+
+#[tokio::test]
+async fn errors_never_echo_unbounded_input() {
+    let (state, _dir) = state().await;
+    let admin = with_tenant(&state).await;
+    let huge = "q".repeat(1024 * 1024);
+    for body in [
+        json!({"slug": "acme2", "name": 1, "x": huge}),
+        json!({"slug": huge}),
+        json!({"slug": "acme2", huge.clone(): 1}),
+    ] {
+        let (status, answer, _) = call(&admin, "POST", "/v1/tenants", Some(body)).await;
+        assert!(status.is_client_error(), "{status}");
+        assert!(answer.to_string().len() < 2048, "{status}: echoed back");
+    }
+    let (status, answer, _) = call(
+        &admin,
+        "PATCH",
+        "/v1/tenants/acme",
+        Some(json!({"status": huge})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(answer.to_string().len() < 2048, "echoed back");
+
+    let id = "i".repeat(6000);
+    for uri in [
+        format!("/v1/bots/{id}"),
+        format!("/v1/tenants/acme/bots/{id}"),
+        format!("/v1/tenants/acme/bots/sales/flows/{id}"),
+        format!("/v1/bots?tenant={id}&{id}=1"),
+    ] {
+        let (status, answer, _) = call(&admin, "GET", &uri, None).await;
+        assert!(status.is_client_error(), "{uri}: {status}");
+        assert!(answer.to_string().len() < 1024, "{status}: echoed back");
+    }
+}
+
+#[tokio::test]
+async fn a_bad_path_parameter_is_400_as_json() {
+    let (state, _dir) = state().await;
+    let admin = with_tenant(&state).await;
+    for uri in [
+        "/v1/tenants/%FF/bots",
+        "/v1/tenants/%FF/bots/sales",
+        "/v1/bots/%FF%FE",
+    ] {
+        let (status, body, _) = call(&admin, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(body["error"]["code"], "bad_request", "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_past_the_extractor_limit_is_413_as_json() {
+    let (state, _dir) = state().await;
+    let admin = with_tenant(&state).await;
+    let body = json!({"source": "#".repeat(3 * 1024 * 1024)});
+    let (status, answer, _) = call(
+        &admin,
+        "POST",
+        "/v1/tenants/acme/bots/sales/flows",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(answer["error"]["code"], "payload_too_large");
 }

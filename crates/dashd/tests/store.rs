@@ -13,7 +13,7 @@ use dash_core::config::Config;
 use dash_core::flow::Format;
 use dash_core::{BotRef, BotStatus, TenantStatus};
 use dashd::store::pipeline::{
-    DueTimer, Ingested, NewInbound, NewOutbound, QueueQuery, StepCommit, TimerRow,
+    DueTimer, Ingested, Lease, NewInbound, NewOutbound, QueueQuery, StepCommit, TimerRow,
 };
 use dashd::store::{self, MigrationPolicy, NewFlowVersion, Store, StoreError, TenantRef};
 use serde_json::json;
@@ -616,11 +616,22 @@ mod cases {
             step: Some("s".into()),
             flow_version: Some(1),
             last_message_at: Some(chrono::Utc::now()),
+            expected_version: None,
             processed_inbound: None,
+            fired_timer: None,
             outbound: Vec::new(),
             timers_add: Vec::new(),
             timers_remove: Vec::new(),
             now: chrono::Utc::now(),
+        }
+    }
+
+    const OWNER: &str = "test-host:1:owner";
+
+    fn lease() -> Lease<'static> {
+        Lease {
+            owner: OWNER,
+            until_ms: chrono::Utc::now().timestamp_millis() + 60_000,
         }
     }
 
@@ -678,7 +689,7 @@ mod cases {
         assert_eq!(store.unprocessed_inbound().await.unwrap().len(), 3);
         let mut step = commit(&b, "+1555");
         step.processed_inbound = Some(first.id);
-        store.commit_step(&step).await.unwrap();
+        store.commit_step(&step).await.unwrap().unwrap();
         let pending: Vec<String> = store
             .unprocessed_for(b.id, "+1555")
             .await
@@ -730,7 +741,7 @@ mod cases {
             .unwrap();
         let mut step = commit(&b, "+1555");
         step.outbound = vec![out("a1"), out("a2")];
-        let ids = store.commit_step(&step).await.unwrap();
+        let ids = store.commit_step(&step).await.unwrap().unwrap();
         let other = store
             .enqueue(
                 b.id,
@@ -753,9 +764,17 @@ mod cases {
             .map(|m| m.body.text)
             .collect();
         assert_eq!(due, ["a1", "b1"], "a2 waits for a1");
-        assert!(store.claim(ids[0], chrono::Utc::now()).await.unwrap());
         assert!(
-            !store.claim(ids[0], chrono::Utc::now()).await.unwrap(),
+            store
+                .claim(ids[0], &lease(), chrono::Utc::now())
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .claim(ids[0], &lease(), chrono::Utc::now())
+                .await
+                .unwrap(),
             "claimed twice"
         );
         let due: Vec<String> = store
@@ -767,7 +786,7 @@ mod cases {
             .collect();
         assert_eq!(due, ["b1"], "a2 waits while a1 is in flight");
         store
-            .mark_sent(ids[0], "sandbox", "sandbox-x", chrono::Utc::now())
+            .mark_sent(ids[0], OWNER, "sandbox", "sandbox-x", chrono::Utc::now())
             .await
             .unwrap();
         let due: Vec<String> = store
@@ -779,9 +798,20 @@ mod cases {
             .collect();
         assert_eq!(due, ["a2", "b1"]);
         // A failed attempt schedules a retry; dead stops.
-        assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
+        assert!(
+            store
+                .claim(ids[1], &lease(), chrono::Utc::now())
+                .await
+                .unwrap()
+        );
         store
-            .mark_failed(ids[1], "network", Some(now + 60_000), chrono::Utc::now())
+            .mark_failed(
+                ids[1],
+                OWNER,
+                "network",
+                Some(now + 60_000),
+                chrono::Utc::now(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -801,9 +831,14 @@ mod cases {
                 MessageState::Failed
             ]
         );
-        assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
+        assert!(
+            store
+                .claim(ids[1], &lease(), chrono::Utc::now())
+                .await
+                .unwrap()
+        );
         store
-            .mark_failed(ids[1], "gone", None, chrono::Utc::now())
+            .mark_failed(ids[1], OWNER, "gone", None, chrono::Utc::now())
             .await
             .unwrap();
         assert_eq!(
@@ -893,9 +928,17 @@ mod cases {
         let tail: Vec<MessageState> = read.history.iter().rev().take(2).map(|h| h.state).collect();
         assert_eq!(tail, [MessageState::Read, MessageState::Delivered]);
         // A crash mid-send: processing goes back to pending.
-        assert!(store.claim(ids[1], chrono::Utc::now()).await.unwrap());
+        assert!(
+            store
+                .claim(ids[1], &lease(), chrono::Utc::now())
+                .await
+                .unwrap()
+        );
         assert_eq!(
-            store.recover_processing(chrono::Utc::now()).await.unwrap(),
+            store
+                .reclaim_leases(true, chrono::Utc::now())
+                .await
+                .unwrap(),
             1
         );
         assert_eq!(
@@ -940,7 +983,7 @@ mod cases {
                 due_ms: now - 10,
             },
         ];
-        store.commit_step(&step).await.unwrap();
+        store.commit_step(&step).await.unwrap().unwrap();
         let due = store.due_timers(now, 10).await.unwrap();
         assert_eq!(
             due,
@@ -952,8 +995,9 @@ mod cases {
         );
         assert_eq!(store.next_timer_due().await.unwrap(), Some(now - 10));
         let mut step = commit(&b, "+1555");
+        step.expected_version = Some(1);
         step.timers_remove = vec![2];
-        store.commit_step(&step).await.unwrap();
+        store.commit_step(&step).await.unwrap().unwrap();
         assert!(store.due_timers(now, 10).await.unwrap().is_empty());
         assert_eq!(store.next_timer_due().await.unwrap(), Some(now + 60_000));
 
@@ -970,29 +1014,434 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(first, again);
-        assert_eq!(
-            store.sandbox_sent(b.id).await.unwrap().len(),
-            1,
-            "a retried send is recorded once"
-        );
+        let sent = store.sandbox_sent(b.id).await.unwrap();
+        assert_eq!(sent.len(), 1, "a retried send is recorded once");
+        assert_eq!(sent[0].calls, 2, "and both calls are counted");
     }
 
+    /// Updates of different fields of one record, racing: none is lost (each update
+    /// reads and writes the row under its lock).
     pub async fn concurrent_updates_are_not_lost(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        for round in 0..8 {
+            let slug_name = format!("t{round}");
+            store.create_tenant(&tenant(&slug_name)).await.unwrap();
+            let rename = {
+                let store = store.clone();
+                let slug_name = slug_name.clone();
+                tokio::spawn(async move {
+                    let change = UpdateTenant {
+                        name: Some(format!("Renamed {round}")),
+                        status: None,
+                    };
+                    store
+                        .update_tenant(&slug(&slug_name), &change)
+                        .await
+                        .unwrap();
+                })
+            };
+            let suspend = {
+                let store = store.clone();
+                let slug_name = slug_name.clone();
+                tokio::spawn(async move {
+                    let change = UpdateTenant {
+                        name: None,
+                        status: Some(TenantStatus::Suspended),
+                    };
+                    store
+                        .update_tenant(&slug(&slug_name), &change)
+                        .await
+                        .unwrap();
+                })
+            };
+            rename.await.unwrap();
+            suspend.await.unwrap();
+            let after = store.tenant(&slug(&slug_name)).await.unwrap();
+            assert_eq!(after.name, format!("Renamed {round}"), "round {round}");
+            assert_eq!(after.status, TenantStatus::Suspended, "round {round}");
+        }
+    }
+
+    async fn one_bot(store: &Arc<dyn Store>) -> dash_core::Bot {
         store.create_tenant(&tenant("acme")).await.unwrap();
-        let mut tasks = Vec::new();
-        for i in 0..8 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
+        store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap()
+    }
+
+    async fn queued(store: &Arc<dyn Store>, b: &dash_core::Bot, contact: &str) -> uuid::Uuid {
+        let body = MessageBody {
+            text: "hola".into(),
+            ..MessageBody::default()
+        };
+        store
+            .enqueue(b.id, b.tenant_id, contact, &body, chrono::Utc::now())
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn state_of(store: &Arc<dyn Store>, id: uuid::Uuid) -> MessageState {
+        store.queue_entry(id).await.unwrap().message.state
+    }
+
+    /// Every outbox transition is conditional on the state (and, once claimed, on the
+    /// owner): a cancelled entry cannot be marked sent, a claimed one cannot be cancelled
+    /// or retried, and an owner cannot record an entry it does not hold.
+    pub async fn outbox_transitions_are_compare_and_set(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let now = chrono::Utc::now();
+        let cancelled = queued(&store, &b, "+1").await;
+        store.cancel(cancelled, now).await.unwrap();
+        assert!(
+            !store
+                .mark_sent(cancelled, OWNER, "sandbox", "x1", now)
+                .await
+                .unwrap(),
+            "a cancelled message was marked sent"
+        );
+        assert_eq!(state_of(&store, cancelled).await, MessageState::Cancelled);
+        assert!(!store.claim(cancelled, &lease(), now).await.unwrap());
+
+        let claimed = queued(&store, &b, "+2").await;
+        assert!(store.claim(claimed, &lease(), now).await.unwrap());
+        assert_conflict(store.cancel(claimed, now).await.unwrap_err(), Some("state"));
+        assert_conflict(
+            store.requeue(claimed, now).await.unwrap_err(),
+            Some("state"),
+        );
+        assert!(
+            !store
+                .mark_sent(claimed, "someone-else", "sandbox", "x2", now)
+                .await
+                .unwrap(),
+            "another owner recorded an entry it does not hold"
+        );
+        assert!(
+            !store
+                .mark_failed(claimed, "someone-else", "boom", None, now)
+                .await
+                .unwrap()
+        );
+        assert_eq!(state_of(&store, claimed).await, MessageState::Processing);
+        assert!(
+            store
+                .mark_sent(claimed, OWNER, "sandbox", "x2", now)
+                .await
+                .unwrap()
+        );
+        // Sent once: recording it again changes nothing.
+        assert!(
+            !store
+                .mark_sent(claimed, OWNER, "sandbox", "x3", now)
+                .await
+                .unwrap()
+        );
+        let entry = store.queue_entry(claimed).await.unwrap();
+        assert_eq!(entry.message.provider_message_id.as_deref(), Some("x2"));
+        assert_eq!(entry.message.attempts, 1);
+    }
+
+    /// An operator's retry racing the dispatcher's claim of the same failed entries:
+    /// whatever the interleaving, every entry ends claimed exactly once (`processing`).
+    /// A retry that lands after the claim would put an in-flight entry back to
+    /// `pending`, to be sent a second time.
+    pub async fn operator_retry_cannot_race_a_claim(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let mut ids = Vec::new();
+        for i in 0..40 {
+            let id = queued(&store, &b, &format!("+{i}")).await;
+            assert!(store.claim(id, &lease(), chrono::Utc::now()).await.unwrap());
+            assert!(
                 store
-                    .create_bot(&slug("acme"), &bot(&format!("bot-{i}"), None))
+                    .mark_failed(id, OWNER, "network", Some(0), chrono::Utc::now())
+                    .await
+                    .unwrap()
+            );
+            ids.push(id);
+        }
+        let mut tasks = Vec::new();
+        for id in ids.clone() {
+            let claim_store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                claim_store
+                    .claim(id, &lease(), chrono::Utc::now())
                     .await
                     .unwrap();
+            }));
+            let retry_store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                // Refused when the claim won: that is the point.
+                let _ = retry_store.requeue(id, chrono::Utc::now()).await;
             }));
         }
         for task in tasks {
             task.await.unwrap();
         }
-        assert_eq!(store.list_bots(Some(&slug("acme"))).await.unwrap().len(), 8);
+        for id in ids {
+            let entry = store.queue_entry(id).await.unwrap();
+            let claims = entry
+                .history
+                .iter()
+                .filter(|h| h.state == MessageState::Processing)
+                .count();
+            // One claim before the race, one in it.
+            assert_eq!(claims, 2, "{id}: {:?}", entry.history);
+            assert_eq!(entry.message.state, MessageState::Processing, "{id}");
+        }
+    }
+
+    /// A claimed entry whose lease ran out is taken back by the periodic sweep (not only
+    /// at start-up), and its former owner can no longer record it.
+    pub async fn expired_leases_are_taken_back(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let now = chrono::Utc::now();
+        let expired = queued(&store, &b, "+1").await;
+        let live = queued(&store, &b, "+2").await;
+        let short = Lease {
+            owner: OWNER,
+            until_ms: now.timestamp_millis() - 1,
+        };
+        assert!(store.claim(expired, &short, now).await.unwrap());
+        assert!(store.claim(live, &lease(), now).await.unwrap());
+        assert_eq!(store.reclaim_leases(false, now).await.unwrap(), 1);
+        assert_eq!(state_of(&store, expired).await, MessageState::Pending);
+        assert_eq!(state_of(&store, live).await, MessageState::Processing);
+        assert!(
+            !store
+                .mark_sent(expired, OWNER, "sandbox", "late", now)
+                .await
+                .unwrap(),
+            "an entry taken back was recorded by its former owner"
+        );
+        // The contact's outbox moves on: the entry is due again.
+        let due = store
+            .due_outbound(now.timestamp_millis() + 1, 10)
+            .await
+            .unwrap();
+        assert!(due.iter().any(|d| d.id == expired));
+        // At start-up of the only dashd, every `processing` entry comes back.
+        assert_eq!(store.reclaim_leases(true, now).await.unwrap(), 1);
+        assert_eq!(state_of(&store, live).await, MessageState::Pending);
+    }
+
+    /// A conversation write over a version other than the one read is refused, with
+    /// nothing written (no outbox entry, no processed message).
+    pub async fn conversation_writes_check_the_version(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let first = store
+            .ingest(&inbound(&b, "+1555", Some("m1"), "one"))
+            .await
+            .unwrap();
+        let step = commit(&b, "+1555");
+        assert!(store.commit_step(&step).await.unwrap().is_some());
+        // A second writer that also saw no conversation loses.
+        let mut late = commit(&b, "+1555");
+        late.processed_inbound = Some(first.id);
+        late.outbound = vec![out("lost")];
+        assert!(store.commit_step(&late).await.unwrap().is_none());
+        assert_eq!(store.unprocessed_for(b.id, "+1555").await.unwrap().len(), 1);
+        assert!(
+            store
+                .queue(&QueueQuery {
+                    bot_id: Some(b.id),
+                    state: None,
+                    limit: 10
+                })
+                .await
+                .unwrap()
+                .is_empty(),
+            "a refused step queued a message"
+        );
+        let version = store
+            .conversation_row(b.id, "+1555")
+            .await
+            .unwrap()
+            .unwrap()
+            .version;
+        let mut stale = commit(&b, "+1555");
+        stale.expected_version = Some(version + 7);
+        assert!(store.commit_step(&stale).await.unwrap().is_none());
+        let mut fresh = commit(&b, "+1555");
+        fresh.expected_version = Some(version);
+        fresh.processed_inbound = Some(first.id);
+        assert!(store.commit_step(&fresh).await.unwrap().is_some());
+        assert_eq!(
+            store
+                .conversation_row(b.id, "+1555")
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            version + 1
+        );
+        // The message is handled: the same step committed again is refused.
+        let mut again = commit(&b, "+1555");
+        again.expected_version = Some(version + 1);
+        again.processed_inbound = Some(first.id);
+        assert!(store.commit_step(&again).await.unwrap().is_none());
+    }
+
+    /// A message whose handling fails is retried later, then `failed` with its reason,
+    /// and the contact counts as idle again.
+    pub async fn failing_inbound_is_retried_then_failed(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let poison = store
+            .ingest(&inbound(&b, "+1555", Some("p1"), "poison"))
+            .await
+            .unwrap();
+        let now = chrono::Utc::now();
+        assert_eq!(store.begin_inbound(poison.id, now).await.unwrap(), Some(1));
+        assert!(
+            store
+                .inbound_failed(
+                    poison.id,
+                    "flow error",
+                    Some(now.timestamp_millis() + 5_000),
+                    now
+                )
+                .await
+                .unwrap()
+        );
+        let pending = store.unprocessed_for(b.id, "+1555").await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].attempts, 1);
+        assert_eq!(
+            pending[0].next_attempt_ms,
+            Some(now.timestamp_millis() + 5_000)
+        );
+        assert_eq!(store.inbound_backlog().await.unwrap(), [(b.id, 1)]);
+        assert_eq!(store.begin_inbound(poison.id, now).await.unwrap(), Some(2));
+        assert!(
+            store
+                .inbound_failed(poison.id, "flow error again", None, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .unprocessed_for(b.id, "+1555")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.begin_inbound(poison.id, now).await.unwrap(), None);
+        assert!(store.contact_idle(b.id, "+1555").await.unwrap());
+        assert!(store.inbound_backlog().await.unwrap().is_empty());
+        let transcript = store
+            .conversation(b.id, "+1555")
+            .await
+            .unwrap()
+            .unwrap()
+            .transcript;
+        assert_eq!(transcript[0].state, MessageState::Failed);
+        assert_eq!(
+            transcript[0].last_error.as_deref(),
+            Some("flow error again")
+        );
+    }
+
+    /// A timer whose step fails moves to a later due time (never due again at once),
+    /// and can be dropped.
+    pub async fn failing_timers_back_off(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut step = commit(&b, "+1555");
+        step.timers_add = vec![TimerRow {
+            timer_id: 7,
+            kind: "Expiry".into(),
+            due_ms: now - 1,
+        }];
+        store.commit_step(&step).await.unwrap().unwrap();
+        assert_eq!(store.due_timers(now, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .timer_failed(b.id, "+1555", 7, Some(now + 2_000))
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(store.due_timers(now, 10).await.unwrap().is_empty());
+        assert_eq!(store.next_timer_due().await.unwrap(), Some(now + 2_000));
+        assert!(store.timer_exists(b.id, "+1555", 7).await.unwrap());
+        assert_eq!(store.timer_failed(b.id, "+1555", 7, None).await.unwrap(), 2);
+        assert!(!store.timer_exists(b.id, "+1555", 7).await.unwrap());
+        // Firing a timer that is gone commits nothing.
+        let mut fire = commit(&b, "+1555");
+        fire.expected_version = Some(1);
+        fire.fired_timer = Some(7);
+        assert!(store.commit_step(&fire).await.unwrap().is_none());
+    }
+
+    /// Pipeline records of one tenant's bot never show through another's.
+    pub async fn pipeline_records_are_isolated_per_bot(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        let a = store
+            .create_bot(&slug("acme"), &bot("sales", None))
+            .await
+            .unwrap();
+        let b = store
+            .create_bot(&slug("beta"), &bot("sales", None))
+            .await
+            .unwrap();
+        // Same contact, same provider message id, two bots: two messages.
+        let in_a = store
+            .ingest(&inbound(&a, "+1555", Some("same"), "for acme"))
+            .await
+            .unwrap();
+        let in_b = store
+            .ingest(&inbound(&b, "+1555", Some("same"), "for beta"))
+            .await
+            .unwrap();
+        assert!(!in_b.duplicate);
+        assert_ne!(in_a.id, in_b.id);
+        let mut step = commit(&a, "+1555");
+        step.processed_inbound = Some(in_a.id);
+        step.outbound = vec![out("acme only")];
+        store.commit_step(&step).await.unwrap().unwrap();
+        let texts = |d: dash_core::api::ConversationDetail| -> Vec<String> {
+            d.transcript.into_iter().map(|m| m.body.text).collect()
+        };
+        assert_eq!(
+            texts(store.conversation(b.id, "+1555").await.unwrap().unwrap()),
+            ["for beta"]
+        );
+        assert_eq!(
+            texts(store.conversation(a.id, "+1555").await.unwrap().unwrap()),
+            ["for acme", "acme only"]
+        );
+        assert!(store.list_conversations(b.id).await.unwrap().is_empty());
+        assert!(
+            store
+                .conversation_row(b.id, "+1555")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let beta_queue = store
+            .queue(&QueueQuery {
+                bot_id: Some(b.id),
+                state: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert!(beta_queue.is_empty());
+        assert_eq!(
+            store.unprocessed_for(b.id, "+1555").await.unwrap()[0]
+                .body
+                .text,
+            "for beta"
+        );
+        assert!(!store.reset_conversation(b.id, "+1555").await.unwrap());
+        assert!(
+            store
+                .conversation_row(a.id, "+1555")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 }
 
@@ -1007,7 +1456,11 @@ macro_rules! suite {
                 tenants_are_isolated, tenant_with_bots_needs_force, data_survives_reopening,
                 health_and_schema, concurrent_updates_are_not_lost, flow_versions_round_trip,
                 concurrent_imports_get_distinct_versions, pipeline_inbound_is_deduplicated_and_ordered,
-                pipeline_outbox_keeps_contact_order_and_states, pipeline_timers_and_sandbox);
+                pipeline_outbox_keeps_contact_order_and_states, pipeline_timers_and_sandbox,
+                outbox_transitions_are_compare_and_set, operator_retry_cannot_race_a_claim,
+                expired_leases_are_taken_back, conversation_writes_check_the_version,
+                failing_inbound_is_retried_then_failed, failing_timers_back_off,
+                pipeline_records_are_isolated_per_bot);
 
             #[tokio::test]
             #[$attr]

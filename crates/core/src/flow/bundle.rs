@@ -1,12 +1,16 @@
 //! Validation and compilation of a flow document into a [`Bundle`]: every reference
 //! resolved, every template, expression and regex compiled, every trigger folded into
 //! one matcher. A document that compiles cannot fail on these at run time; every
-//! problem found is reported, each naming its flow, step and field.
+//! problem found is reported, each naming its flow, step and field. Compiling also
+//! checks the document against the fan-out [`Limits`]: no straight-line path (steps run
+//! without waiting for the customer) may send more messages, make more HTTP requests or
+//! run more steps than one inbound event is allowed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use super::document::{Document, Flow, FlowError, Step, Validation};
+use super::engine::Limits;
 use super::hours::BusinessHours;
 use super::template::{KNOWN_ROOTS, Templates};
 use super::text::fold;
@@ -38,6 +42,9 @@ pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_WAIT: Duration = Duration::from_secs(30 * 86_400);
 /// Default HTTP timeout.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most distinct templates and expressions in one document. Each costs about 10 KiB
+/// compiled, so this bounds a document's compiled size to about 20 MiB.
+pub const MAX_TEMPLATES: usize = 2_000;
 
 /// A validated, compiled flow document, ready for the engine.
 #[derive(Debug)]
@@ -58,8 +65,34 @@ pub struct Bundle {
 pub type Pos = (usize, usize);
 
 impl Bundle {
-    /// Validates and compiles `doc`. All problems are returned, not only the first.
+    /// Validates and compiles `doc` within the default [`Limits`]. All problems are
+    /// returned, not only the first.
     pub fn compile(
+        doc: Document,
+        version: u32,
+        caps: Capabilities,
+    ) -> Result<Bundle, Vec<FlowError>> {
+        Bundle::compile_within(doc, version, caps, &Limits::default())
+    }
+
+    /// Validates and compiles `doc`, and checks it against `limits` (the limits the
+    /// engine will run it within, see [`Bundle::check_limits`]).
+    pub fn compile_within(
+        doc: Document,
+        version: u32,
+        caps: Capabilities,
+        limits: &Limits,
+    ) -> Result<Bundle, Vec<FlowError>> {
+        let bundle = Bundle::compile_unchecked(doc, version, caps)?;
+        let errors = bundle.check_limits(limits);
+        if errors.is_empty() {
+            Ok(bundle)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn compile_unchecked(
         doc: Document,
         version: u32,
         caps: Capabilities,
@@ -135,15 +168,138 @@ impl Bundle {
         })
     }
 
-    /// Parses, then compiles.
+    /// Parses, then compiles within the default [`Limits`].
     pub fn from_text(
         text: &str,
         version: u32,
         caps: Capabilities,
     ) -> Result<Bundle, Vec<FlowError>> {
+        Bundle::from_text_within(text, version, caps, &Limits::default())
+    }
+
+    /// Parses, then compiles within `limits`.
+    pub fn from_text_within(
+        text: &str,
+        version: u32,
+        caps: Capabilities,
+        limits: &Limits,
+    ) -> Result<Bundle, Vec<FlowError>> {
         let doc =
             Document::parse(text, super::document::Format::sniff(text)).map_err(|err| vec![err])?;
-        Bundle::compile(doc, version, caps)
+        Bundle::compile_within(doc, version, caps, limits)
+    }
+
+    /// Checks that no straight-line path (steps that run one after another without
+    /// waiting for the customer; an HTTP request does not count as waiting, its result
+    /// goes on with the same inbound event) sends more than `limits.max_messages`
+    /// messages, makes more than `limits.max_http` HTTP requests or runs more than
+    /// `limits.max_steps` steps. Each excess is reported once, at the step (or command)
+    /// where the longest such path starts.
+    pub fn check_limits(&self, limits: &Limits) -> Vec<FlowError> {
+        let paths = StraightPaths::of(&self.doc, self);
+        let mut errors = Vec::new();
+        let metrics: [(&str, &str, u32, Metric); 3] = [
+            (
+                "messages can be sent",
+                "pipeline.max_messages_per_event",
+                limits.max_messages,
+                |c| c.messages,
+            ),
+            (
+                "HTTP requests can be made",
+                "pipeline.max_http_per_event",
+                limits.max_http,
+                |c| c.http,
+            ),
+            (
+                "steps can run",
+                "pipeline.max_steps_per_event",
+                limits.max_steps,
+                |c| c.steps,
+            ),
+        ];
+        for (what, key, limit, metric) in metrics {
+            let Some((start, worst)) = paths.worst(metric) else {
+                continue;
+            };
+            if worst <= u64::from(limit) {
+                continue;
+            }
+            let message = format!(
+                "from here, {worst} {what} without waiting for the customer, more than the limit of {limit} for one inbound message ({key})"
+            );
+            errors.push(match start {
+                Start::Step((flow, step)) => {
+                    let flow = &self.doc.flows[flow];
+                    FlowError {
+                        flow: Some(flow.id.clone()),
+                        step: Some(flow.steps[step].id().to_owned()),
+                        field: None,
+                        message,
+                    }
+                }
+                Start::Command(index) => FlowError {
+                    flow: None,
+                    step: None,
+                    field: Some(format!("commands[{index}]")),
+                    message,
+                },
+            });
+        }
+        errors
+    }
+
+    /// An estimate of the memory this compiled document holds, for caches that keep
+    /// compiled flows under a memory budget: the document itself, every compiled
+    /// template and expression, regexes and keywords, plus fixed overheads per step and
+    /// flow. It errs on the high side.
+    pub fn approx_size_bytes(&self) -> usize {
+        // Measured on minijinja 3 and regex 1 (live heap after compiling the examples):
+        // about 9.5 KiB per compiled template plus 2 bytes per source byte, and about
+        // 20 KiB per regex; rounded up.
+        const FIXED: usize = 16 * 1024;
+        const PER_FLOW: usize = 1024;
+        const PER_STEP: usize = 256;
+        const PER_TEMPLATE: usize = 10 * 1024;
+        const PER_REGEX: usize = 24 * 1024;
+        // A parsed document holds its strings plus collection overheads; its JSON is a
+        // close measure of the strings.
+        let document = serde_json::to_vec(&self.doc).map_or(0, |json| json.len());
+        let templates = 4 * self.templates.source_bytes() + PER_TEMPLATE * self.templates.len();
+        let regex_sources = self.regexes.keys().map(String::len).sum::<usize>()
+            + self
+                .doc
+                .flows
+                .iter()
+                .flat_map(|f| &f.triggers)
+                .filter_map(|t| t.regex.as_deref())
+                .map(str::len)
+                .sum::<usize>();
+        let regex_count = self.regexes.len()
+            + self
+                .doc
+                .flows
+                .iter()
+                .flat_map(|f| &f.triggers)
+                .filter(|t| t.regex.is_some())
+                .count();
+        let regexes = 16 * regex_sources + PER_REGEX * regex_count;
+        let keywords: usize = self
+            .doc
+            .flows
+            .iter()
+            .flat_map(|f| &f.triggers)
+            .flat_map(|t| &t.keywords)
+            .chain(self.doc.commands.iter().flat_map(|c| &c.keywords))
+            .map(|k| 8 * k.len() + 64)
+            .sum();
+        FIXED
+            + 2 * document
+            + templates
+            + regexes
+            + keywords
+            + PER_FLOW * self.doc.flows.len()
+            + PER_STEP * self.step_count()
     }
 
     /// The flow a message starts, by trigger (earliest flow wins).
@@ -184,6 +340,163 @@ impl Bundle {
     /// A question's compiled regex.
     pub fn regex(&self, pattern: &str) -> Option<&regex::Regex> {
         self.regexes.get(pattern)
+    }
+}
+
+/// What a step costs against the fan-out [`Limits`], or the most a path from it costs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    messages: u64,
+    http: u64,
+    steps: u64,
+}
+
+/// One measure of a [`Cost`].
+type Metric = fn(&Cost) -> u64;
+
+/// Where a straight-line path starts.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    Step(Pos),
+    Command(usize),
+}
+
+/// The most every straight-line path from each step costs, per metric.
+struct StraightPaths {
+    /// Per step, per metric: the most a path from it costs.
+    from_step: Vec<Vec<Cost>>,
+    /// Per command that sends a message and starts a flow: that, plus the flow's paths.
+    from_command: Vec<(usize, Cost)>,
+}
+
+impl StraightPaths {
+    fn of(doc: &Document, bundle: &Bundle) -> StraightPaths {
+        let own = |step: &Step| -> Cost {
+            let sends = match step {
+                Step::Message { text, .. } => text.len() as u64,
+                Step::Question { .. } | Step::Menu { .. } => 1,
+                Step::Handoff { text, .. } | Step::End { text, .. } => u64::from(text.is_some()),
+                Step::Condition { .. } | Step::Action { .. } | Step::Goto { .. } => 0,
+            };
+            let http = matches!(step, Step::Action { http: Some(_), .. });
+            Cost {
+                messages: sends,
+                http: u64::from(http),
+                steps: 1,
+            }
+        };
+        let successors = |(f, s): Pos| -> Vec<Pos> {
+            let flow = &doc.flows[f];
+            if flow.steps[s].waits() {
+                return Vec::new();
+            }
+            edges(flow, s)
+                .into_iter()
+                .filter_map(|edge| match edge {
+                    Edge::Step(id) => bundle.step(f, id),
+                    Edge::Flow(id) => bundle
+                        .flow(id)
+                        .filter(|&i| !doc.flows[i].steps.is_empty())
+                        .map(|i| (i, 0)),
+                })
+                .collect()
+        };
+        // Longest paths in the graph of steps that do not wait, by an iterative
+        // depth-first search; validation rejected cycles, and a cycle met anyway (a
+        // back edge) adds nothing.
+        let mut best: Vec<Vec<Option<Cost>>> = doc
+            .flows
+            .iter()
+            .map(|f| vec![None; f.steps.len()])
+            .collect();
+        let mut on_stack: Vec<Vec<bool>> = doc
+            .flows
+            .iter()
+            .map(|f| vec![false; f.steps.len()])
+            .collect();
+        for (f, flow) in doc.flows.iter().enumerate() {
+            for s in 0..flow.steps.len() {
+                if best[f][s].is_some() {
+                    continue;
+                }
+                let mut stack: Vec<(Pos, Vec<Pos>, usize)> = vec![((f, s), successors((f, s)), 0)];
+                on_stack[f][s] = true;
+                while let Some((pos, next, index)) = stack.last_mut() {
+                    if let Some(&child) = next.get(*index) {
+                        *index += 1;
+                        if best[child.0][child.1].is_none() && !on_stack[child.0][child.1] {
+                            on_stack[child.0][child.1] = true;
+                            let children = successors(child);
+                            stack.push((child, children, 0));
+                        }
+                        continue;
+                    }
+                    let pos = *pos;
+                    let mut most = Cost::default();
+                    for child in next.iter() {
+                        if let Some(cost) = best[child.0][child.1] {
+                            most.messages = most.messages.max(cost.messages);
+                            most.http = most.http.max(cost.http);
+                            most.steps = most.steps.max(cost.steps);
+                        }
+                    }
+                    let step = own(&doc.flows[pos.0].steps[pos.1]);
+                    best[pos.0][pos.1] = Some(Cost {
+                        messages: step.messages + most.messages,
+                        http: step.http + most.http,
+                        steps: step.steps + most.steps,
+                    });
+                    on_stack[pos.0][pos.1] = false;
+                    stack.pop();
+                }
+            }
+        }
+        let from_step: Vec<Vec<Cost>> = best
+            .into_iter()
+            .map(|costs| costs.into_iter().map(Option::unwrap_or_default).collect())
+            .collect();
+        let from_command = doc
+            .commands
+            .iter()
+            .enumerate()
+            .filter_map(|(index, command)| {
+                let flow = bundle.flow(command.flow.as_deref()?)?;
+                let first = from_step.get(flow)?.first().copied()?;
+                Some((
+                    index,
+                    Cost {
+                        messages: first.messages + u64::from(command.message.is_some()),
+                        ..first
+                    },
+                ))
+            })
+            .collect();
+        StraightPaths {
+            from_step,
+            from_command,
+        }
+    }
+
+    /// Where the costliest path by `metric` starts, and its cost.
+    fn worst(&self, metric: Metric) -> Option<(Start, u64)> {
+        let steps = self.from_step.iter().enumerate().flat_map(|(f, costs)| {
+            costs
+                .iter()
+                .enumerate()
+                .map(move |(s, cost)| (Start::Step((f, s)), metric(cost)))
+        });
+        let commands = self
+            .from_command
+            .iter()
+            .map(|(index, cost)| (Start::Command(*index), metric(cost)));
+        // The first of equals wins, so the report points at the earliest step.
+        steps.chain(commands).fold(
+            None,
+            |worst: Option<(Start, u64)>, (start, cost)| match worst {
+                Some((_, most)) if most >= cost => worst,
+                _ => Some((start, cost)),
+            },
+        )
     }
 }
 
@@ -229,6 +542,8 @@ struct Validator<'a> {
     /// (where, field, source, is_expression) for the variable check at the end.
     sources: Vec<(At, String, String, bool)>,
     assigned: BTreeSet<String>,
+    /// Set once [`MAX_TEMPLATES`] was reported.
+    too_many_templates: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -242,6 +557,7 @@ impl<'a> Validator<'a> {
             hours: None,
             sources: Vec::new(),
             assigned: BTreeSet::new(),
+            too_many_templates: false,
         }
     }
 
@@ -298,7 +614,26 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Whether the document already holds [`MAX_TEMPLATES`] templates (reported once).
+    fn template_cap_reached(&mut self, at: &At, field: &str) -> bool {
+        if self.templates.len() < MAX_TEMPLATES {
+            return false;
+        }
+        if !self.too_many_templates {
+            self.too_many_templates = true;
+            self.error(
+                at,
+                Some(field),
+                format!("a document may hold at most {MAX_TEMPLATES} different templates and expressions"),
+            );
+        }
+        true
+    }
+
     fn text(&mut self, at: &At, field: &str, source: &str) {
+        if self.template_cap_reached(at, field) {
+            return;
+        }
         match self.templates.add_text(source) {
             Ok(()) => match self.templates.dry_run(source, false) {
                 Ok(()) => {
@@ -314,6 +649,9 @@ impl<'a> Validator<'a> {
     fn expression(&mut self, at: &At, field: &str, source: &str) {
         if source.trim().is_empty() {
             self.error(at, Some(field), "the expression is empty");
+            return;
+        }
+        if self.template_cap_reached(at, field) {
             return;
         }
         match self.templates.add_expression(source) {

@@ -2,7 +2,10 @@
 //! state and the effects dashd must carry out (send a message, schedule a timer, make an
 //! HTTP request, hand off to a person). No I/O and no clock: the time comes in the
 //! [`Context`]. Every event ends with the conversation waiting for the customer (a
-//! question or menu), for an HTTP result or an operator, or ended.
+//! question or menu), for an HTTP result or an operator, or ended. What one inbound event
+//! can cause (messages, HTTP requests, steps) is capped by [`Limits`], and the variables a
+//! conversation keeps by [`MAX_VARS_BYTES`], so neither one message nor a long
+//! conversation can grow without bound.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use chrono_tz::Tz;
@@ -18,9 +21,54 @@ use super::text::{check_answer, fold};
 /// shape changes, so that state written by one release is read by the next.
 pub const STATE_SCHEMA: u32 = 1;
 
-/// Transitions one event may take before the engine gives up. Validation rejects loops
-/// without a question, so a valid document never comes near it.
-pub const STEP_BUDGET: u32 = 256;
+/// Largest size of a conversation's `vars`, as JSON. A value that would take them past
+/// it is not stored (the variable is set to `null`, with a warning).
+pub const MAX_VARS_BYTES: usize = 64 * 1024;
+
+/// What one inbound event may cause: an inbound message, a timer or a resume, together
+/// with the HTTP results it leads to. Validation ([`crate::flow::Bundle::check_limits`])
+/// rejects a document whose longest straight-line path (steps that run without waiting
+/// for the customer) exceeds a cap, so a valid document never meets them at run time;
+/// the engine still enforces them, stopping the run with a warning and ending the
+/// conversation, and never emits more than the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Messages sent (`pipeline.max_messages_per_event`).
+    pub max_messages: u32,
+    /// HTTP requests made (`pipeline.max_http_per_event`).
+    pub max_http: u32,
+    /// Steps run (`pipeline.max_steps_per_event`).
+    pub max_steps: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_messages: 20,
+            max_http: 5,
+            max_steps: 256,
+        }
+    }
+}
+
+/// What the inbound event being handled has caused so far; carried in the state across
+/// the HTTP results it leads to, and reset by the next message, timer or resume.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FanOut {
+    #[serde(default)]
+    pub messages: u32,
+    #[serde(default)]
+    pub http: u32,
+    #[serde(default)]
+    pub steps: u32,
+}
+
+impl FanOut {
+    fn is_zero(&self) -> bool {
+        *self == FanOut::default()
+    }
+}
 
 /// Everything the engine remembers about one conversation (one contact of one bot).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +89,9 @@ pub struct ConversationState {
     /// Last message from the contact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<DateTime<Utc>>,
+    /// What the current inbound event has caused, while it waits for an HTTP result.
+    #[serde(default, skip_serializing_if = "FanOut::is_zero")]
+    pub fan_out: FanOut,
 }
 
 impl Default for ConversationState {
@@ -52,6 +103,7 @@ impl Default for ConversationState {
             timers: Vec::new(),
             next_id: 1,
             last_activity: None,
+            fan_out: FanOut::default(),
         }
     }
 }
@@ -274,17 +326,34 @@ pub struct Context<'a> {
     pub contact: &'a Value,
 }
 
-/// Applies one event to a conversation.
+/// Applies one event to a conversation, within the default [`Limits`].
 pub fn step(
     versions: &dyn Versions,
     state: ConversationState,
     event: &Event,
     ctx: &Context<'_>,
 ) -> Outcome {
-    // Loops without a wait are rejected by validation, so one event visits each step at
-    // most once (plus a restart by a command): the budget can never stop a valid flow.
-    let largest = versions.active().map_or(0, Bundle::step_count);
-    let budget = STEP_BUDGET.max(u32::try_from(largest.saturating_mul(2)).unwrap_or(u32::MAX));
+    step_within(versions, state, event, ctx, &Limits::default())
+}
+
+/// Applies one event to a conversation, within `limits` (the same limits its documents
+/// were validated against, so a valid document never meets them).
+pub fn step_within(
+    versions: &dyn Versions,
+    mut state: ConversationState,
+    event: &Event,
+    ctx: &Context<'_>,
+    limits: &Limits,
+) -> Outcome {
+    let waiting_http = matches!(
+        state.active.as_ref().map(|a| &a.waiting),
+        Some(Waiting::Http { .. })
+    );
+    // An HTTP result continues the run of the event that made the request; anything
+    // else, while no request is pending, starts a new count.
+    if !matches!(event, Event::Http { .. }) && !waiting_http {
+        state.fan_out = FanOut::default();
+    }
     let mut run = Run {
         versions,
         bundle: None,
@@ -292,7 +361,8 @@ pub fn step(
         effects: Vec::new(),
         ctx,
         input: "",
-        budget,
+        limits,
+        halted: false,
         stepping: false,
         pending: None,
     };
@@ -308,8 +378,16 @@ pub fn step(
         } => run.on_http(*request_id, outcome),
         Event::Resume => run.on_resume(),
     }
+    let mut state = run.state;
+    // The counts only matter while the event's HTTP request is pending.
+    if !matches!(
+        state.active.as_ref().map(|a| &a.waiting),
+        Some(Waiting::Http { .. })
+    ) {
+        state.fan_out = FanOut::default();
+    }
     Outcome {
-        state: run.state,
+        state,
         effects: run.effects,
     }
 }
@@ -322,7 +400,9 @@ struct Run<'a> {
     effects: Vec<Effect>,
     ctx: &'a Context<'a>,
     input: &'a str,
-    budget: u32,
+    limits: &'a Limits,
+    /// Set when a limit stopped the run: nothing more is emitted.
+    halted: bool,
     /// Set while [`Run::advance`] loops: a step that continues leaves its successor here
     /// instead of recursing, so a flow of any length runs in constant stack.
     stepping: bool,
@@ -336,9 +416,6 @@ impl<'a> Run<'a> {
         match self.versions.get(version) {
             Some(bundle) => {
                 self.bundle = Some(bundle);
-                let needed =
-                    u32::try_from(bundle.step_count().saturating_mul(2)).unwrap_or(u32::MAX);
-                self.budget = self.budget.max(needed);
                 Some(bundle)
             }
             None => {
@@ -497,7 +574,7 @@ impl<'a> Run<'a> {
         };
         match check_answer(validate, text, today, regex) {
             Some(value) => {
-                self.state.vars.insert(var.clone(), value);
+                self.store_var(var, value);
                 self.continue_after(bundle, pos);
             }
             None => self.retry(
@@ -539,9 +616,7 @@ impl<'a> Run<'a> {
         match chosen {
             Some((_, option)) => {
                 if let Some(var) = var {
-                    self.state
-                        .vars
-                        .insert(var.clone(), Value::String(option.label.clone()));
+                    self.store_var(var, Value::String(option.label.clone()));
                 }
                 if let Some(step) = &option.step {
                     self.goto_step(bundle, pos.0, step);
@@ -665,7 +740,7 @@ impl<'a> Run<'a> {
         match body {
             Some(body) => {
                 for (var, path) in &http.save {
-                    self.state.vars.insert(var.clone(), lookup(body, path));
+                    self.store_var(var, lookup(body, path));
                 }
                 self.continue_after(bundle, pos);
             }
@@ -776,14 +851,17 @@ impl<'a> Run<'a> {
 
     /// Runs one step; a step that goes on names its successor through `advance`.
     fn run_step(&mut self, bundle: &'a Bundle, pos: Pos) {
-        if self.budget == 0 {
-            self.warn(
-                "step budget exhausted: the flow loops without waiting for the customer".into(),
-            );
-            self.end(EndReason::Error);
+        if self.halted {
             return;
         }
-        self.budget -= 1;
+        if self.state.fan_out.steps >= self.limits.max_steps {
+            self.halt(format!(
+                "more than {} steps for one inbound event (pipeline.max_steps_per_event): the run was stopped",
+                self.limits.max_steps
+            ));
+            return;
+        }
+        self.state.fan_out.steps += 1;
         let Some(step) = bundle.step_at(pos) else {
             self.end(EndReason::Completed);
             return;
@@ -869,15 +947,21 @@ impl<'a> Run<'a> {
                         }
                         literal => Some(literal.clone()),
                     };
-                    self.state
-                        .vars
-                        .insert(name.clone(), computed.unwrap_or(Value::Null));
+                    self.store_var(name, computed.unwrap_or(Value::Null));
                 }
                 self.continue_after(bundle, pos);
             }
             Step::Action {
                 http: Some(http), ..
             } => {
+                if self.state.fan_out.http >= self.limits.max_http {
+                    self.halt(format!(
+                        "more than {} HTTP requests for one inbound event (pipeline.max_http_per_event): the run was stopped",
+                        self.limits.max_http
+                    ));
+                    return;
+                }
+                self.state.fan_out.http += 1;
                 let request_id = self.take_id();
                 let url = self.render(bundle, &http.url).unwrap_or_default();
                 let headers = http
@@ -920,6 +1004,9 @@ impl<'a> Run<'a> {
                     }
                 };
                 let payload = self.render_value(bundle, payload);
+                if self.halted {
+                    return;
+                }
                 self.effects.push(Effect::Action {
                     action,
                     payload,
@@ -931,6 +1018,9 @@ impl<'a> Run<'a> {
             Step::Handoff { text, .. } => {
                 if let Some(text) = text {
                     self.send_text(bundle, text, None, 0, Vec::new());
+                }
+                if self.halted {
+                    return;
                 }
                 self.effects.push(Effect::Handoff {
                     flow: bundle.doc.flows[pos.0].id.clone(),
@@ -961,6 +1051,9 @@ impl<'a> Run<'a> {
     }
 
     fn wait(&mut self, bundle: &'a Bundle, pos: Pos, waiting: Waiting) {
+        if self.halted {
+            return;
+        }
         let idle = matches!(waiting, Waiting::Answer | Waiting::Choice);
         if let Some(active) = self.state.active.as_mut() {
             active.waiting = waiting;
@@ -992,6 +1085,9 @@ impl<'a> Run<'a> {
     }
 
     fn schedule(&mut self, kind: TimerKind, at: Option<DateTime<Utc>>) {
+        if self.halted {
+            return;
+        }
         // Durations are bounded by validation; a date past chrono's range waits forever.
         let at = at.unwrap_or(DateTime::<Utc>::MAX_UTC);
         let timer = Timer {
@@ -1030,6 +1126,27 @@ impl<'a> Run<'a> {
 
     fn warn(&mut self, message: String) {
         self.effects.push(Effect::Warning { message });
+    }
+
+    /// Stops the run at a limit: a warning, and the conversation ends (it would otherwise
+    /// stand on a step that did not finish).
+    fn halt(&mut self, message: String) {
+        self.warn(message);
+        self.end(EndReason::Error);
+        self.halted = true;
+    }
+
+    /// Stores a variable unless it would take the conversation's `vars` past
+    /// [`MAX_VARS_BYTES`]; then it is set to `null`, with a warning.
+    fn store_var(&mut self, name: &str, value: Value) {
+        self.state.vars.insert(name.to_owned(), value);
+        let size = serde_json::to_vec(&self.state.vars).map_or(usize::MAX, |json| json.len());
+        if size > MAX_VARS_BYTES {
+            self.state.vars.insert(name.to_owned(), Value::Null);
+            self.warn(format!(
+                "vars.{name} not stored: the conversation's variables would take {size} bytes, over the limit of {MAX_VARS_BYTES}"
+            ));
+        }
     }
 
     fn scope(&self) -> Scope<'_> {
@@ -1097,9 +1214,17 @@ impl<'a> Run<'a> {
         delay_ms: u64,
         choices: Vec<Choice>,
     ) {
-        if text.trim().is_empty() && media.is_none() {
+        if self.halted || (text.trim().is_empty() && media.is_none()) {
             return;
         }
+        if self.state.fan_out.messages >= self.limits.max_messages {
+            self.halt(format!(
+                "more than {} messages for one inbound event (pipeline.max_messages_per_event): the run was stopped",
+                self.limits.max_messages
+            ));
+            return;
+        }
+        self.state.fan_out.messages += 1;
         self.effects.push(Effect::Send(Outbound {
             text,
             media,

@@ -12,4 +12,6 @@ pub mod triggers;
 
 pub use bundle::{Bundle, Capabilities};
 pub use document::{Document, FlowError, Format};
-pub use engine::{Context, ConversationState, Effect, Event, Outcome, Versions, step};
+pub use engine::{
+    Context, ConversationState, Effect, Event, Limits, Outcome, Versions, step, step_within,
+};

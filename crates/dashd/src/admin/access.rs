@@ -1,45 +1,85 @@
-//! Who may use the admin socket. The kernel tells us the peer's uid and gid
+//! Who may use the admin socket. The kernel tells us the peer's uid, gid and pid
 //! (`SO_PEERCRED`); root, the user dashd runs as, and members of an optional configured
-//! group are let in, everybody else gets 403 on every request.
+//! group are let in, everybody else gets 403 on every request. Group membership is
+//! decided for each connection from the peer's own supplementary groups (read when the
+//! connection is accepted), or from the group database as it is at that moment: a user
+//! removed from the group loses access without a restart of dashd.
 
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::serve::IncomingStream;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
 use tracing::Instrument;
 
 use crate::error::ApiError;
 
 /// The credentials of the process on the other end of an admin connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     pub uid: u32,
     pub gid: u32,
+    /// The peer process's supplementary groups when the connection was accepted; `None`
+    /// when they could not be read (then the group database decides).
+    pub groups: Option<Vec<u32>>,
+}
+
+impl Peer {
+    /// A peer known by uid and gid only.
+    pub fn new(uid: u32, gid: u32) -> Self {
+        Self {
+            uid,
+            gid,
+            groups: None,
+        }
+    }
 }
 
 /// Credentials as read when the connection was accepted; `None` when the kernel would not
 /// say (then every request is refused).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PeerInfo(pub Option<Peer>);
 
-impl Connected<IncomingStream<'_, UnixListener>> for PeerInfo {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        PeerInfo(stream.io().peer_cred().ok().map(|cred| Peer {
+impl PeerInfo {
+    /// Reads the credentials of the process connected through `stream`.
+    pub fn of(stream: &UnixStream) -> Self {
+        PeerInfo(stream.peer_cred().ok().map(|cred| Peer {
             uid: cred.uid(),
             gid: cred.gid(),
+            groups: cred.pid().and_then(supplementary_groups),
         }))
     }
 }
 
-/// A Unix group allowed on the admin socket, resolved at start-up.
+impl Connected<IncomingStream<'_, UnixListener>> for PeerInfo {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        PeerInfo::of(stream.io())
+    }
+}
+
+/// The supplementary groups of process `pid`, from the `Groups:` line of
+/// `/proc/<pid>/status` (Linux).
+fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_groups_line(&status)
+}
+
+fn parse_groups_line(status: &str) -> Option<Vec<u32>> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))?;
+    line.split_whitespace()
+        .map(|gid| gid.parse::<u32>().ok())
+        .collect()
+}
+
+/// A Unix group allowed on the admin socket. Its members are looked up per connection,
+/// never cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedGroup {
     pub name: String,
     pub gid: u32,
-    /// Supplementary members by user name, as listed in the group database.
-    pub members: Vec<String>,
 }
 
 /// The admin socket's access policy.
@@ -61,7 +101,8 @@ pub struct Denied {
 }
 
 impl AdminAccess {
-    /// Resolves the configured group (if any) from the system's group database.
+    /// Resolves the configured group (if any) from the system's group database: it must
+    /// exist at start-up. Who belongs to it is decided per connection.
     pub fn resolve(group: Option<&str>) -> anyhow::Result<Self> {
         let daemon_uid = nix::unistd::geteuid().as_raw();
         let group = match group {
@@ -73,30 +114,30 @@ impl AdminAccess {
                 Some(AllowedGroup {
                     name: found.name,
                     gid: found.gid.as_raw(),
-                    members: found.mem,
                 })
             }
         };
         Ok(Self { daemon_uid, group })
     }
 
-    /// Decides whether `peer` may use the admin API. `user_name` looks a uid up in the
-    /// user database; it is only called when group membership needs a name.
+    /// Decides whether `peer` may use the admin API. The peer's own groups decide when
+    /// known; otherwise `listed_member(uid, group)` asks the group database, as it is
+    /// now, whether the user is a listed member.
     pub fn check(
         &self,
-        peer: Peer,
-        user_name: impl FnOnce(u32) -> Option<String>,
+        peer: &Peer,
+        listed_member: impl FnOnce(u32, &AllowedGroup) -> bool,
     ) -> Result<(), Denied> {
         if peer.uid == 0 || peer.uid == self.daemon_uid {
             return Ok(());
         }
         if let Some(group) = &self.group {
-            if peer.gid == group.gid {
-                return Ok(());
-            }
-            if let Some(name) = user_name(peer.uid)
-                && group.members.contains(&name)
-            {
+            let member = peer.gid == group.gid
+                || match &peer.groups {
+                    Some(groups) => groups.contains(&group.gid),
+                    None => listed_member(peer.uid, group),
+                };
+            if member {
                 return Ok(());
             }
         }
@@ -110,12 +151,19 @@ impl AdminAccess {
     }
 }
 
-/// Looks a user name up by uid (for supplementary group membership).
-fn system_user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+/// Whether the user `uid` is listed as a member of `group` in the group database, read
+/// now.
+fn system_listed_member(uid: u32, group: &AllowedGroup) -> bool {
+    let Some(user) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
         .ok()
         .flatten()
-        .map(|user| user.name)
+    else {
+        return false;
+    };
+    nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(group.gid))
+        .ok()
+        .flatten()
+        .is_some_and(|found| found.mem.contains(&user.name))
 }
 
 /// Middleware: checks the peer on every request.
@@ -129,7 +177,7 @@ pub async fn authorize(
         return ApiError::Forbidden("the peer's credentials could not be read".into())
             .into_response();
     };
-    match access.check(peer, system_user_name) {
+    match access.check(&peer, system_listed_member) {
         // Everything the request logs carries who made it: the audit trail of admin actions.
         Ok(()) => {
             let span = tracing::info_span!("admin", peer_uid = peer.uid);
@@ -144,6 +192,8 @@ pub async fn authorize(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     const DAEMON: u32 = 990;
@@ -155,81 +205,87 @@ mod tests {
         }
     }
 
-    fn no_lookup(_: u32) -> Option<String> {
-        None
+    fn dashadm() -> Option<AllowedGroup> {
+        Some(AllowedGroup {
+            name: "dashadm".into(),
+            gid: 4000,
+        })
+    }
+
+    fn no_lookup(_: u32, _: &AllowedGroup) -> bool {
+        false
     }
 
     #[test]
     fn root_and_the_daemon_user_are_allowed() {
         let access = policy(None);
-        assert!(access.check(Peer { uid: 0, gid: 0 }, no_lookup).is_ok());
-        assert!(
-            access
-                .check(
-                    Peer {
-                        uid: DAEMON,
-                        gid: 5
-                    },
-                    no_lookup
-                )
-                .is_ok()
-        );
+        assert!(access.check(&Peer::new(0, 0), no_lookup).is_ok());
+        assert!(access.check(&Peer::new(DAEMON, 5), no_lookup).is_ok());
     }
 
     #[test]
     fn another_uid_is_refused() {
         let access = policy(None);
-        let denied = access
-            .check(
-                Peer {
-                    uid: 1000,
-                    gid: 1000,
-                },
-                no_lookup,
-            )
-            .unwrap_err();
+        let denied = access.check(&Peer::new(1000, 1000), no_lookup).unwrap_err();
         assert_eq!(denied.uid, 1000);
         assert!(denied.to_string().contains("uid 1000"));
     }
 
     #[test]
-    fn group_members_are_allowed_by_gid_or_membership() {
-        let access = policy(Some(AllowedGroup {
-            name: "dashadm".into(),
-            gid: 4000,
-            members: vec!["ana".into()],
-        }));
+    fn group_members_are_allowed_by_gid_groups_or_listing() {
+        let access = policy(dashadm());
+        assert!(access.check(&Peer::new(1000, 4000), no_lookup).is_ok());
+        let with_groups = |groups: Vec<u32>| Peer {
+            uid: 1001,
+            gid: 1001,
+            groups: Some(groups),
+        };
         assert!(
             access
-                .check(
-                    Peer {
-                        uid: 1000,
-                        gid: 4000
-                    },
-                    no_lookup
-                )
+                .check(&with_groups(vec![27, 4000]), no_lookup)
                 .is_ok()
         );
+        // The kernel's list is the truth when known: the database is not asked.
         assert!(
             access
-                .check(
-                    Peer {
-                        uid: 1001,
-                        gid: 1001
-                    },
-                    |_| Some("ana".into())
-                )
-                .is_ok()
+                .check(&with_groups(vec![27]), |_, _| panic!("asked the database"))
+                .is_err()
         );
-        let denied = access
-            .check(
-                Peer {
-                    uid: 1002,
-                    gid: 1002,
-                },
-                |_| Some("bob".into()),
-            )
-            .unwrap_err();
+        assert!(access.check(&Peer::new(1001, 1001), |_, _| true).is_ok());
+        let denied = access.check(&Peer::new(1002, 1002), no_lookup).unwrap_err();
         assert!(denied.to_string().contains("group dashadm"));
+    }
+
+    #[test]
+    fn membership_is_decided_per_connection_not_at_start() {
+        // The group database as the test changes it after the policy was resolved.
+        let members: Mutex<Vec<u32>> = Mutex::new(vec![1001]);
+        let lookup = |uid: u32, group: &AllowedGroup| {
+            assert_eq!(group.gid, 4000);
+            members.lock().unwrap().contains(&uid)
+        };
+        let access = policy(dashadm());
+        let peer = Peer::new(1001, 1001);
+        assert!(access.check(&peer, lookup).is_ok());
+        members.lock().unwrap().clear();
+        assert!(access.check(&peer, lookup).is_err());
+        members.lock().unwrap().push(1001);
+        assert!(access.check(&peer, lookup).is_ok());
+    }
+
+    #[test]
+    fn the_groups_line_is_parsed() {
+        let status = "Name:\tdashctl\nUid:\t1001\t1001\t1001\t1001\nGroups:\t27 4000 \nNgid:\t0\n";
+        assert_eq!(parse_groups_line(status), Some(vec![27, 4000]));
+        assert_eq!(parse_groups_line("Groups:\n"), Some(vec![]));
+        assert_eq!(parse_groups_line("Groups:\tx\n"), None);
+        assert_eq!(parse_groups_line("Uid:\t1\n"), None);
+        let own = supplementary_groups(std::process::id() as i32).unwrap();
+        let expected: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|gid| gid.as_raw())
+            .collect();
+        assert_eq!(own, expected);
     }
 }

@@ -1,13 +1,13 @@
 //! Bot handlers. A bot is reached as `/v1/tenants/{tenant}/bots/{bot}` or
 //! `/v1/bots/{id}`; [`BotPath`] resolves both, so one handler serves each verb.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use dash_core::Bot;
 use dash_core::api::{BotFilter, CreateBot, UpdateBot};
 
 use super::paths::BotPath;
-use crate::error::{ApiError, Json, Query};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::state::AppState;
 use crate::store::TenantRef;
 
@@ -55,7 +55,7 @@ pub async fn update(
     let req = req.validated()?;
     if req.is_empty() {
         return Err(ApiError::BadRequest(
-            "nothing to change: give a name, phone, timezone, status or settings".into(),
+            "nothing to change: give a name, phone, timezone, status, settings or chain".into(),
         ));
     }
     let bot = state.store.update_bot(&bot, &req).await?;

@@ -8,10 +8,11 @@ use dash_core::ValidationError;
 use dash_core::api::{
     FlowSummary, FlowVersionDetail, FlowVersionInfo, ImportFlows, MAX_FLOW_DOCUMENT,
 };
-use dash_core::flow::{Bundle, Capabilities, Document, FlowError, Format};
+use dash_core::flow::{Document, FlowError, Format};
 
 use super::paths::{BotPath, FlowVersionPath};
 use crate::error::{ApiError, Json};
+use crate::flow_runner::StepError;
 use crate::state::AppState;
 use crate::store::{NewFlowVersion, StoredFlowVersion};
 
@@ -35,15 +36,33 @@ pub async fn import(
     }
     let format = req.format.unwrap_or_else(|| Format::sniff(&req.source));
     let source = req.source.clone();
-    // Parsing and compiling a large document takes milliseconds: keep it off the reactor.
-    let document = tokio::task::spawn_blocking(move || -> Result<Document, Vec<FlowError>> {
-        let doc = Document::parse(&source, format).map_err(|err| vec![err])?;
-        Bundle::compile(doc.clone(), 0, Capabilities::CURRENT)?;
-        Ok(doc)
-    })
-    .await
-    .map_err(|err| ApiError::Internal(err.into()))?
-    .map_err(invalid)?;
+    let owner = state.store.bot(&bot).await?;
+    // Parsing a large document takes milliseconds: keep it off the reactor.
+    let document = tokio::task::spawn_blocking(move || Document::parse(&source, format))
+        .await
+        .map_err(|err| ApiError::Internal(err.into()))?
+        .map_err(|err| invalid(vec![err]))?;
+    // Compiling renders every template once: a tenant's document is compiled in a flow
+    // worker, within its memory and time bounds, never inside dashd.
+    match state
+        .pipeline
+        .validate_flow(owner.tenant_id, &document)
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(errors)) => return Err(invalid(errors)),
+        Err(StepError::Timeout { .. } | StepError::Crashed { .. }) => {
+            return Err(ValidationError::new(
+                "source",
+                "the flow exceeded its memory or time limit while being validated (see docs/flows.md, limits)",
+            )
+            .into());
+        }
+        Err(StepError::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
+        Err(StepError::Failed(message)) => {
+            return Err(ApiError::Internal(anyhow::anyhow!(message)));
+        }
+    }
     let new = NewFlowVersion {
         format,
         source: req.source,

@@ -4,9 +4,9 @@
 use std::convert::Infallible;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use dash_core::api::{
     Accepted, ConversationDetail, ConversationSummary, MessageBody, MessageRecord, QueueEntry,
     QueueFilter, SandboxEvent, SandboxFeedEvent, SandboxInbound, SendMessage,
@@ -17,7 +17,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::paths::BotPath;
-use crate::error::{ApiError, Json, Query};
+use crate::error::{ApiError, Json, Path, Query};
+use crate::pipeline::IngestError;
 use crate::state::AppState;
 use crate::store::pipeline::{NewInbound, QueueQuery};
 
@@ -43,13 +44,18 @@ pub async fn send(
 }
 
 /// A message from a pretend customer, through the real inbound pipeline.
+/// Past the backlog bound, or while dashd stops, the answer is 503 with `Retry-After`.
 pub async fn sandbox_inbound(
     State(state): State<AppState>,
     BotPath(bot): BotPath,
     Json(req): Json<SandboxInbound>,
-) -> Result<(StatusCode, axum::Json<Accepted>), ApiError> {
-    let req = req.validated()?;
-    let bot = sandbox_bot(&state, &bot).await?;
+) -> Result<(StatusCode, axum::Json<Accepted>), Response> {
+    let req = req
+        .validated()
+        .map_err(|err| ApiError::from(err).into_response())?;
+    let bot = sandbox_bot(&state, &bot)
+        .await
+        .map_err(IntoResponse::into_response)?;
     let message = NewInbound {
         bot_id: bot.id,
         tenant_id: bot.tenant_id,
@@ -64,7 +70,11 @@ pub async fn sandbox_inbound(
         },
         received_at: chrono::Utc::now(),
     };
-    let ingested = state.pipeline.ingest(message).await?;
+    let ingested = state
+        .pipeline
+        .ingest(message)
+        .await
+        .map_err(ingest_refused)?;
     Ok((
         StatusCode::ACCEPTED,
         axum::Json(Accepted {
@@ -160,6 +170,25 @@ fn ndjson(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(stream))
         .map_err(|err| ApiError::Internal(err.into()))
+}
+
+/// The answer to a message intake did not accept: 503 with `Retry-After` when busy or
+/// stopping (the sender retries; nothing was stored).
+pub fn ingest_refused(err: IngestError) -> Response {
+    let (message, retry_after_s) = match err {
+        IngestError::Store(err) => return ApiError::from(err).into_response(),
+        IngestError::Busy {
+            reason,
+            retry_after_s,
+        } => (reason, retry_after_s),
+        IngestError::Stopping => ("dashd is shutting down".to_owned(), 5),
+    };
+    let mut response = ApiError::Unavailable(message).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from(retry_after_s),
+    );
+    response
 }
 
 fn event_contact(event: &SandboxEvent) -> &str {
@@ -338,6 +367,10 @@ pub async fn queue_cancel(
 
 fn message_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
-        ValidationError::new("id", format!("{id:?} is not a message id (a UUID)")).into()
+        ValidationError::new(
+            "id",
+            format!("{} is not a message id (a UUID)", validate::quoted(id)),
+        )
+        .into()
     })
 }

@@ -19,7 +19,6 @@ use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
 use dash_core::api::{ADMIN_API_VERSION, HEADER_API_VERSION, HEADER_DAEMON_VERSION};
-use tower_http::trace::TraceLayer;
 
 use crate::error::{method_not_allowed, not_found};
 use crate::state::AppState;
@@ -85,7 +84,7 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             access::authorize,
         ))
         .layer(middleware::map_response(version_headers))
-        .layer(TraceLayer::new_for_http())
+        .layer(crate::telemetry::http_trace_layer())
 }
 
 /// Routes under a bot, for both ways of naming it.

@@ -29,7 +29,12 @@ async fn params<S: Send + Sync>(
     Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map(|Path(params)| params)
-        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+        .map_err(|rejection| {
+            ApiError::BadRequest(format!(
+                "invalid path: {}",
+                validate::bounded(&rejection.body_text(), 200)
+            ))
+        })
 }
 
 fn bot_ref(params: &HashMap<String, String>) -> Result<BotRef, ApiError> {
@@ -37,7 +42,10 @@ fn bot_ref(params: &HashMap<String, String>) -> Result<BotRef, ApiError> {
         return Uuid::parse_str(id).map(BotRef::Id).map_err(|_| {
             ApiError::Validation(ValidationError::new(
                 "id",
-                format!("{id:?} is not a bot id (a UUID); address bots by name under /v1/tenants/TENANT/bots/BOT"),
+                format!(
+                    "{} is not a bot id (a UUID); address bots by name under /v1/tenants/TENANT/bots/BOT",
+                    validate::quoted(id)
+                ),
             ))
         });
     }
@@ -71,7 +79,10 @@ impl<S: Send + Sync> FromRequestParts<S> for FlowVersionPath {
             Some(text) => Some(text.parse::<u32>().ok().filter(|v| *v > 0).ok_or_else(|| {
                 ApiError::Validation(ValidationError::new(
                     "version",
-                    format!("{text:?} is not a flow version: use a number (1, 2...) or active"),
+                    format!(
+                        "{} is not a flow version: use a number (1, 2...) or active",
+                        validate::quoted(text)
+                    ),
                 ))
             })?),
         };

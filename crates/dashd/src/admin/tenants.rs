@@ -1,12 +1,12 @@
 //! Tenant handlers: create, list, show, update, delete (`?force=true` takes the bots too).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use dash_core::Tenant;
 use dash_core::api::{CreateTenant, TenantDeleted, UpdateTenant};
 use serde::Deserialize;
 
-use crate::error::{ApiError, Json, Query};
+use crate::error::{ApiError, Json, Path, Query};
 use crate::state::AppState;
 use crate::store::TenantRef;
 

@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tower_http::trace::TraceLayer;
 
 use crate::error::{method_not_allowed, not_found};
 use crate::state::AppState;
+use crate::store::StoreHealth;
 
 /// Body of `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +26,9 @@ pub struct Health {
     pub database: String,
     /// `ok`, `error`, or `disabled` when no Redis is configured.
     pub redis: String,
+    /// Why the status is `degraded`, for an operator; absent when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The public router.
@@ -35,30 +38,38 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(TraceLayer::new_for_http())
+        .layer(crate::telemetry::http_trace_layer())
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {
     // A database that hangs must not hang the health check with it.
-    let database_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
-        Ok(Ok(()))
-    );
-    let status = if database_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let database = tokio::time::timeout(HEALTH_TIMEOUT, state.store.health())
+        .await
+        .unwrap_or_else(|_| StoreHealth::Degraded {
+            reason: format!(
+                "the database did not answer within {} s",
+                HEALTH_TIMEOUT.as_secs()
+            ),
+        });
+    let reason = database.reason().map(str::to_owned);
+    let (status, word, database) = match reason {
+        None => (StatusCode::OK, "ok", "ok"),
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "degraded", "error"),
     };
     let health = Health {
-        status: if database_ok { "ok" } else { "degraded" }.to_owned(),
+        status: word.to_owned(),
         version: dash_core::VERSION.to_owned(),
         uptime_s: state.uptime_s(),
         memory_mb: resident_memory_mb().unwrap_or(0.0),
-        database: if database_ok { "ok" } else { "error" }.to_owned(),
+        database: database.to_owned(),
         redis: "disabled".to_owned(),
+        reason,
     };
     (status, axum::Json(health))
 }
+
+/// How long `/health` waits for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Resident set size from `/proc/self/status` (Linux), rounded to 0.1 MB.
 fn resident_memory_mb() -> Option<f64> {

@@ -2,8 +2,14 @@
 //! contact, within per-bot and per-tenant rate limits, retrying retryable failures with
 //! exponential backoff and jitter until `max_attempts`, then `dead`. It sleeps until the
 //! next entry is due or something changes; it never polls in a tight loop.
+//!
+//! An entry is claimed under a lease naming this dashd; the outcome is recorded only if
+//! the entry is still ours (an operator cannot cancel a `processing` entry, and a lease
+//! taken back is not ours). Sends are tracked tasks: on shutdown no new entry is
+//! claimed, and the sends in flight finish and are recorded before the pool closes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +21,7 @@ use uuid::Uuid;
 
 use super::Inner;
 use super::provider::{Content, SendError, SendRequest};
-use crate::store::pipeline::OutboxItem;
+use crate::store::pipeline::{Lease, OutboxItem};
 
 /// Entries fetched per round.
 const BATCH: u32 = 256;
@@ -50,7 +56,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             bots.clear();
             epoch = current;
         }
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = inner.clock.now_ms();
         let due = match inner.store.due_outbound(now_ms, BATCH).await {
             Ok(due) => due,
             Err(err) => {
@@ -61,6 +67,9 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         };
         let mut started = 0;
         for item in due {
+            if inner.shutdown.is_cancelled() {
+                break;
+            }
             let Some(settings) =
                 bot_settings(&inner, &mut bots, item.bot_id, config.bot_rate_per_minute).await
             else {
@@ -113,7 +122,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }
                 None => continue,
             }
-            match inner.store.claim(item.id, chrono::Utc::now()).await {
+            let lease = Lease {
+                owner: &inner.owner,
+                until_ms: inner
+                    .clock
+                    .now_ms()
+                    .saturating_add(i64::try_from(config.lease_ms).unwrap_or(i64::MAX)),
+            };
+            match inner.store.claim(item.id, &lease, inner.clock.now()).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(err) => {
@@ -130,12 +146,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let inner = inner.clone();
+            let task = inner.clone();
             let chain = settings.chain.clone();
-            tokio::spawn(async move {
-                send(&inner, item, &chain).await;
+            // Tracked, and not cancelled by shutdown: a send that started finishes and
+            // its outcome is recorded.
+            inner.in_flight.spawn(async move {
+                send(&task, item, &chain).await;
                 drop(slot);
-                inner.dispatch.notify_one();
+                task.dispatch.notify_one();
             });
             started += 1;
         }
@@ -207,26 +225,28 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
         };
         match provider.send(&request).await {
             Ok(receipt) => {
-                let now = chrono::Utc::now();
-                if let Err(err) = inner
-                    .store
-                    .mark_sent(item.id, kind.as_str(), &receipt.provider_message_id, now)
-                    .await
-                {
-                    // The entry stays `processing` and is sent again after a restart; the
-                    // idempotency key keeps the provider from delivering it twice.
-                    tracing::error!(error = %err, message = %item.id, "sent, but cannot record it");
-                }
+                record(&item, "sent", || {
+                    inner.store.mark_sent(
+                        item.id,
+                        &inner.owner,
+                        kind.as_str(),
+                        &receipt.provider_message_id,
+                        inner.clock.now(),
+                    )
+                })
+                .await;
                 inner.announce_if_idle(item.bot_id, &item.contact).await;
                 return;
             }
             Err(SendError::Permanent(error)) => {
                 let error = format!("{kind}: {error}");
                 tracing::warn!(message = %item.id, error, "message refused for good");
-                let _ = inner
-                    .store
-                    .mark_failed(item.id, &error, None, chrono::Utc::now())
-                    .await;
+                record(&item, "refused", || {
+                    inner
+                        .store
+                        .mark_failed(item.id, &inner.owner, &error, None, inner.clock.now())
+                })
+                .await;
                 inner.announce_if_idle(item.bot_id, &item.contact).await;
                 return;
             }
@@ -236,7 +256,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
     let config = &inner.config.dispatcher;
     let attempts = item.attempts + 1;
     let error = failures.join("; ");
-    let now = chrono::Utc::now();
+    let now = inner.clock.now();
     let retry_at = (attempts < config.max_attempts).then(|| {
         let random = Uuid::new_v4().as_u64_pair().0;
         let delay = backoff(
@@ -249,12 +269,39 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
     });
     tracing::warn!(message = %item.id, attempts, error, dead = retry_at.is_none(), "send failed");
-    if let Err(err) = inner
-        .store
-        .mark_failed(item.id, &error, retry_at, now)
-        .await
-    {
-        tracing::error!(error = %err, "cannot record a failed send");
-    }
+    record(&item, "failed", || {
+        inner
+            .store
+            .mark_failed(item.id, &inner.owner, &error, retry_at, now)
+    })
+    .await;
     inner.announce_if_idle(item.bot_id, &item.contact).await;
+}
+
+/// Records a send's outcome, trying a few times over a few seconds when the database
+/// fails. If it still cannot, the entry stays `processing` under its lease and is sent
+/// again when the lease expires (the only way a message can go twice).
+async fn record<F, Fut>(item: &OutboxItem, outcome: &str, mut write: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::store::StoreResult<bool>>,
+{
+    let mut delay = Duration::from_millis(100);
+    for attempt in 1..=5 {
+        match write().await {
+            Ok(true) => return,
+            Ok(false) => {
+                tracing::warn!(message = %item.id, outcome, "outbox entry no longer ours (its lease was taken back); outcome not recorded");
+                return;
+            }
+            Err(err) if attempt < 5 => {
+                tracing::warn!(message = %item.id, outcome, attempt, error = %err, "cannot record a send's outcome; retrying");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2);
+            }
+            Err(err) => {
+                tracing::error!(message = %item.id, outcome, error = %err, "cannot record a send's outcome; the entry is taken back when its lease expires");
+            }
+        }
+    }
 }

@@ -9,12 +9,23 @@
 //! - memory is bounded by the number of workers and their queues, not by the number of
 //!   conversations (state lives in the database);
 //! - a step's new state, its outbound messages and its timers are one transaction;
-//! - outbound messages are written first and sent after ([`dispatcher`]); `processing`
-//!   entries left by a crash go back to `pending` at start-up;
-//! - timers are rows; the [`scheduler`] fires due ones, also those due while dashd was down.
+//! - outbound messages are written first and sent after ([`dispatcher`]); an entry being
+//!   sent is `processing` under a lease held by this dashd ([`Inner::owner`]); every state
+//!   change is one conditional statement, and expired leases are taken back periodically
+//!   ([`leases`]), so a crash or a failed "mark sent" never freezes a contact's outbox;
+//! - timers are rows; the [`scheduler`] fires due ones, also those due while dashd was down;
+//! - a step that fails (an error, a panic, a flow over its bounds) is retried with
+//!   backoff `pipeline.max_attempts` times, then its message is `failed` and skipped: no
+//!   input can stop a conversation or crash-loop dashd;
+//! - the backlog of accepted, unhandled messages is bounded ([`Backlog`]): past it intake
+//!   answers "busy, retry later" and nothing accepted is ever dropped;
+//! - on shutdown intake stops, and sends in flight finish and are recorded before the
+//!   pool closes (a real provider takes no idempotency key: a stop must not send twice).
 
+mod backlog;
 pub mod dispatcher;
 pub mod http;
+mod leases;
 pub mod provider;
 pub mod sandbox;
 pub mod scheduler;
@@ -26,16 +37,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dash_core::api::SandboxEvent;
-use dash_core::config::Config;
-use dash_core::flow::Bundle;
+use dash_core::config::{Config, FlowIsolation};
 use dash_core::flow::engine::HttpOutcome;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::store::Store;
+pub use backlog::Backlog;
+
+use crate::clock::{Clock, SystemClock};
+use crate::flow_runner::{FlowKey, FlowRunner, FlowSource, RunnerConfig};
 use crate::store::pipeline::{Ingested, NewInbound};
+use crate::store::{Store, StoreError};
 use provider::Registry;
 use sandbox::{Sandbox, SandboxHub};
 
@@ -44,19 +59,20 @@ use sandbox::{Sandbox, SandboxHub};
 pub enum Work {
     /// Handle the contact's pending inbound messages.
     Inbound { bot_id: Uuid, contact: String },
-    /// A flow timer is due; `done` is told when it has been handled.
+    /// A flow timer is due; `done` is told whether it was handled.
     Timer {
         bot_id: Uuid,
         contact: String,
         timer_id: u64,
-        done: Option<oneshot::Sender<()>>,
+        done: Option<oneshot::Sender<bool>>,
     },
-    /// An HTTP request made for a flow finished.
+    /// An HTTP request made for a flow finished. `attempt` counts failed steps applying it.
     Http {
         bot_id: Uuid,
         contact: String,
         request_id: u64,
         outcome: HttpOutcome,
+        attempt: u32,
     },
     /// An operator resumes the bot after a handoff.
     Resume {
@@ -112,10 +128,33 @@ pub(crate) struct Inner {
     pub(crate) hub: SandboxHub,
     pub(crate) providers: Registry,
     pub(crate) flows: FlowCache,
+    /// Runs flow steps in supervised worker processes (or threads, if so configured).
+    pub(crate) runner: FlowRunner,
     pub(crate) http: reqwest::Client,
     pub(crate) shutdown: CancellationToken,
     /// Raised when any bot's settings or status change: the dispatcher drops its cache.
     pub(crate) bots_epoch: std::sync::atomic::AtomicU64,
+    /// Where "now" comes from.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// This dashd's name on the outbox entries it claims (host, pid, random part).
+    pub(crate) owner: String,
+    /// Sends and flow HTTP requests in flight: shutdown waits for them.
+    pub(crate) in_flight: TaskTracker,
+    /// Accepted inbound messages not handled yet.
+    pub(crate) backlog: Backlog,
+}
+
+/// Why an inbound message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The backlog is full: the sender should retry after `retry_after_s`.
+    #[error("{reason}; retry in {retry_after_s} s")]
+    Busy { reason: String, retry_after_s: u64 },
+    /// dashd is stopping: it accepts nothing more.
+    #[error("dashd is shutting down")]
+    Stopping,
 }
 
 /// Capacity of each worker's queue; a full queue makes the caller wait (backpressure),
@@ -127,6 +166,16 @@ impl Pipeline {
     pub async fn start(
         store: Arc<dyn Store>,
         config: Arc<Config>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Pipeline> {
+        Self::start_with_clock(store, config, Arc::new(SystemClock), shutdown).await
+    }
+
+    /// [`Pipeline::start`] with a given clock (tests move time on by hand).
+    pub async fn start_with_clock(
+        store: Arc<dyn Store>,
+        config: Arc<Config>,
+        clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Pipeline> {
         let (hub, _) = broadcast::channel(4096);
@@ -143,10 +192,30 @@ impl Pipeline {
             senders.push(tx);
             receivers.push(rx);
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("dashd/", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let backlog = Backlog::new(
+            config.pipeline.max_backlog,
+            config.pipeline.max_backlog_per_bot,
+        );
+        let flow_cache_bytes = usize::try_from(config.pipeline.flow_cache_mb)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(1 << 20);
+        let http = http::client(config.pipeline.allow_private_http)?;
+        let runner_config = RunnerConfig {
+            executable: config.pipeline.flow_worker_exe.clone(),
+            processes: config.pipeline.flow_workers as usize,
+            memory_limit_mb: config.pipeline.flow_memory_mb,
+            step_timeout: Duration::from_millis(config.pipeline.flow_step_timeout_ms),
+            cache_mb: config.pipeline.flow_cache_mb.into(),
+        };
+        let runner = match config.pipeline.flow_isolation {
+            FlowIsolation::Process => FlowRunner::start(runner_config).await?,
+            FlowIsolation::Thread => {
+                tracing::warn!(
+                    "pipeline.flow_isolation = \"thread\": flow steps run inside dashd; a hostile template can exhaust its memory"
+                );
+                FlowRunner::in_process(&runner_config)
+            }
+        };
         let inner = Arc::new(Inner {
             store,
             config,
@@ -155,16 +224,29 @@ impl Pipeline {
             timers: Notify::new(),
             hub,
             providers,
-            flows: FlowCache::default(),
+            flows: FlowCache::new(flow_cache_bytes),
+            runner,
             http,
             shutdown,
             bots_epoch: std::sync::atomic::AtomicU64::new(0),
+            clock,
+            owner: owner_name(),
+            in_flight: TaskTracker::new(),
+            backlog,
         });
+        inner.backlog.resync(inner.store.inbound_backlog().await?);
         let mut tasks = JoinSet::new();
         for rx in receivers {
             tasks.spawn(worker::run(inner.clone(), rx));
         }
-        let recovered = inner.store.recover_processing(chrono::Utc::now()).await?;
+        // SQLite has one dashd per file (locked), so whatever is `processing` at start-up
+        // was this file's previous dashd's; on PostgreSQL other dashd may be sending, so
+        // only expired leases are taken back.
+        let single = inner.store.backend() == dash_core::config::Backend::Sqlite;
+        let recovered = inner
+            .store
+            .reclaim_leases(single, inner.clock.now())
+            .await?;
         if recovered > 0 {
             tracing::info!(
                 messages = recovered,
@@ -173,6 +255,7 @@ impl Pipeline {
         }
         tasks.spawn(dispatcher::run(inner.clone()));
         tasks.spawn(scheduler::run(inner.clone()));
+        tasks.spawn(leases::run(inner.clone()));
         let pipeline = Pipeline {
             inner: inner.clone(),
             tasks: tokio::sync::Mutex::new(tasks),
@@ -191,11 +274,20 @@ impl Pipeline {
 
     /// Stores an inbound message and hands it to its conversation's worker. Returns once
     /// the message is durable: the caller may acknowledge it.
-    pub async fn ingest(&self, message: NewInbound) -> Result<Ingested, crate::store::StoreError> {
+    /// Past the backlog bound, or while stopping, nothing is stored and the caller is
+    /// told to retry later.
+    pub async fn ingest(&self, message: NewInbound) -> Result<Ingested, IngestError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(IngestError::Stopping);
+        }
         let bot_id = message.bot_id;
         let contact = message.contact.clone();
+        let reservation = self.inner.backlog.reserve(bot_id)?;
         let ingested = self.inner.store.ingest(&message).await?;
-        if !ingested.duplicate {
+        if ingested.duplicate {
+            drop(reservation);
+        } else {
+            reservation.keep();
             self.inner.submit(Work::Inbound { bot_id, contact }).await;
         }
         Ok(ingested)
@@ -208,7 +300,7 @@ impl Pipeline {
         bot: &dash_core::Bot,
         provider: dash_core::provider::ProviderKind,
         event: provider::ProviderEvent,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), IngestError> {
         match event {
             provider::ProviderEvent::Inbound {
                 contact,
@@ -237,7 +329,8 @@ impl Pipeline {
                 .store
                 .apply_status(provider.as_str(), &provider_message_id, status, at)
                 .await
-                .map(|_| ()),
+                .map(|_| ())
+                .map_err(IngestError::from),
         }
     }
 
@@ -256,7 +349,8 @@ impl Pipeline {
                 done,
             })
             .await;
-        rx.await.map_err(|_| "dashd is shutting down".to_owned())?
+        rx.await
+            .map_err(|_| "dashd is shutting down: the conversation was not resumed".to_owned())?
     }
 
     /// Clears a conversation's state and timers; false when there was none.
@@ -269,7 +363,13 @@ impl Pipeline {
                 done,
             })
             .await;
-        rx.await.map_err(|_| "dashd is shutting down".to_owned())?
+        rx.await
+            .map_err(|_| "dashd is shutting down: the conversation was not reset".to_owned())?
+    }
+
+    /// Accepted inbound messages not handled yet: (all bots, the fullest bot).
+    pub fn backlog(&self) -> (u32, u32) {
+        self.inner.backlog.depth()
     }
 
     /// Cancelled when dashd shuts down (long-lived streams end with it).
@@ -290,26 +390,57 @@ impl Pipeline {
         self.inner.dispatch.notify_one();
     }
 
+    /// Validates a flow document for import in a flow worker, within its memory and time
+    /// bounds (compiling renders every template once), against the configured caps.
+    pub async fn validate_flow(
+        &self,
+        tenant: Uuid,
+        document: &dash_core::flow::Document,
+    ) -> Result<Result<(), Vec<dash_core::flow::FlowError>>, crate::flow_runner::StepError> {
+        let limits = self.inner.config.pipeline.flow_limits();
+        self.inner.runner.validate(tenant, document, &limits).await
+    }
+
     /// Forgets cached compiled flows of a bot (after an activation or deletion).
     pub fn flows_changed(&self, bot_id: Uuid) {
         self.inner.flows.forget(bot_id);
     }
 
-    /// Waits for every pipeline task to stop (after the shutdown token is cancelled).
+    /// Waits for every pipeline task to stop (after the shutdown token is cancelled),
+    /// then for sends and HTTP requests in flight to finish and be recorded, all within
+    /// `bound`. What is still running then is abandoned: its entries stay `processing`
+    /// and are sent again after their lease (the only case where a stop can send twice).
     pub async fn join(&self, bound: Duration) {
+        let deadline = tokio::time::Instant::now() + bound;
         let mut tasks = self.tasks.lock().await;
-        if tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
+        if tokio::time::timeout_at(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
         {
             tracing::warn!("pipeline tasks did not stop in time; aborting them");
             tasks.shutdown().await;
+        }
+        self.inner.in_flight.close();
+        let in_flight = self.inner.in_flight.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "waiting for sends in flight to finish");
+        }
+        if tokio::time::timeout_at(deadline, self.inner.in_flight.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = self.inner.in_flight.len(),
+                "sends still in flight at the end of the shutdown bound; they are sent again after their lease"
+            );
         }
     }
 }
 
 /// Hands unfinished inbound work and interrupted HTTP requests to the workers.
-async fn recover(inner: &Arc<Inner>) -> Result<(), crate::store::StoreError> {
+async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
     let contacts = inner.store.pending_contacts().await?;
     if !contacts.is_empty() {
         tracing::info!(
@@ -334,11 +465,22 @@ async fn recover(inner: &Arc<Inner>) -> Result<(), crate::store::StoreError> {
                     contact,
                     request_id,
                     outcome,
+                    attempt: 0,
                 })
                 .await;
         }
     }
     Ok(())
+}
+
+/// A name for this dashd on the outbox entries it claims.
+fn owner_name() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "dashd".to_owned());
+    let random = Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
 }
 
 impl Inner {
@@ -369,65 +511,165 @@ impl Inner {
     }
 }
 
-/// Compiled flow versions, by bot and version: each is compiled once, not per message,
-/// and bots running the same document (same source, same version number) share one.
-#[derive(Debug, Default)]
+/// Flow versions as the flow runner needs them (document and content key), by bot and
+/// version, so a step does not read the database for its flow. Bots running the same
+/// document share one entry. The cache is bounded by memory, not by a count: the least
+/// recently used are dropped past the budget (`pipeline.flow_cache_mb`) and read again
+/// when needed. Compiled flows live in the flow workers, each under the same budget.
+#[derive(Debug)]
 pub(crate) struct FlowCache {
+    budget: usize,
     inner: Mutex<FlowCacheMaps>,
 }
 
 #[derive(Debug, Default)]
 struct FlowCacheMaps {
-    by_bot: HashMap<(Uuid, u32), Arc<Bundle>>,
-    /// By (source, version); the source is kept to rule out hash collisions.
-    by_source: HashMap<(u64, u32), (String, Arc<Bundle>)>,
+    /// (bot, version) → the key of its entry in `sources`.
+    by_bot: HashMap<(Uuid, u32), FlowKey>,
+    sources: HashMap<FlowKey, CachedSource>,
+    /// Sum of the entries' weights.
+    bytes: usize,
+    /// Use counter: larger is more recent.
+    tick: u64,
 }
 
-/// Entries kept before the cache starts over (a crude bound on memory).
-const FLOW_CACHE_LIMIT: usize = 100_000;
-
-fn source_hash(source: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    source.hash(&mut hasher);
-    hasher.finish()
+#[derive(Debug)]
+struct CachedSource {
+    source: Arc<FlowSource>,
+    bytes: usize,
+    used: u64,
 }
 
 impl FlowCache {
-    pub(crate) fn get(&self, bot_id: Uuid, version: u32) -> Option<Arc<Bundle>> {
-        self.inner
-            .lock()
-            .ok()?
-            .by_bot
-            .get(&(bot_id, version))
-            .cloned()
-    }
-
-    /// A bundle already compiled from the same source and version, for another bot.
-    pub(crate) fn shared(&self, source: &str, version: u32) -> Option<Arc<Bundle>> {
-        let maps = self.inner.lock().ok()?;
-        match maps.by_source.get(&(source_hash(source), version)) {
-            Some((known, bundle)) if known == source => Some(bundle.clone()),
-            _ => None,
+    /// A cache holding about `budget` bytes of flow documents.
+    pub(crate) fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            inner: Mutex::new(FlowCacheMaps::default()),
         }
     }
 
-    pub(crate) fn put(&self, bot_id: Uuid, source: &str, bundle: Arc<Bundle>) {
-        if let Ok(mut maps) = self.inner.lock() {
-            if maps.by_bot.len() >= FLOW_CACHE_LIMIT {
-                maps.by_bot.clear();
-                maps.by_source.clear();
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlowCacheMaps> {
+        // The maps stay consistent even if a holder panicked (no await inside).
+        match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn get(&self, bot_id: Uuid, version: u32) -> Option<Arc<FlowSource>> {
+        let mut maps = self.lock();
+        let key = maps.by_bot.get(&(bot_id, version))?.clone();
+        maps.tick += 1;
+        let tick = maps.tick;
+        let cached = maps.sources.get_mut(&key)?;
+        cached.used = tick;
+        Some(cached.source.clone())
+    }
+
+    /// Remembers a bot's version; returns the shared entry when another bot already
+    /// runs the same document.
+    pub(crate) fn put(&self, bot_id: Uuid, source: Arc<FlowSource>) -> Arc<FlowSource> {
+        let mut maps = self.lock();
+        let key = source.key().clone();
+        maps.tick += 1;
+        let tick = maps.tick;
+        let shared = match maps.sources.get_mut(&key) {
+            Some(cached) => {
+                cached.used = tick;
+                cached.source.clone()
             }
-            let version = bundle.version;
-            maps.by_source
-                .entry((source_hash(source), version))
-                .or_insert_with(|| (source.to_owned(), bundle.clone()));
-            maps.by_bot.insert((bot_id, version), bundle);
+            None => {
+                let bytes = source.size_bytes();
+                maps.sources.insert(
+                    key.clone(),
+                    CachedSource {
+                        source: source.clone(),
+                        bytes,
+                        used: tick,
+                    },
+                );
+                maps.bytes = maps.bytes.saturating_add(bytes);
+                source
+            }
+        };
+        maps.by_bot.insert((bot_id, key.version), key);
+        self.evict(&mut maps);
+        shared
+    }
+
+    /// Drops the least recently used entries until the cache fits its budget (the one
+    /// just used stays even if it alone is larger).
+    fn evict(&self, maps: &mut FlowCacheMaps) {
+        if maps.bytes <= self.budget {
+            return;
         }
+        let mut by_age: Vec<(FlowKey, u64, usize)> = maps
+            .sources
+            .iter()
+            .map(|(key, c)| (key.clone(), c.used, c.bytes))
+            .collect();
+        by_age.sort_by_key(|(_, used, _)| *used);
+        let newest = by_age.last().map(|(key, ..)| key.clone());
+        for (key, _, bytes) in by_age {
+            if maps.bytes <= self.budget || Some(&key) == newest.as_ref() {
+                break;
+            }
+            maps.sources.remove(&key);
+            maps.bytes = maps.bytes.saturating_sub(bytes);
+        }
+        let FlowCacheMaps {
+            by_bot, sources, ..
+        } = maps;
+        by_bot.retain(|_, key| sources.contains_key(key));
+    }
+
+    /// Bytes held.
+    #[cfg(test)]
+    fn weight(&self) -> usize {
+        self.lock().bytes
     }
 
     fn forget(&self, bot_id: Uuid) {
-        if let Ok(mut maps) = self.inner.lock() {
-            maps.by_bot.retain(|(bot, _), _| *bot != bot_id);
-        }
+        self.lock().by_bot.retain(|(bot, _), _| *bot != bot_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(text: &str) -> Arc<FlowSource> {
+        let json = format!(
+            r#"{{"flows":[{{"id":"f","steps":[{{"id":"s","kind":"end","text":"{text}"}}]}}]}}"#
+        );
+        Arc::new(FlowSource::new(1, json))
+    }
+
+    #[test]
+    fn the_cache_is_bounded_by_weight_and_drops_the_least_recently_used() {
+        let a = source("a");
+        let weight = a.size_bytes();
+        // Room for two entries, not three.
+        let cache = FlowCache::new(weight * 2 + weight / 2);
+        let (bot_a, bot_b, bot_c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        cache.put(bot_a, a);
+        cache.put(bot_b, source("b"));
+        // `a` is used again, so `b` is the least recently used when `c` arrives.
+        assert!(cache.get(bot_a, 1).is_some());
+        cache.put(bot_c, source("c"));
+        assert!(cache.get(bot_a, 1).is_some());
+        assert!(
+            cache.get(bot_b, 1).is_none(),
+            "the least recently used stays"
+        );
+        assert!(cache.get(bot_c, 1).is_some());
+        assert!(cache.weight() <= weight * 2 + weight / 2);
+        // Two bots on one document share one entry, weighed once.
+        let before = cache.weight();
+        let other = Uuid::new_v4();
+        let shared = cache.put(other, source("a"));
+        assert_eq!(cache.weight(), before);
+        assert!(Arc::ptr_eq(&shared, &cache.get(bot_a, 1).unwrap()));
     }
 }

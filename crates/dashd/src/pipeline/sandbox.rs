@@ -1,7 +1,8 @@
 //! The sandbox provider: a local inbox instead of WhatsApp, for trying bots with
-//! `dashctl chat` and for tests. It records every message durably, exactly once per
-//! idempotency key (a retry after a crash does not duplicate it), and streams it to
-//! whoever watches the bot's sandbox.
+//! `dashctl chat` and for tests. It records every message durably, once per idempotency
+//! key, and counts the send calls made with each key (a real provider takes no such key:
+//! a call repeated after a crash is a second delivery, and tests count them). It streams
+//! what it receives to whoever watches the bot's sandbox.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,9 +44,6 @@ impl WhatsAppProvider for Sandbox {
     }
 
     async fn send(&self, request: &SendRequest) -> Result<SendReceipt, SendError> {
-        if !self.delay.is_zero() {
-            tokio::time::sleep(self.delay).await;
-        }
         let body = match &request.content {
             Content::Message(body) => body.clone(),
             Content::Template {
@@ -69,6 +67,12 @@ impl WhatsAppProvider for Sandbox {
             )
             .await
             .map_err(|err| SendError::Retryable(format!("sandbox inbox: {err}")))?;
+        // The message has reached the "provider"; the delay stands for the response's
+        // latency, so a dashd killed meanwhile has sent it without knowing (as with a
+        // real provider) and the call count shows a second send.
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let message_id = Uuid::parse_str(&request.idempotency_key).unwrap_or_default();
         // Nobody watching is fine: the message is in the inbox either way.
         let _ = self.hub.send((

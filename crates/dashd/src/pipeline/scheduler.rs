@@ -18,7 +18,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         if inner.shutdown.is_cancelled() {
             break;
         }
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = inner.clock.now_ms();
         let due = match inner.store.due_timers(now_ms, BATCH).await {
             Ok(due) => due,
             Err(err) => {
@@ -43,8 +43,17 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     .await;
                 handled.push(rx);
             }
+            let mut failed = 0;
             for rx in handled {
-                let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+                match tokio::time::timeout(Duration::from_secs(30), rx).await {
+                    Ok(Ok(true)) => {}
+                    _ => failed += 1,
+                }
+            }
+            // A failed timer was moved to a later due time by its worker; should that
+            // too have failed, do not pick it again at once.
+            if failed > 0 {
+                wait(&inner, Duration::from_secs(1)).await;
             }
             continue;
         }

@@ -1,18 +1,31 @@
 //! A conversation worker: takes work for the conversations hashed to it, one item at a
 //! time, and for each runs the flow engine and commits the result in one transaction.
+//!
+//! Faults stay with the work that caused them. A step that fails (a database error, a
+//! flow over its bounds, even a panic, caught here at the worker boundary) is retried
+//! with backoff, `pipeline.max_attempts` times in all, then its inbound message is marked
+//! `failed` with the reason and skipped, and the conversation goes on. The attempt is
+//! recorded before the step runs, so a message that crashes dashd itself is counted too
+//! and cannot crash-loop it. A commit refused because the conversation changed meanwhile
+//! (another dashd, an operator's reset) runs the step again on fresh state.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dash_core::api::{Choice, MessageBody};
 use dash_core::flow::engine::{ConversationState, Effect, Event, Waiting};
-use dash_core::flow::{Bundle, Capabilities, Context, Document, Versions};
+use dash_core::ratelimit::backoff;
 use dash_core::{Bot, BotRef, BotStatus, TenantStatus};
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{Inner, Work};
+use crate::flow_runner::{FlowSource, StepContext, StepRequest};
 use crate::store::TenantRef;
 use crate::store::pipeline::{NewOutbound, StepCommit, TimerRow};
 
@@ -26,50 +39,38 @@ pub(crate) async fn run(inner: Arc<Inner>, mut queue: mpsc::Receiver<Work>) {
                 None => break,
             },
         };
-        if let Err(err) = handle(&inner, work).await {
-            // The work stays in the database (inbound `received`, timer row) and is
-            // retried on the next message or restart.
-            tracing::error!(error = format!("{err:#}"), "conversation step failed");
+        // A panic must not take the worker (and every conversation hashed to it) down.
+        if let Err(panic) = AssertUnwindSafe(handle(&inner, work)).catch_unwind().await {
+            tracing::error!(
+                panic = panic_text(&panic),
+                "conversation work panicked; it is retried or skipped"
+            );
         }
     }
 }
 
-async fn handle(inner: &Arc<Inner>, work: Work) -> anyhow::Result<()> {
+/// Times a conversation step is run again when its commit finds the conversation changed.
+const STALE_RETRIES: u32 = 3;
+
+async fn handle(inner: &Arc<Inner>, work: Work) {
     match work {
-        Work::Inbound { bot_id, contact } => {
-            let Some(bot) = load_bot(inner, bot_id).await? else {
-                return Ok(());
-            };
-            for message in inner.store.unprocessed_for(bot_id, &contact).await? {
-                let event = Event::Message {
-                    text: message.body.text.clone(),
-                    reply_id: message.body.reply_id.clone(),
-                };
-                let step = Step {
-                    processed_inbound: Some(message.id),
-                    contact_name: message.body.name.clone(),
-                    last_message_at: Some(message.received_at),
-                    ..Step::default()
-                };
-                run_step(inner, &bot, &contact, &event, step).await?;
-            }
-            inner.announce_if_idle(bot_id, &contact).await;
-        }
+        Work::Inbound { bot_id, contact } => inbound(inner, bot_id, &contact).await,
         Work::Timer {
             bot_id,
             contact,
             timer_id,
             done,
         } => {
-            if let Some(bot) = load_bot(inner, bot_id).await? {
-                let step = Step {
-                    fired_timer: Some(timer_id),
-                    ..Step::default()
-                };
-                run_step(inner, &bot, &contact, &Event::Timer { id: timer_id }, step).await?;
-            }
+            let result = guarded(timer(inner, bot_id, &contact, timer_id)).await;
+            let handled = match result {
+                Ok(()) => true,
+                Err(error) => {
+                    timer_failed(inner, bot_id, &contact, timer_id, &error).await;
+                    false
+                }
+            };
             if let Some(done) = done {
-                let _ = done.send(());
+                let _ = done.send(handled);
             }
         }
         Work::Http {
@@ -77,20 +78,39 @@ async fn handle(inner: &Arc<Inner>, work: Work) -> anyhow::Result<()> {
             contact,
             request_id,
             outcome,
+            attempt,
         } => {
-            if let Some(bot) = load_bot(inner, bot_id).await? {
-                run_step(
-                    inner,
-                    &bot,
-                    &contact,
-                    &Event::Http {
-                        request_id,
-                        outcome,
-                    },
-                    Step::default(),
-                )
-                .await?;
-                inner.announce_if_idle(bot_id, &contact).await;
+            let event = Event::Http {
+                request_id,
+                outcome: outcome.clone(),
+            };
+            let result = guarded(async {
+                if let Some(bot) = load_bot(inner, bot_id).await? {
+                    run_step(inner, &bot, &contact, &event, Step::default()).await?;
+                    inner.announce_if_idle(bot_id, &contact).await;
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(error) = result {
+                let attempt = attempt + 1;
+                if attempt < inner.config.pipeline.max_attempts {
+                    let delay = retry_delay(inner, attempt);
+                    tracing::warn!(bot_id = %bot_id, request_id, attempt, error, retry_in_ms = delay.as_millis() as u64, "cannot apply a flow HTTP result; retrying");
+                    later(
+                        inner,
+                        delay,
+                        Work::Http {
+                            bot_id,
+                            contact,
+                            request_id,
+                            outcome,
+                            attempt,
+                        },
+                    );
+                } else {
+                    tracing::error!(bot_id = %bot_id, request_id, attempt, error, "cannot apply a flow HTTP result; given up (the conversation is resumed at the next restart)");
+                }
             }
         }
         Work::Resume {
@@ -98,22 +118,22 @@ async fn handle(inner: &Arc<Inner>, work: Work) -> anyhow::Result<()> {
             contact,
             done,
         } => {
-            let result = match load_bot(inner, bot_id).await {
-                Ok(Some(bot)) => {
-                    let before = load_state(inner, bot_id, &contact).await?;
-                    let handed_off = matches!(
-                        before.active.as_ref().map(|a| &a.waiting),
-                        Some(Waiting::Handoff)
-                    );
-                    if handed_off {
-                        run_step(inner, &bot, &contact, &Event::Resume, Step::default()).await?;
-                    }
-                    Ok(handed_off)
+            let result = guarded(async {
+                let Some(bot) = load_bot(inner, bot_id).await? else {
+                    anyhow::bail!("the bot no longer exists");
+                };
+                let before = load_state(inner, bot_id, &contact).await?;
+                let handed_off = matches!(
+                    before.active.as_ref().map(|a| &a.waiting),
+                    Some(Waiting::Handoff)
+                );
+                if handed_off {
+                    run_step(inner, &bot, &contact, &Event::Resume, Step::default()).await?;
                 }
-                Ok(None) => Err("the bot no longer exists".to_owned()),
-                Err(err) => Err(err.to_string()),
-            };
-            let _ = done.send(result);
+                Ok(handed_off)
+            })
+            .await;
+            let _ = done.send(result.map_err(|error| format!("cannot resume: {error}")));
         }
         Work::Reset {
             bot_id,
@@ -124,11 +144,213 @@ async fn handle(inner: &Arc<Inner>, work: Work) -> anyhow::Result<()> {
                 .store
                 .reset_conversation(bot_id, &contact)
                 .await
-                .map_err(|err| err.to_string());
+                .map_err(|err| format!("cannot reset: {err}"));
             let _ = done.send(result);
         }
     }
+}
+
+/// Runs a unit of work, turning an error or a panic into the error's text.
+async fn guarded<T>(work: impl Future<Output = anyhow::Result<T>>) -> Result<T, String> {
+    match AssertUnwindSafe(work).catch_unwind().await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(format!("{err:#}")),
+        Err(panic) => Err(format!("internal error (panic: {})", panic_text(&panic))),
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    text.chars().take(200).collect()
+}
+
+/// The pause before attempt `attempt + 1` (exponential, with jitter, at most a minute
+/// past the base's doubling).
+fn retry_delay(inner: &Inner, attempt: u32) -> Duration {
+    let base = Duration::from_millis(inner.config.pipeline.retry_base_ms);
+    backoff(
+        attempt,
+        base,
+        base.saturating_mul(64),
+        Uuid::new_v4().as_u64_pair().0,
+    )
+}
+
+/// Queues `work` again after `delay` (unless dashd stops first: what it stands for is
+/// in the database and is picked up at the next start).
+fn later(inner: &Arc<Inner>, delay: Duration, work: Work) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = inner.shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => inner.submit(work).await,
+        }
+    });
+}
+
+/// Looks at a contact's pending messages again after `delay`.
+fn again_later(inner: &Arc<Inner>, delay: Duration, bot_id: Uuid, contact: &str) {
+    let work = Work::Inbound {
+        bot_id,
+        contact: contact.to_owned(),
+    };
+    later(inner, delay, work);
+}
+
+/// Handles a contact's pending inbound messages in order. One that is waiting for its
+/// next attempt holds the ones after it (order is kept); one that failed for good is
+/// skipped.
+async fn inbound(inner: &Arc<Inner>, bot_id: Uuid, contact: &str) {
+    let bot = match guarded(load_bot(inner, bot_id)).await {
+        Ok(Some(bot)) => bot,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::error!(bot_id = %bot_id, error, "cannot load the bot; its messages are retried");
+            again_later(inner, retry_delay(inner, 1), bot_id, contact);
+            return;
+        }
+    };
+    let messages = match inner.store.unprocessed_for(bot_id, contact).await {
+        Ok(messages) => messages,
+        Err(err) => {
+            tracing::error!(bot_id = %bot_id, error = %err, "cannot read pending messages; retrying");
+            again_later(inner, retry_delay(inner, 1), bot_id, contact);
+            return;
+        }
+    };
+    let max_attempts = inner.config.pipeline.max_attempts;
+    for message in messages {
+        let now_ms = inner.clock.now_ms();
+        if let Some(at) = message.next_attempt_ms.filter(|at| *at > now_ms) {
+            let wait = Duration::from_millis(u64::try_from(at - now_ms).unwrap_or(0));
+            again_later(inner, wait, bot_id, contact);
+            return;
+        }
+        let attempts = match inner
+            .store
+            .begin_inbound(message.id, inner.clock.now())
+            .await
+        {
+            Ok(Some(attempts)) => attempts,
+            // Handled meanwhile (by a step that committed just now).
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::error!(message = %message.id, error = %err, "cannot record an attempt; retrying");
+                again_later(inner, retry_delay(inner, 1), bot_id, contact);
+                return;
+            }
+        };
+        if attempts > max_attempts {
+            // Every earlier attempt ended without a verdict: dashd stopped or crashed
+            // while handling it.
+            let error = format!(
+                "gave up after {max_attempts} attempts that did not finish (dashd stopped or crashed while handling it)"
+            );
+            give_up(inner, &message, &error).await;
+            continue;
+        }
+        let event = Event::Message {
+            text: message.body.text.clone(),
+            reply_id: message.body.reply_id.clone(),
+        };
+        let step = Step {
+            processed_inbound: Some(message.id),
+            contact_name: message.body.name.clone(),
+            last_message_at: Some(message.received_at),
+            ..Step::default()
+        };
+        match guarded(run_step(inner, &bot, contact, &event, step)).await {
+            Ok(()) => inner.backlog.release(bot_id),
+            Err(error) if attempts < max_attempts => {
+                let delay = retry_delay(inner, attempts);
+                let retry_at = inner
+                    .clock
+                    .now_ms()
+                    .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                tracing::warn!(bot = %bot.path(), message = %message.id, attempts, error, retry_in_ms = delay.as_millis() as u64, "handling a message failed; retrying");
+                if let Err(err) = inner
+                    .store
+                    .inbound_failed(message.id, &error, Some(retry_at), inner.clock.now())
+                    .await
+                {
+                    tracing::error!(message = %message.id, error = %err, "cannot record a failed attempt");
+                }
+                again_later(inner, delay, bot_id, contact);
+                return;
+            }
+            Err(error) => {
+                let error = format!("failed {attempts} times, last: {error}");
+                give_up(inner, &message, &error).await;
+            }
+        }
+    }
+    inner.announce_if_idle(bot_id, contact).await;
+}
+
+/// Marks an inbound message `failed` for good, with the reason; the contact's next
+/// messages are handled.
+async fn give_up(inner: &Inner, message: &crate::store::pipeline::InboundWork, error: &str) {
+    tracing::error!(bot_id = %message.bot_id, message = %message.id, error, "message skipped: it cannot be handled");
+    match inner
+        .store
+        .inbound_failed(message.id, error, None, inner.clock.now())
+        .await
+    {
+        Ok(_) => inner.backlog.release(message.bot_id),
+        Err(err) => {
+            tracing::error!(message = %message.id, error = %err, "cannot mark a message failed");
+        }
+    }
+}
+
+async fn timer(
+    inner: &Arc<Inner>,
+    bot_id: Uuid,
+    contact: &str,
+    timer_id: u64,
+) -> anyhow::Result<()> {
+    if let Some(bot) = load_bot(inner, bot_id).await? {
+        let step = Step {
+            fired_timer: Some(timer_id),
+            ..Step::default()
+        };
+        run_step(inner, &bot, contact, &Event::Timer { id: timer_id }, step).await?;
+    }
     Ok(())
+}
+
+/// A timer whose step failed is due again after a backoff, or dropped after
+/// `pipeline.max_attempts` (never picked again at once: no hot loop).
+async fn timer_failed(inner: &Inner, bot_id: Uuid, contact: &str, timer_id: u64, error: &str) {
+    let delay = retry_delay(inner, 1);
+    let retry_at = inner
+        .clock
+        .now_ms()
+        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+    match inner
+        .store
+        .timer_failed(bot_id, contact, timer_id, Some(retry_at))
+        .await
+    {
+        Ok(attempts) if attempts >= inner.config.pipeline.max_attempts => {
+            tracing::error!(bot_id = %bot_id, timer_id, attempts, error, "flow timer dropped: its step keeps failing");
+            if let Err(err) = inner
+                .store
+                .timer_failed(bot_id, contact, timer_id, None)
+                .await
+            {
+                tracing::error!(error = %err, "cannot drop a failing flow timer");
+            }
+        }
+        Ok(attempts) => {
+            tracing::warn!(bot_id = %bot_id, timer_id, attempts, error, "flow timer failed; retrying");
+        }
+        Err(err) => tracing::error!(error = %err, "cannot postpone a failing flow timer"),
+    }
 }
 
 /// The request id a conversation waits on, if it waits on one.
@@ -179,58 +401,37 @@ struct Step {
     fired_timer: Option<u64>,
 }
 
-/// The versions a step can use: the bot's active one and the conversation's own.
-struct Loaded {
-    active: Option<Arc<Bundle>>,
-    current: Option<Arc<Bundle>>,
-}
-
-impl Versions for Loaded {
-    fn active(&self) -> Option<&Bundle> {
-        self.active.as_deref()
+/// A bot's flow version as the flow runner takes it; `None` when it does not exist
+/// (deleted). A database error is an error: the step is retried, never run without its
+/// flow.
+async fn flow_source(
+    inner: &Inner,
+    bot_id: Uuid,
+    version: u32,
+) -> anyhow::Result<Option<Arc<FlowSource>>> {
+    if let Some(source) = inner.flows.get(bot_id, version) {
+        return Ok(Some(source));
     }
-
-    fn get(&self, version: u32) -> Option<&Bundle> {
-        [&self.current, &self.active]
-            .into_iter()
-            .flatten()
-            .find(|b| b.version == version)
-            .map(|b| b.as_ref())
-    }
-}
-
-async fn bundle(inner: &Inner, bot_id: Uuid, version: u32) -> Option<Arc<Bundle>> {
-    if let Some(bundle) = inner.flows.get(bot_id, version) {
-        return Some(bundle);
-    }
-    let stored = inner
+    let stored = match inner
         .store
         .flow_version(&BotRef::Id(bot_id), Some(version))
         .await
-        .ok()?;
-    // Bots running the same document share one compiled bundle.
-    if let Some(shared) = inner.flows.shared(&stored.source, version) {
-        inner.flows.put(bot_id, &stored.source, shared.clone());
-        return Some(shared);
-    }
-    let doc: Document = serde_json::from_value(stored.document).ok()?;
-    let compiled =
-        tokio::task::spawn_blocking(move || Bundle::compile(doc, version, Capabilities::CURRENT))
-            .await
-            .ok()?;
-    match compiled {
-        Ok(bundle) => {
-            let bundle = Arc::new(bundle);
-            inner.flows.put(bot_id, &stored.source, bundle.clone());
-            Some(bundle)
-        }
-        Err(errors) => {
-            tracing::warn!(bot_id = %bot_id, version, errors = errors.len(), "a stored flow version no longer compiles");
-            None
-        }
-    }
+    {
+        Ok(stored) => stored,
+        Err(crate::store::StoreError::NotFound { .. }) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    let source = Arc::new(FlowSource::new(
+        version,
+        serde_json::to_string(&stored.document)?,
+    ));
+    // Bots running the same document share one entry.
+    Ok(Some(inner.flows.put(bot_id, source)))
 }
 
+/// Runs one engine step and commits it; runs it again on fresh state when the commit
+/// finds the conversation changed meanwhile. A step whose inbound message or timer was
+/// already handled is dropped.
 async fn run_step(
     inner: &Arc<Inner>,
     bot: &Bot,
@@ -238,33 +439,60 @@ async fn run_step(
     event: &Event,
     extra: Step,
 ) -> anyhow::Result<()> {
-    let now = Utc::now();
+    for _ in 0..STALE_RETRIES {
+        if try_step(inner, bot, contact, event, &extra).await? {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("the conversation kept changing while its step ran")
+}
+
+/// One attempt; false when the commit was refused as stale.
+async fn try_step(
+    inner: &Arc<Inner>,
+    bot: &Bot,
+    contact: &str,
+    event: &Event,
+    extra: &Step,
+) -> anyhow::Result<bool> {
+    let now = inner.clock.now();
     let row = inner.store.conversation_row(bot.id, contact).await?;
     let stored_name = row.as_ref().and_then(|r| r.contact_name.clone());
+    let expected_version = row.as_ref().map(|r| r.version);
     let state = state_of(bot.id, row.map(|r| r.state));
     let name = extra.contact_name.clone().or(stored_name);
     let answering = bot.status == BotStatus::Active && tenant_active(inner, bot).await;
 
     let (state, effects) = if answering {
         let active = match bot.flow_version {
-            Some(v) => bundle(inner, bot.id, v).await,
+            Some(v) => flow_source(inner, bot.id, v).await?,
             None => None,
         };
         let current = match state.active.as_ref().map(|a| a.version) {
-            Some(v) if Some(v) != bot.flow_version => bundle(inner, bot.id, v).await,
+            Some(v) if Some(v) != bot.flow_version => flow_source(inner, bot.id, v).await?,
             _ => None,
         };
-        let versions = Loaded { active, current };
-        let tz = dash_core::validate::timezone("timezone", &bot.timezone).unwrap_or(chrono_tz::UTC);
-        let bot_json = json!({"name": bot.name, "timezone": bot.timezone, "tenant": bot.tenant});
-        let contact_json = json!({"phone": contact, "name": name});
-        let ctx = Context {
-            now,
-            timezone: tz,
-            bot: &bot_json,
-            contact: &contact_json,
+        let request = StepRequest {
+            active,
+            current,
+            state,
+            event: event.clone(),
+            context: StepContext {
+                now,
+                timezone: dash_core::validate::timezone("timezone", &bot.timezone)
+                    .unwrap_or(chrono_tz::UTC),
+                bot: json!({"name": bot.name, "timezone": bot.timezone, "tenant": bot.tenant}),
+                contact: json!({"phone": contact, "name": name}),
+                limits: inner.config.pipeline.flow_limits(),
+            },
         };
-        let outcome = dash_core::flow::step(&versions, state, event, &ctx);
+        // Off the async runtime, bounded in memory and time: a step over its bounds is
+        // an error for this message (retried, then failed), never a crash or a stall.
+        let outcome = inner
+            .runner
+            .step(bot.tenant_id, request)
+            .await
+            .map_err(|err| anyhow::anyhow!("flow step: {err}"))?;
         (outcome.state, outcome.effects)
     } else {
         (state, Vec::new())
@@ -286,10 +514,12 @@ async fn run_step(
         step: state.active.as_ref().map(|a| a.step.clone()),
         flow_version: state.active.as_ref().map(|a| a.version),
         last_message_at: extra.last_message_at,
+        expected_version,
         processed_inbound: extra.processed_inbound,
+        fired_timer: extra.fired_timer,
         outbound: Vec::new(),
         timers_add: Vec::new(),
-        timers_remove: extra.fired_timer.into_iter().collect(),
+        timers_remove: Vec::new(),
         now,
     };
     let mut requests = Vec::new();
@@ -348,7 +578,13 @@ async fn run_step(
     commit
         .timers_add
         .retain(|t| !cancelled.contains(&t.timer_id));
-    let new_messages = inner.store.commit_step(&commit).await?;
+    let Some(new_messages) = inner.store.commit_step(&commit).await? else {
+        if extra.processed_inbound.is_some() || extra.fired_timer.is_some() {
+            // Stale only if the message or timer is still to do; otherwise it was done.
+            return Ok(!still_to_do(inner, bot.id, contact, extra).await?);
+        }
+        return Ok(false);
+    };
     if !new_messages.is_empty() {
         inner.dispatch.notify_one();
     }
@@ -358,7 +594,28 @@ async fn run_step(
     for request in requests {
         spawn_http(inner, bot.id, contact, request);
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Whether the step's inbound message is still `received` / its timer still there.
+async fn still_to_do(
+    inner: &Inner,
+    bot_id: Uuid,
+    contact: &str,
+    extra: &Step,
+) -> anyhow::Result<bool> {
+    if let Some(id) = extra.processed_inbound {
+        return Ok(inner
+            .store
+            .unprocessed_for(bot_id, contact)
+            .await?
+            .iter()
+            .any(|m| m.id == id));
+    }
+    if let Some(timer_id) = extra.fired_timer {
+        return Ok(inner.store.timer_exists(bot_id, contact, timer_id).await?);
+    }
+    Ok(false)
 }
 
 fn spawn_http(
@@ -369,7 +626,9 @@ fn spawn_http(
 ) {
     let inner = inner.clone();
     let contact = contact.to_owned();
-    tokio::spawn(async move {
+    // Tracked: shutdown waits for it, and its result is applied.
+    let tracker = inner.in_flight.clone();
+    tracker.spawn(async move {
         let allow_private = inner.config.pipeline.allow_private_http;
         let outcome = super::http::run(&inner.http, &request, allow_private).await;
         inner
@@ -378,6 +637,7 @@ fn spawn_http(
                 contact,
                 request_id: request.request_id,
                 outcome,
+                attempt: 0,
             })
             .await;
     });

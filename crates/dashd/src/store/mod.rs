@@ -6,6 +6,7 @@
 pub mod pipeline;
 mod postgres;
 mod sqlite;
+mod sqlite_file;
 
 use async_trait::async_trait;
 use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
@@ -38,6 +39,10 @@ pub enum StoreError {
     Database(sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(sqlx::migrate::MigrateError),
+    /// The store refuses work it cannot do safely (its database file was replaced or
+    /// deleted under it); the message says what happened.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -53,18 +58,139 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 impl StoreError {
-    /// True when the database is unreachable rather than the request wrong.
+    /// True when the database cannot serve the request for now (unreachable, out of
+    /// disk or resources, shutting down, its file gone) rather than the request wrong:
+    /// the API answers 503 and the client retries later.
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::WorkerCrashed
+        match self {
+            StoreError::Database(err) => sqlx_unavailable(err),
+            StoreError::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Whether a driver error means "the database cannot work now" (see
+/// [`StoreError::is_unavailable`]).
+pub(crate) fn sqlx_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => database_unavailable(db.as_ref()),
+        _ => false,
+    }
+}
+
+/// Classifies an error the database server or library reported by its code.
+fn database_unavailable(db: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = db.code() else {
+        return false;
+    };
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite reports extended result codes; the low byte is the primary code.
+        code.parse::<i32>()
+            .is_ok_and(|code| SQLITE_UNAVAILABLE.contains(&(code & 0xff)))
+    } else {
+        // PostgreSQL SQLSTATE classes: 08 connection exception, 53 insufficient resources
+        // (53100 disk full, 53200 out of memory, 53300 too many connections), and the
+        // 57P0x operator interventions (shutdown, crash, cannot connect now).
+        code.starts_with("08") || code.starts_with("53") || code.starts_with("57P0")
+    }
+}
+
+/// Primary SQLite result codes that say the database cannot work now, rather than
+/// that the statement is wrong: BUSY (5, locked past the busy timeout), READONLY (8,
+/// including a database file moved or deleted under the connection), IOERR (10),
+/// FULL (13, disk or quota full) and CANTOPEN (14).
+const SQLITE_UNAVAILABLE: [i32; 5] = [5, 8, 10, 13, 14];
+
+/// How the store's database is doing, as `/health` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreHealth {
+    /// Reads and writes work.
+    Ok,
+    /// The database cannot do its work; the reason is for an operator.
+    Degraded { reason: String },
+}
+
+impl StoreHealth {
+    /// The reason when degraded.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            StoreHealth::Ok => None,
+            StoreHealth::Degraded { reason } => Some(reason),
+        }
+    }
+}
+
+/// The outcome of the latest write, shared by a store's handles: set when a write fails
+/// because the database cannot work (disk full, I/O error), cleared by the next write
+/// that succeeds.
+#[derive(Debug, Default)]
+pub(crate) struct WriteHealth {
+    failure: std::sync::Mutex<Option<WriteFailure>>,
+}
+
+#[derive(Debug, Clone)]
+struct WriteFailure {
+    reason: String,
+    since: chrono::DateTime<chrono::Utc>,
+}
+
+impl WriteHealth {
+    /// Records a failed write if `err` says the database cannot work; other errors (a
+    /// constraint, a bad statement) say nothing about the database's health.
+    pub(crate) fn failed(&self, err: &sqlx::Error) {
+        if sqlx_unavailable(err) {
+            let reason = match err {
+                sqlx::Error::Database(db) => db.message().to_owned(),
+                other => describe_sqlx(other),
+            };
+            self.failed_because(reason);
+        }
+    }
+
+    /// Records a failed write with its reason. The first failure of a run gives the time.
+    pub(crate) fn failed_because(&self, reason: String) {
+        let mut failure = self.lock();
+        match failure.as_mut() {
+            Some(failure) => failure.reason = reason,
+            None => {
+                tracing::warn!(reason = %reason, "database writes failing");
+                *failure = Some(WriteFailure {
+                    reason,
+                    since: chrono::Utc::now(),
+                });
+            }
+        }
+    }
+
+    /// Records a write that went through.
+    pub(crate) fn succeeded(&self) {
+        if self.lock().take().is_some() {
+            tracing::info!("database writes work again");
+        }
+    }
+
+    /// Why writes are failing, if the latest one did.
+    pub(crate) fn failing(&self) -> Option<String> {
+        self.lock().as_ref().map(|failure| {
+            format!(
+                "database writes failing: {} (since {})",
+                failure.reason,
+                failure.since.format("%Y-%m-%d %H:%M:%S UTC")
             )
-        )
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<WriteFailure>> {
+        // A panic while holding this lock cannot leave the Option half-written.
+        self.failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -128,6 +254,21 @@ pub trait Store: pipeline::PipelineStore + Send + Sync + std::fmt::Debug + 'stat
     async fn schema_version(&self) -> StoreResult<i64>;
     /// Closes the pool, waiting for connections to be returned.
     async fn close(&self);
+    /// Whether the database can do its work now: it answers, and writes go through
+    /// (after a failed write, a backend may probe with a tiny write of its own).
+    async fn health(&self) -> StoreHealth {
+        match self.ping().await {
+            Ok(()) => StoreHealth::Ok,
+            Err(err) => StoreHealth::Degraded {
+                reason: format!("the database is not answering: {err}"),
+            },
+        }
+    }
+    /// Cancelled when the store hits a fault it cannot recover from (its database file
+    /// replaced or deleted): the daemon should stop. Never cancelled by default.
+    fn fatal(&self) -> tokio_util::sync::CancellationToken {
+        tokio_util::sync::CancellationToken::new()
+    }
 
     async fn create_tenant(&self, req: &CreateTenant) -> StoreResult<Tenant>;
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
@@ -539,6 +680,31 @@ mod tests {
         .unwrap()
         .to_string();
         assert!(msg.contains("dashd migrate"), "{msg}");
+    }
+
+    #[test]
+    fn write_health_remembers_the_first_failure_until_a_success() {
+        let health = WriteHealth::default();
+        assert_eq!(health.failing(), None);
+        // A wrong request says nothing about the database.
+        health.failed(&sqlx::Error::RowNotFound);
+        assert_eq!(health.failing(), None);
+        health.failed(&sqlx::Error::PoolTimedOut);
+        let first = health.failing().unwrap();
+        assert!(
+            first.starts_with("database writes failing: timed out"),
+            "{first}"
+        );
+        health.failed_because("database or disk is full".into());
+        let second = health.failing().unwrap();
+        assert!(second.contains("database or disk is full"), "{second}");
+        // The time is that of the first failure of the run.
+        assert_eq!(
+            first.rsplit_once("(since").unwrap().1,
+            second.rsplit_once("(since").unwrap().1
+        );
+        health.succeeded();
+        assert_eq!(health.failing(), None);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub struct InboundWork {
     pub contact: String,
     pub body: MessageBody,
     pub received_at: DateTime<Utc>,
+    /// Attempts at handling it so far (each recorded before it runs).
+    pub attempts: u32,
+    /// Not before this time (Unix ms): set after a failed attempt.
+    pub next_attempt_ms: Option<i64>,
 }
 
 /// A conversation's stored state.
@@ -49,6 +53,8 @@ pub struct InboundWork {
 pub struct ConversationRow {
     pub state: serde_json::Value,
     pub contact_name: Option<String>,
+    /// Raised by every write; a step commits only over the version it read.
+    pub version: i64,
 }
 
 /// A message the engine wants sent, with its pause before sending.
@@ -80,8 +86,14 @@ pub struct StepCommit {
     pub step: Option<String>,
     pub flow_version: Option<u32>,
     pub last_message_at: Option<DateTime<Utc>>,
-    /// The inbound message this step handled, marked processed.
+    /// The conversation version the step read (`None`: there was no conversation row).
+    /// The commit is refused when the row changed meanwhile.
+    pub expected_version: Option<i64>,
+    /// The inbound message this step handled: `received` → `processed`, refused if it is
+    /// not `received` any more.
     pub processed_inbound: Option<Uuid>,
+    /// The timer this step fired: its row is deleted, refused if it is gone.
+    pub fired_timer: Option<u64>,
     pub outbound: Vec<NewOutbound>,
     pub timers_add: Vec<TimerRow>,
     pub timers_remove: Vec<u64>,
@@ -122,6 +134,17 @@ pub struct SandboxSent {
     pub contact: String,
     pub body: MessageBody,
     pub provider_message_id: String,
+    /// Send calls made with this idempotency key (more than 1: sent again).
+    pub calls: u32,
+}
+
+/// Who holds an outbox entry being sent, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease<'a> {
+    /// The dashd process that claimed it.
+    pub owner: &'a str,
+    /// Unix ms after which another dispatcher may take it back.
+    pub until_ms: i64,
 }
 
 /// Storage of the message pipeline.
@@ -131,6 +154,8 @@ pub trait PipelineStore: Send + Sync {
     async fn ingest(&self, msg: &NewInbound) -> StoreResult<Ingested>;
     /// Inbound messages not handled yet (after a restart), oldest first.
     async fn unprocessed_inbound(&self) -> StoreResult<Vec<InboundWork>>;
+    /// Inbound messages not handled yet, counted per bot.
+    async fn inbound_backlog(&self) -> StoreResult<Vec<(Uuid, u64)>>;
     /// The (bot, contact) pairs with inbound messages not handled yet, without bodies.
     async fn pending_contacts(&self) -> StoreResult<Vec<(Uuid, String)>>;
     /// Outbound messages of a bot not finished yet (pending, processing or failed).
@@ -139,14 +164,27 @@ pub trait PipelineStore: Send + Sync {
     async fn release_held(&self, bot_id: Uuid, now_ms: i64) -> StoreResult<()>;
     /// One contact's inbound messages still to handle, in arrival order.
     async fn unprocessed_for(&self, bot_id: Uuid, contact: &str) -> StoreResult<Vec<InboundWork>>;
+    /// Records an attempt at handling an inbound message before it runs (so a crash
+    /// counts too); returns the attempts so far, or `None` when it is not `received`.
+    async fn begin_inbound(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u32>>;
+    /// A failed attempt at an inbound message: retried at `retry_at_ms`, or `failed` for
+    /// good (with the reason) when `None`. False when it was not `received`.
+    async fn inbound_failed(
+        &self,
+        id: Uuid,
+        error: &str,
+        retry_at_ms: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     async fn conversation_row(
         &self,
         bot_id: Uuid,
         contact: &str,
     ) -> StoreResult<Option<ConversationRow>>;
     /// Writes a step's new state, outbound messages and timers atomically; returns the
-    /// new outbox ids.
-    async fn commit_step(&self, commit: &StepCommit) -> StoreResult<Vec<Uuid>>;
+    /// new outbox ids, or `None` (nothing written) when the conversation, the inbound
+    /// message or the fired timer changed since the step read them.
+    async fn commit_step(&self, commit: &StepCommit) -> StoreResult<Option<Vec<Uuid>>>;
     /// Forgets a conversation's state and timers; true if there was one.
     async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
     async fn list_conversations(&self, bot_id: Uuid) -> StoreResult<Vec<ConversationSummary>>;
@@ -173,25 +211,30 @@ pub trait PipelineStore: Send + Sync {
     async fn due_outbound(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxItem>>;
     /// The earliest due time after `now_ms` among pending and failed entries.
     async fn next_outbound_due(&self, now_ms: i64) -> StoreResult<Option<i64>>;
-    /// `pending`/`failed` → `processing`; false if someone else took it.
-    async fn claim(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<bool>;
+    /// `pending`/`failed` → `processing` under `lease`; false if someone else took it.
+    async fn claim(&self, id: Uuid, lease: &Lease<'_>, now: DateTime<Utc>) -> StoreResult<bool>;
     /// Postpones a pending entry (rate limit) without counting an attempt.
     async fn defer(&self, id: Uuid, until_ms: i64) -> StoreResult<()>;
+    /// `processing` (held by `owner`) → `sent`; false when the entry is not ours any more
+    /// (its lease was reclaimed, or it was never claimed).
     async fn mark_sent(
         &self,
         id: Uuid,
+        owner: &str,
         provider: &str,
         provider_message_id: &str,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
-    /// A failed attempt: retry at `retry_at_ms`, or `dead` when `None`.
+    ) -> StoreResult<bool>;
+    /// A failed attempt of an entry `owner` holds: retry at `retry_at_ms`, or `dead` when
+    /// `None`. False when the entry is not ours any more.
     async fn mark_failed(
         &self,
         id: Uuid,
+        owner: &str,
         error: &str,
         retry_at_ms: Option<i64>,
         now: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// A provider's delivery report: `sent` → `delivered` → `read`, forward only (a late
     /// "delivered" never undoes "read"). False when nothing changed.
     async fn apply_status(
@@ -201,8 +244,10 @@ pub trait PipelineStore: Send + Sync {
         state: MessageState,
         at: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    /// `processing` entries (a crash mid-send) back to `pending`; returns how many.
-    async fn recover_processing(&self, now: DateTime<Utc>) -> StoreResult<u64>;
+    /// `processing` entries whose lease expired (their dispatcher died or lost track)
+    /// back to `pending`; with `all`, every `processing` entry (start-up of the only
+    /// dashd on a database). Returns how many.
+    async fn reclaim_leases(&self, all: bool, now: DateTime<Utc>) -> StoreResult<u64>;
     async fn queue(&self, query: &QueueQuery) -> StoreResult<Vec<MessageRecord>>;
     async fn queue_entry(&self, id: Uuid) -> StoreResult<QueueEntry>;
     /// `failed`/`dead` → `pending`, due now.
@@ -213,6 +258,17 @@ pub trait PipelineStore: Send + Sync {
     async fn contact_idle(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
 
     async fn due_timers(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueTimer>>;
+    /// Whether a conversation's timer is still set.
+    async fn timer_exists(&self, bot_id: Uuid, contact: &str, timer_id: u64) -> StoreResult<bool>;
+    /// A timer whose step failed: due again at `retry_at_ms`, or dropped when `None`.
+    /// Returns the attempts so far.
+    async fn timer_failed(
+        &self,
+        bot_id: Uuid,
+        contact: &str,
+        timer_id: u64,
+        retry_at_ms: Option<i64>,
+    ) -> StoreResult<u32>;
     async fn next_timer_due(&self) -> StoreResult<Option<i64>>;
 
     /// The sandbox provider's "send": idempotent on the key; returns the message id.
@@ -333,10 +389,22 @@ macro_rules! pipeline_store {
             }
 
             async fn unprocessed_inbound(&self) -> StoreResult<Vec<$crate::store::pipeline::InboundWork>> {
-                let rows = sqlx::query("SELECT id, bot_id, contact, body, created_at FROM messages WHERE direction = 'in' AND state = 'received' ORDER BY seq")
+                let rows = sqlx::query("SELECT id, bot_id, contact, body, created_at, attempts, next_attempt_ms FROM messages WHERE direction = 'in' AND state = 'received' ORDER BY seq")
                     .fetch_all(&self.pool)
                     .await?;
                 rows.iter().map(inbound_from_row).collect()
+            }
+
+            async fn inbound_backlog(&self) -> StoreResult<Vec<(uuid::Uuid, u64)>> {
+                use sqlx::Row;
+                let rows = sqlx::query(
+                    "SELECT bot_id, COUNT(*) AS waiting FROM messages WHERE direction = 'in' AND state = 'received' GROUP BY bot_id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| Ok(($get_id(row, "bot_id")?, u64::try_from(row.try_get::<i64, _>("waiting")?).unwrap_or(0))))
+                    .collect()
             }
 
             async fn pending_contacts(&self) -> StoreResult<Vec<(uuid::Uuid, String)>> {
@@ -373,7 +441,7 @@ macro_rules! pipeline_store {
 
             async fn unprocessed_for(&self, bot_id: uuid::Uuid, contact: &str) -> StoreResult<Vec<$crate::store::pipeline::InboundWork>> {
                 let rows = sqlx::query(
-                    "SELECT id, bot_id, contact, body, created_at FROM messages \
+                    "SELECT id, bot_id, contact, body, created_at, attempts, next_attempt_ms FROM messages \
                      WHERE bot_id = $1 AND contact = $2 AND direction = 'in' AND state = 'received' ORDER BY seq",
                 )
                 .bind(($id)(bot_id))
@@ -383,9 +451,50 @@ macro_rules! pipeline_store {
                 rows.iter().map(inbound_from_row).collect()
             }
 
+            async fn begin_inbound(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> StoreResult<Option<u32>> {
+                let mut tx = self.write().await?;
+                let attempts: Option<i64> = sqlx::query_scalar(
+                    "UPDATE messages SET attempts = attempts + 1, updated_at = $2 \
+                     WHERE id = $1 AND direction = 'in' AND state = 'received' RETURNING attempts",
+                )
+                .bind(($id)(id))
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(attempts.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+            }
+
+            async fn inbound_failed(&self, id: uuid::Uuid, error: &str, retry_at_ms: Option<i64>, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
+                let state = if retry_at_ms.is_some() { "received" } else { "failed" };
+                let changed = sqlx::query(
+                    "UPDATE messages SET state = $2, next_attempt_ms = $3, last_error = $4, updated_at = $5 \
+                     WHERE id = $1 AND direction = 'in' AND state = 'received'",
+                )
+                .bind(($id)(id))
+                .bind(state)
+                .bind(retry_at_ms)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                if changed {
+                    let detail = match retry_at_ms {
+                        Some(_) => format!("will retry: {error}"),
+                        None => format!("skipped: {error}"),
+                    };
+                    add_event(&mut *tx, id, state, Some(&detail), now).await?;
+                }
+                tx.commit().await?;
+                Ok(changed)
+            }
+
             async fn conversation_row(&self, bot_id: uuid::Uuid, contact: &str) -> StoreResult<Option<$crate::store::pipeline::ConversationRow>> {
                 use sqlx::Row;
-                let row = sqlx::query("SELECT state, contact_name FROM conversations WHERE bot_id = $1 AND contact = $2")
+                let row = sqlx::query("SELECT state, contact_name, version FROM conversations WHERE bot_id = $1 AND contact = $2")
                     .bind(($id)(bot_id))
                     .bind(contact)
                     .fetch_optional(&self.pool)
@@ -394,21 +503,29 @@ macro_rules! pipeline_store {
                     Ok($crate::store::pipeline::ConversationRow {
                         state: row.try_get::<sqlx::types::Json<serde_json::Value>, _>("state")?.0,
                         contact_name: row.try_get("contact_name")?,
+                        version: row.try_get("version")?,
                     })
                 })
                 .transpose()
             }
 
-            async fn commit_step(&self, c: &$crate::store::pipeline::StepCommit) -> StoreResult<Vec<uuid::Uuid>> {
+            async fn commit_step(&self, c: &$crate::store::pipeline::StepCommit) -> StoreResult<Option<Vec<uuid::Uuid>>> {
                 let mut tx = self.write().await?;
-                sqlx::query(
-                    "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, flow_version, last_message_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                     ON CONFLICT (bot_id, contact) DO UPDATE SET \
-                       contact_name = COALESCE(excluded.contact_name, conversations.contact_name), state = excluded.state, \
-                       status = excluded.status, flow = excluded.flow, step = excluded.step, flow_version = excluded.flow_version, \
-                       last_message_at = COALESCE(excluded.last_message_at, conversations.last_message_at), updated_at = excluded.updated_at",
-                )
+                // Each guard is one conditional statement; when one matches nothing, the
+                // transaction is dropped (rolled back) and the caller runs the step again
+                // on fresh state.
+                let written = match c.expected_version {
+                    None => sqlx::query(
+                        "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, flow_version, last_message_at, updated_at, version) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 + 1) ON CONFLICT (bot_id, contact) DO NOTHING",
+                    ),
+                    Some(_) => sqlx::query(
+                        "UPDATE conversations SET contact_name = COALESCE($3, contact_name), state = $4, status = $5, flow = $6, \
+                           step = $7, flow_version = $8, last_message_at = COALESCE($9, last_message_at), updated_at = $10, \
+                           version = version + 1 \
+                         WHERE bot_id = $1 AND contact = $2 AND version = $11",
+                    ),
+                }
                 .bind(($id)(c.bot_id))
                 .bind(&c.contact)
                 .bind(&c.contact_name)
@@ -419,15 +536,36 @@ macro_rules! pipeline_store {
                 .bind(c.flow_version.map(i64::from))
                 .bind(c.last_message_at)
                 .bind(c.now)
+                .bind(c.expected_version.unwrap_or(0))
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                if written == 0 {
+                    return Ok(None);
+                }
                 if let Some(inbound) = c.processed_inbound {
-                    sqlx::query("UPDATE messages SET state = 'processed', updated_at = $2 WHERE id = $1")
+                    let processed = sqlx::query("UPDATE messages SET state = 'processed', updated_at = $2 WHERE id = $1 AND state = 'received'")
                         .bind(($id)(inbound))
                         .bind(c.now)
                         .execute(&mut *tx)
-                        .await?;
+                        .await?
+                        .rows_affected();
+                    if processed == 0 {
+                        return Ok(None);
+                    }
                     add_event(&mut *tx, inbound, "processed", None, c.now).await?;
+                }
+                if let Some(timer) = c.fired_timer {
+                    let fired = sqlx::query("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
+                        .bind(($id)(c.bot_id))
+                        .bind(&c.contact)
+                        .bind(i64::try_from(timer).unwrap_or(i64::MAX))
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if fired == 0 {
+                        return Ok(None);
+                    }
                 }
                 let now_ms = c.now.timestamp_millis();
                 let mut ids = Vec::with_capacity(c.outbound.len());
@@ -472,7 +610,7 @@ macro_rules! pipeline_store {
                     .await?;
                 }
                 tx.commit().await?;
-                Ok(ids)
+                Ok(Some(ids))
             }
 
             async fn reset_conversation(&self, bot_id: uuid::Uuid, contact: &str) -> StoreResult<bool> {
@@ -617,11 +755,16 @@ macro_rules! pipeline_store {
                 Ok(next)
             }
 
-            async fn claim(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+            async fn claim(&self, id: uuid::Uuid, lease: &$crate::store::pipeline::Lease<'_>, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
                 let mut tx = self.write().await?;
-                let claimed = sqlx::query("UPDATE messages SET state = 'processing', updated_at = $2 WHERE id = $1 AND state IN ('pending', 'failed')")
+                let claimed = sqlx::query(
+                    "UPDATE messages SET state = 'processing', lease_owner = $3, lease_until_ms = $4, updated_at = $2 \
+                     WHERE id = $1 AND direction = 'out' AND state IN ('pending', 'failed')",
+                )
                     .bind(($id)(id))
                     .bind(now)
+                    .bind(lease.owner)
+                    .bind(lease.until_ms)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
@@ -644,39 +787,52 @@ macro_rules! pipeline_store {
                 Ok(())
             }
 
-            async fn mark_sent(&self, id: uuid::Uuid, provider: &str, provider_message_id: &str, now: chrono::DateTime<chrono::Utc>) -> StoreResult<()> {
+            async fn mark_sent(&self, id: uuid::Uuid, owner: &str, provider: &str, provider_message_id: &str, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
                 let mut tx = self.write().await?;
-                sqlx::query(
+                let changed = sqlx::query(
                     "UPDATE messages SET state = 'sent', provider = $2, provider_message_id = $3, attempts = attempts + 1, \
-                     next_attempt_ms = NULL, last_error = NULL, sent_at = $4, updated_at = $4 WHERE id = $1",
+                     next_attempt_ms = NULL, last_error = NULL, sent_at = $4, updated_at = $4, lease_owner = NULL, lease_until_ms = NULL \
+                     WHERE id = $1 AND state = 'processing' AND lease_owner = $5",
                 )
                 .bind(($id)(id))
                 .bind(provider)
                 .bind(provider_message_id)
                 .bind(now)
+                .bind(owner)
                 .execute(&mut *tx)
-                .await?;
-                add_event(&mut *tx, id, "sent", Some(&format!("via {provider}")), now).await?;
+                .await?
+                .rows_affected()
+                    > 0;
+                if changed {
+                    add_event(&mut *tx, id, "sent", Some(&format!("via {provider}")), now).await?;
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(changed)
             }
 
-            async fn mark_failed(&self, id: uuid::Uuid, error: &str, retry_at_ms: Option<i64>, now: chrono::DateTime<chrono::Utc>) -> StoreResult<()> {
+            async fn mark_failed(&self, id: uuid::Uuid, owner: &str, error: &str, retry_at_ms: Option<i64>, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
                 let mut tx = self.write().await?;
                 let state = if retry_at_ms.is_some() { "failed" } else { "dead" };
-                sqlx::query(
-                    "UPDATE messages SET state = $2, attempts = attempts + 1, next_attempt_ms = $3, last_error = $4, updated_at = $5 WHERE id = $1",
+                let changed = sqlx::query(
+                    "UPDATE messages SET state = $2, attempts = attempts + 1, next_attempt_ms = $3, last_error = $4, updated_at = $5, \
+                     lease_owner = NULL, lease_until_ms = NULL \
+                     WHERE id = $1 AND state = 'processing' AND lease_owner = $6",
                 )
                 .bind(($id)(id))
                 .bind(state)
                 .bind(retry_at_ms)
                 .bind(error)
                 .bind(now)
+                .bind(owner)
                 .execute(&mut *tx)
-                .await?;
-                add_event(&mut *tx, id, state, Some(error), now).await?;
+                .await?
+                .rows_affected()
+                    > 0;
+                if changed {
+                    add_event(&mut *tx, id, state, Some(error), now).await?;
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(changed)
             }
 
             async fn apply_status(&self, provider: &str, provider_message_id: &str, state: dash_core::api::MessageState, at: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
@@ -707,17 +863,20 @@ macro_rules! pipeline_store {
                 Ok(changed)
             }
 
-            async fn recover_processing(&self, now: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
+            async fn reclaim_leases(&self, all: bool, now: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
                 let mut tx = self.write().await?;
                 let rows = sqlx::query(
-                    "UPDATE messages SET state = 'pending', next_attempt_ms = $1, updated_at = $2 WHERE state = 'processing' RETURNING id",
+                    "UPDATE messages SET state = 'pending', next_attempt_ms = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL \
+                     WHERE state = 'processing' AND ($3 OR lease_until_ms IS NULL OR lease_until_ms < $1) RETURNING id",
                 )
                 .bind(now.timestamp_millis())
                 .bind(now)
+                .bind(all)
                 .fetch_all(&mut *tx)
                 .await?;
+                let detail = if all { "recovered after a restart" } else { "lease expired: taken back" };
                 for row in &rows {
-                    add_event(&mut *tx, $get_id(row, "id")?, "pending", Some("recovered after a restart"), now).await?;
+                    add_event(&mut *tx, $get_id(row, "id")?, "pending", Some(detail), now).await?;
                 }
                 tx.commit().await?;
                 Ok(rows.len() as u64)
@@ -773,7 +932,8 @@ macro_rules! pipeline_store {
 
             async fn contact_idle(&self, bot_id: uuid::Uuid, contact: &str) -> StoreResult<bool> {
                 let busy: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND contact = $2 AND state IN ('received', 'pending', 'processing', 'failed')",
+                    "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND contact = $2 \
+                     AND ((direction = 'in' AND state = 'received') OR (direction = 'out' AND state IN ('pending', 'processing', 'failed')))",
                 )
                 .bind(($id)(bot_id))
                 .bind(contact)
@@ -800,6 +960,42 @@ macro_rules! pipeline_store {
                     .collect()
             }
 
+            async fn timer_exists(&self, bot_id: uuid::Uuid, contact: &str, timer_id: u64) -> StoreResult<bool> {
+                let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
+                    .bind(($id)(bot_id))
+                    .bind(contact)
+                    .bind(i64::try_from(timer_id).unwrap_or(i64::MAX))
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(found > 0)
+            }
+
+            async fn timer_failed(&self, bot_id: uuid::Uuid, contact: &str, timer_id: u64, retry_at_ms: Option<i64>) -> StoreResult<u32> {
+                let mut tx = self.write().await?;
+                let timer = i64::try_from(timer_id).unwrap_or(i64::MAX);
+                let attempts: Option<i64> = match retry_at_ms {
+                    Some(at) => sqlx::query_scalar(
+                        "UPDATE flow_timers SET due_ms = $4, attempts = attempts + 1 WHERE bot_id = $1 AND contact = $2 AND timer_id = $3 RETURNING attempts",
+                    )
+                    .bind(($id)(bot_id))
+                    .bind(contact)
+                    .bind(timer)
+                    .bind(at)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                    None => sqlx::query_scalar(
+                        "DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3 RETURNING attempts + 1",
+                    )
+                    .bind(($id)(bot_id))
+                    .bind(contact)
+                    .bind(timer)
+                    .fetch_optional(&mut *tx)
+                    .await?,
+                };
+                tx.commit().await?;
+                Ok(attempts.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+            }
+
             async fn next_timer_due(&self) -> StoreResult<Option<i64>> {
                 Ok(sqlx::query_scalar("SELECT MIN(due_ms) FROM flow_timers").fetch_one(&self.pool).await?)
             }
@@ -809,7 +1005,7 @@ macro_rules! pipeline_store {
                 let mut tx = self.write().await?;
                 sqlx::query(
                     "INSERT INTO sandbox_messages (idempotency_key, bot_id, contact, body, provider_message_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO UPDATE SET calls = sandbox_messages.calls + 1",
                 )
                 .bind(key)
                 .bind(($id)(bot_id))
@@ -826,7 +1022,7 @@ macro_rules! pipeline_store {
             async fn sandbox_sent(&self, bot_id: uuid::Uuid) -> StoreResult<Vec<$crate::store::pipeline::SandboxSent>> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT idempotency_key, contact, body, provider_message_id FROM sandbox_messages WHERE bot_id = $1 ORDER BY created_at, idempotency_key",
+                    "SELECT idempotency_key, contact, body, provider_message_id, calls FROM sandbox_messages WHERE bot_id = $1 ORDER BY created_at, idempotency_key",
                 )
                 .bind(($id)(bot_id))
                 .fetch_all(&self.pool)
@@ -838,6 +1034,7 @@ macro_rules! pipeline_store {
                             contact: row.try_get("contact")?,
                             body: row.try_get::<sqlx::types::Json<dash_core::api::MessageBody>, _>("body")?.0,
                             provider_message_id: row.try_get("provider_message_id")?,
+                            calls: u32::try_from(row.try_get::<i64, _>("calls")?).unwrap_or(u32::MAX),
                         })
                     })
                     .collect()
@@ -852,38 +1049,45 @@ macro_rules! pipeline_store {
                 contact: row.try_get("contact")?,
                 body: row.try_get::<sqlx::types::Json<dash_core::api::MessageBody>, _>("body")?.0,
                 received_at: row.try_get("created_at")?,
+                attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                next_attempt_ms: row.try_get("next_attempt_ms")?,
             })
         }
 
         impl $store {
-            /// Moves a message between states, refusing from any other state.
+            /// Moves an outbox entry between states in one conditional statement, so it
+            /// can never race the dispatcher; refuses from any other state.
             async fn transition(&self, id: uuid::Uuid, from: &[&str], to: &str, next_ms: Option<i64>, detail: &str, now: chrono::DateTime<chrono::Utc>) -> StoreResult<dash_core::api::MessageRecord> {
                 use sqlx::Row;
                 let mut tx = self.write().await?;
-                let current = sqlx::query("SELECT state FROM messages WHERE id = $1 AND direction = 'out'")
-                    .bind(($id)(id))
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| super::StoreError::NotFound { what: format!("outbox entry {id}") })?;
-                let state: String = current.try_get("state")?;
-                if !from.contains(&state.as_str()) {
-                    return Err(super::StoreError::Conflict {
-                        message: format!("message {id} is {state}: only {} messages can be {to}", from.join(" or ")),
-                        field: Some("state"),
-                    });
-                }
                 // Sent again by an operator: a full set of attempts.
-                let row = sqlx::query(concat!(
+                let updated = sqlx::query(concat!(
                     "UPDATE messages SET state = $2, next_attempt_ms = $3, updated_at = $4, \
-                     attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END WHERE id = $1 RETURNING ",
+                     attempts = CASE WHEN $2 = 'pending' THEN 0 ELSE attempts END \
+                     WHERE id = $1 AND direction = 'out' AND state IN ($5, $6) RETURNING ",
                     $crate::store::pipeline::message_columns!()
                 ))
                 .bind(($id)(id))
                 .bind(to)
                 .bind(next_ms)
                 .bind(now)
-                .fetch_one(&mut *tx)
+                .bind(from.first().copied().unwrap_or(""))
+                .bind(from.get(1).copied().unwrap_or(""))
+                .fetch_optional(&mut *tx)
                 .await?;
+                let Some(row) = updated else {
+                    drop(tx);
+                    let current = sqlx::query("SELECT state FROM messages WHERE id = $1 AND direction = 'out'")
+                        .bind(($id)(id))
+                        .fetch_optional(&self.pool)
+                        .await?
+                        .ok_or_else(|| super::StoreError::NotFound { what: format!("outbox entry {id}") })?;
+                    let state: String = current.try_get("state")?;
+                    return Err(super::StoreError::Conflict {
+                        message: format!("message {id} is {state}: only {} messages can be {to}", from.join(" or ")),
+                        field: Some("state"),
+                    });
+                };
                 add_event(&mut *tx, id, to, Some(detail), now).await?;
                 tx.commit().await?;
                 message_from_row(&row)

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
 use dash_core::config::Backend;
 use dash_core::{Bot, BotRef, Tenant};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -16,11 +17,13 @@ use sqlx::types::Json;
 use sqlx::{Row, SqliteConnection};
 use uuid::fmt::Hyphenated;
 
+use super::sqlite_file::{self, DatabaseFile};
 use super::{
-    MigrationPolicy, MigrationRecord, NewFlowVersion, SchemaState, Store, StoreResult,
-    StoredFlowVersion, TenantRef, active_version_conflict, apply_bot_update, apply_tenant_update,
-    bot_not_found, compare_schema, conflict, flow_version_not_found, format_name, has_bots,
-    new_bot, new_tenant, now, parse_format, parse_status, schema_error, version_of,
+    MigrationPolicy, MigrationRecord, NewFlowVersion, SchemaState, Store, StoreHealth, StoreResult,
+    StoredFlowVersion, TenantRef, WriteHealth, active_version_conflict, apply_bot_update,
+    apply_tenant_update, bot_not_found, compare_schema, conflict, flow_version_not_found,
+    format_name, has_bots, new_bot, new_tenant, now, parse_format, parse_status, schema_error,
+    version_of,
 };
 
 super::pipeline::pipeline_store!(SqliteStore, |id: uuid::Uuid| id.hyphenated(), row_uuid);
@@ -52,17 +55,59 @@ pub struct SqliteStore {
     /// SQLite allows one writer at a time. Queuing writers here, in order, replaces
     /// SQLite's busy handler (which sleeps and retries) with an immediate hand-over.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// The locked database file; `None` for an in-memory database.
+    file: Option<Arc<DatabaseFile>>,
+    health: Arc<WriteHealth>,
 }
 
 /// A write transaction holding the writer's turn until it commits or drops.
+///
+/// It runs `BEGIN IMMEDIATE`, `COMMIT` and `ROLLBACK` itself rather than through
+/// `sqlx::Transaction`, whose drop only queues a rollback for the connection's next use
+/// and whose failed commit leaves the transaction open: after a disk-full or I/O error
+/// SQLite may already have rolled back, the queued `ROLLBACK` then fails, and sqlx keeps
+/// counting the connection as inside a transaction, so every later `BEGIN` on it failed
+/// until a restart. Here a write that does not commit is rolled back before the writer's
+/// turn passes on, and a connection that cannot roll back is closed.
 pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+    /// `Some` until `drop`; `commit` marks the transaction finished instead of taking it.
+    conn: Option<PoolConnection<sqlx::Sqlite>>,
+    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    health: Arc<WriteHealth>,
+    /// True once `COMMIT` succeeded; otherwise `drop` rolls back.
+    finished: bool,
 }
 
 impl WriteTx {
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match sqlx::query("COMMIT").execute(&mut *self).await {
+            Ok(_) => {
+                self.finished = true;
+                self.health.succeeded();
+                Ok(())
+            }
+            Err(err) => {
+                // Dropping `self` rolls back, whatever state SQLite left the connection in.
+                self.health.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    fn conn(&self) -> &PoolConnection<sqlx::Sqlite> {
+        // Invariant: `conn` is only taken in `drop`, so it is there for any `&self`.
+        #[allow(clippy::expect_used)]
+        self.conn
+            .as_ref()
+            .expect("a write transaction keeps its connection until dropped")
+    }
+
+    fn conn_mut(&mut self) -> &mut PoolConnection<sqlx::Sqlite> {
+        // Invariant: as in `conn`.
+        #[allow(clippy::expect_used)]
+        self.conn
+            .as_mut()
+            .expect("a write transaction keeps its connection until dropped")
     }
 }
 
@@ -70,24 +115,71 @@ impl std::ops::Deref for WriteTx {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
-        &self.tx
+        self.conn()
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+        self.conn_mut()
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let (Some(conn), Ok(runtime)) = (self.conn.take(), tokio::runtime::Handle::try_current())
+        else {
+            // Without a runtime the pool cannot take the connection back either; dropping
+            // it closes the connection, and closing rolls back.
+            return;
+        };
+        let turn = self.turn.take();
+        let health = self.health.clone();
+        runtime.spawn(async move {
+            roll_back(conn, &health).await;
+            // Only now may the next writer begin.
+            drop(turn);
+        });
+    }
+}
+
+/// Ends a write that did not commit: notes a failure of the database itself, then rolls
+/// back, and closes the connection if even that fails.
+async fn roll_back(mut conn: PoolConnection<sqlx::Sqlite>, health: &WriteHealth) {
+    // A failed statement returned its error to the caller; the connection still knows
+    // it. A missing row or a constraint is not a failure of the database.
+    if let Ok(mut handle) = conn.lock_handle().await
+        && let Some(err) = handle.last_error()
+    {
+        health.failed(&sqlx::Error::Database(Box::new(err)));
+    }
+    // Fails when SQLite already rolled back on its own (it may, on a full disk or an I/O
+    // error) and when the connection is broken; either way a fresh connection is safe.
+    if let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+        tracing::debug!(error = %err, "rollback failed; closing the connection");
+        if let Err(err) = conn.close().await {
+            tracing::debug!(error = %err, "closing a connection after a failed rollback");
+        }
     }
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database `options` name; `location` is what
-    /// status output shows.
+    /// Opens (creating if missing) the database `options` name, holding an exclusive
+    /// lock on its file for as long as the store lives; `location` is what status
+    /// output shows.
     pub async fn open(
         options: SqliteConnectOptions,
         location: String,
         max_connections: u32,
     ) -> StoreResult<Self> {
+        // Lock before SQLite touches the file: a second daemon must not even migrate it.
+        let file = match sqlite_file::on_disk(&options) {
+            Some(path) => Some(Arc::new(DatabaseFile::lock(path)?)),
+            None => None,
+        };
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -100,10 +192,15 @@ impl SqliteStore {
             .max_connections(max_connections)
             .connect_with(options)
             .await?;
+        if let Some(file) = &file {
+            DatabaseFile::watch(file);
+        }
         Ok(Self {
             pool,
             location,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            file,
+            health: Arc::new(WriteHealth::default()),
         })
     }
 
@@ -137,9 +234,44 @@ impl SqliteStore {
     }
 
     async fn write(&self) -> StoreResult<WriteTx> {
+        self.check_file()?;
         let turn = self.writer.clone().lock_owned().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTx { tx, _turn: turn })
+        let conn = self.pool.acquire().await.inspect_err(|err| {
+            self.health.failed(err);
+        })?;
+        let mut tx = WriteTx {
+            conn: Some(conn),
+            turn: Some(turn),
+            health: self.health.clone(),
+            finished: false,
+        };
+        if let Err(err) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *tx).await {
+            self.health.failed(&err);
+            return Err(err.into());
+        }
+        Ok(tx)
+    }
+
+    /// Refuses to go on once the database file was replaced or deleted.
+    fn check_file(&self) -> StoreResult<()> {
+        self.file.as_ref().map_or(Ok(()), |file| file.check())
+    }
+
+    /// A write of no consequence, telling whether writes go through: it rewrites the
+    /// schema's `user_version` with its own value, which appends a page to the WAL like
+    /// any real write (so a full disk fails it) and touches no table.
+    async fn probe_write(&self) -> StoreResult<()> {
+        let mut tx = self.write().await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        // A PRAGMA takes no bound parameters; the value is an integer read just above.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {version}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        Ok(tx.commit().await?)
     }
 }
 
@@ -301,11 +433,43 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // `close` returns once every connection is closed: only then may the lock go.
         self.pool.close().await;
+        if let Some(file) = &self.file {
+            file.release();
+        }
+    }
+
+    async fn health(&self) -> StoreHealth {
+        let degraded = |reason: String| StoreHealth::Degraded { reason };
+        if let Err(err) = self.check_file() {
+            return degraded(err.to_string());
+        }
+        if let Err(err) = self.ping().await {
+            return degraded(format!("the database is not answering: {err}"));
+        }
+        // An idle daemon makes no writes: after a failure, probe so that health turns
+        // back to ok once the disk has room again, without waiting for traffic.
+        if self.health.failing().is_some()
+            && let Err(err) = self.probe_write().await
+            && !err.is_unavailable()
+        {
+            return degraded(format!("database writes failing: {err}"));
+        }
+        self.health.failing().map_or(StoreHealth::Ok, degraded)
+    }
+
+    fn fatal(&self) -> tokio_util::sync::CancellationToken {
+        self.file
+            .as_ref()
+            .map_or_else(tokio_util::sync::CancellationToken::new, |file| {
+                file.fatal()
+            })
     }
 
     async fn create_tenant(&self, req: &CreateTenant) -> StoreResult<Tenant> {
         let tenant = new_tenant(req);
+        let mut tx = self.write().await?;
         sqlx::query(
             "INSERT INTO tenants (id, slug, name, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
         )
@@ -315,9 +479,10 @@ impl Store for SqliteStore {
         .bind(tenant.status.as_str())
         .bind(tenant.created_at)
         .bind(tenant.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|err| conflict(err, &tenant.slug, None))?;
+        tx.commit().await?;
         Ok(tenant)
     }
 

@@ -1,0 +1,189 @@
+//! Back-pressure and poison input with a real daemon in-process: when inbound messages
+//! come faster than they are handled, intake answers 503 with `Retry-After` past the
+//! configured backlog, the backlog never exceeds its bound, and every accepted message is
+//! handled (none lost).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use dash_core::api::MessageState;
+use dash_core::config::Config;
+use serde_json::{Value, json};
+
+const ECHO: &str = r#"
+default_flow = "echo"
+[[flows]]
+id = "echo"
+steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
+"#;
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.join("dashd-data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.dispatcher.bot_rate_per_minute = 0;
+    config
+}
+
+fn admin(dir: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .unix_socket(dir.join("dashd-data/dashd.sock"))
+        .build()
+        .unwrap()
+}
+
+async fn call(client: &reqwest::Client, method: &str, path: &str, body: Value) -> Value {
+    let response = client
+        .request(method.parse().unwrap(), format!("http://dashd{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let value: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{method} {path}: {status} {value}");
+    value
+}
+
+async fn echo_bot(client: &reqwest::Client) {
+    call(client, "POST", "/v1/tenants", json!({"slug": "acme"})).await;
+    call(
+        client,
+        "POST",
+        "/v1/tenants/acme/bots",
+        json!({"name": "ventas", "settings": {"chain": ["sandbox"]}}),
+    )
+    .await;
+    call(
+        client,
+        "POST",
+        "/v1/tenants/acme/bots/ventas/flows",
+        json!({"source": ECHO, "activate": true}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_gets_503_past_the_backlog_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    // One worker and a small bound, so the flood outruns handling at once.
+    config.pipeline.workers = 1;
+    config.pipeline.max_backlog = 30;
+    config.pipeline.max_backlog_per_bot = 20;
+    let daemon = dashd::start(config).await.unwrap();
+    let client = admin(dir.path());
+    echo_bot(&client).await;
+
+    let busy = Arc::new(AtomicU32::new(0));
+    let peak = Arc::new(AtomicU32::new(0));
+    let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let pipeline = daemon.pipeline();
+    let watcher = {
+        let peak = peak.clone();
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move {
+            loop {
+                let (total, _) = pipeline.backlog();
+                peak.fetch_max(total, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let mut senders = Vec::new();
+    for sender in 0..16 {
+        let client = client.clone();
+        let busy = busy.clone();
+        let accepted = accepted.clone();
+        senders.push(tokio::spawn(async move {
+            for n in 0..40 {
+                let response = client
+                    .post("http://dashd/v1/tenants/acme/bots/ventas/sandbox/messages")
+                    .json(&json!({"from": format!("+1555{sender:03}{n:04}"), "text": "ping"}))
+                    .send()
+                    .await
+                    .unwrap();
+                match response.status().as_u16() {
+                    202 => {
+                        let body: Value = response.json().await.unwrap();
+                        let id = body["message_id"].as_str().unwrap().to_owned();
+                        accepted.lock().unwrap().push(id);
+                    }
+                    503 => {
+                        let retry_after: u64 = response.headers()["retry-after"]
+                            .to_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        assert!((1..=30).contains(&retry_after), "{retry_after}");
+                        let body: Value = response.json().await.unwrap();
+                        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                        busy.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let accepted: Vec<String> = accepted.lock().unwrap().clone();
+    assert!(
+        busy.load(Ordering::Relaxed) > 0,
+        "640 messages against a backlog of 30 never got a 503"
+    );
+    assert!(!accepted.is_empty());
+
+    // Every accepted message is handled and answered.
+    let store = daemon.store();
+    let bot = store
+        .bot(&dash_core::BotRef::Path {
+            tenant: "acme".into(),
+            bot: "ventas".into(),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let replies = store.sandbox_sent(bot.id).await.unwrap().len();
+        if replies == accepted.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{replies} replies for {} accepted messages",
+            accepted.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    watcher.abort();
+    assert!(
+        peak.load(Ordering::Relaxed) <= 30,
+        "backlog reached {}",
+        peak.load(Ordering::Relaxed)
+    );
+    assert_eq!(pipeline.backlog(), (0, 0));
+    let accepted: HashSet<String> = accepted.into_iter().collect();
+    for contact in store.list_conversations(bot.id).await.unwrap() {
+        let detail = store
+            .conversation(bot.id, &contact.contact)
+            .await
+            .unwrap()
+            .unwrap();
+        for message in detail.transcript {
+            if message.direction == dash_core::api::Direction::In {
+                assert!(accepted.contains(&message.id.to_string()));
+                assert_eq!(message.state, MessageState::Processed);
+            }
+        }
+    }
+    daemon.shutdown().await.unwrap();
+}
