@@ -46,8 +46,8 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
-    /// Conversation workers. One contact's messages always go to the same worker, in
-    /// order; different contacts are spread over the workers.
+    /// Conversations handled at once (one contact's messages are always handled in
+    /// order, different contacts in parallel); one tenant's at most half of them.
     pub workers: u32,
     /// Let flow `http` actions reach loopback and private networks (off: only public
     /// addresses, so a flow cannot probe the server's own network).

@@ -40,7 +40,9 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Running {
     let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
     let running = Running(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket(dir).exists() {
+    // A socket file left by a killed dashd exists before the new one listens: wait
+    // until something answers on it.
+    while std::os::unix::net::UnixStream::connect(socket(dir)).is_err() {
         assert!(
             Instant::now() < deadline,
             "dashd did not start: {}",

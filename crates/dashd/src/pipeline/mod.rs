@@ -1,13 +1,17 @@
-//! The message pipeline inside dashd: inbound messages → per-conversation workers → the
-//! flow engine → the outbox → the dispatcher → providers; plus durable flow timers.
+//! The message pipeline inside dashd: inbound messages → per-conversation tasks → the
+//! flow engine (in supervised worker processes) → the outbox → the dispatcher →
+//! providers; plus durable flow timers.
 //!
 //! Invariants, and where they hold:
 //! - an inbound message is stored (deduplicated by provider message id) before it is
 //!   acknowledged, and stays `received` until a worker commits its step ([`Pipeline::ingest`]);
-//! - one contact's messages are handled strictly in arrival order: a contact always maps
-//!   to the same worker, which handles all of the contact's pending messages by sequence;
-//! - memory is bounded by the number of workers and their queues, not by the number of
-//!   conversations (state lives in the database);
+//! - one contact's messages are handled strictly in arrival order: a conversation with
+//!   work has exactly one task, which handles its pending messages by sequence and ends
+//!   when it has nothing left; tasks exist only for conversations with work, whose number
+//!   the backlog bounds (state lives in the database);
+//! - one tenant cannot hold up another: conversations run at most `pipeline.workers` at
+//!   once and one tenant's at most half of them ([`conversations`]); a tenant waiting
+//!   for its share (or for a flow worker) waits alone;
 //! - a step's new state, its outbound messages and its timers are one transaction;
 //! - outbound messages are written first and sent after ([`dispatcher`]); an entry being
 //!   sent is `processing` under a lease held by this dashd ([`Inner::owner`]); every state
@@ -23,6 +27,7 @@
 //!   pool closes (a real provider takes no idempotency key: a stop must not send twice).
 
 mod backlog;
+mod conversations;
 pub mod dispatcher;
 pub mod http;
 mod leases;
@@ -32,14 +37,13 @@ pub mod scheduler;
 mod worker;
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dash_core::api::SandboxEvent;
 use dash_core::config::{Config, FlowIsolation};
 use dash_core::flow::engine::HttpOutcome;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -120,7 +124,8 @@ pub struct Pipeline {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: Arc<Config>,
-    workers: Vec<mpsc::Sender<Work>>,
+    /// Conversations with work, one task each, and the share of them a tenant may run.
+    pub(crate) conversations: conversations::Conversations,
     /// Wakes the dispatcher: new outbox entries, or a send finished.
     pub(crate) dispatch: Notify,
     /// Wakes the scheduler: a timer was added.
@@ -157,10 +162,6 @@ pub enum IngestError {
     Stopping,
 }
 
-/// Capacity of each worker's queue; a full queue makes the caller wait (backpressure),
-/// while the message itself is already stored.
-const WORKER_QUEUE: usize = 1024;
-
 impl Pipeline {
     /// Recovers what a crash left and starts workers, dispatcher and scheduler.
     pub async fn start(
@@ -185,13 +186,7 @@ impl Pipeline {
             SandboxHub::clone(&hub),
             Duration::from_millis(config.sandbox.send_delay_ms),
         )));
-        let mut senders = Vec::new();
-        let mut receivers = Vec::new();
-        for _ in 0..config.pipeline.workers.max(1) {
-            let (tx, rx) = mpsc::channel(WORKER_QUEUE);
-            senders.push(tx);
-            receivers.push(rx);
-        }
+        let conversations = conversations::Conversations::new(config.pipeline.workers);
         let backlog = Backlog::new(
             config.pipeline.max_backlog,
             config.pipeline.max_backlog_per_bot,
@@ -219,7 +214,7 @@ impl Pipeline {
         let inner = Arc::new(Inner {
             store,
             config,
-            workers: senders,
+            conversations,
             dispatch: Notify::new(),
             timers: Notify::new(),
             hub,
@@ -236,9 +231,6 @@ impl Pipeline {
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
         let mut tasks = JoinSet::new();
-        for rx in receivers {
-            tasks.spawn(worker::run(inner.clone(), rx));
-        }
         // SQLite has one dashd per file (locked), so whatever is `processing` at start-up
         // was this file's previous dashd's; on PostgreSQL other dashd may be sending, so
         // only expired leases are taken back.
@@ -422,6 +414,14 @@ impl Pipeline {
             tracing::warn!("pipeline tasks did not stop in time; aborting them");
             tasks.shutdown().await;
         }
+        // Conversation steps under way finish (their work is in the database either way).
+        self.inner.conversations.tasks.close();
+        if tokio::time::timeout_at(deadline, self.inner.conversations.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("conversation steps did not finish in time");
+        }
         self.inner.in_flight.close();
         let in_flight = self.inner.in_flight.len();
         if in_flight > 0 {
@@ -484,14 +484,9 @@ fn owner_name() -> String {
 }
 
 impl Inner {
-    /// Queues work on the worker that owns the conversation.
-    pub(crate) async fn submit(&self, work: Work) {
-        let (bot_id, contact) = work.conversation();
-        let mut hasher = DefaultHasher::new();
-        (bot_id, contact).hash(&mut hasher);
-        let index = (hasher.finish() % self.workers.len() as u64) as usize;
-        // A closed queue means dashd is stopping; stored messages are handled next start.
-        let _ = self.workers[index].send(work).await;
+    /// Queues work on the conversation's task, starting one if it has none.
+    pub(crate) async fn submit(self: &Arc<Self>, work: Work) {
+        conversations::submit(self, work);
     }
 
     /// Tells sandbox watchers when a contact has nothing pending any more.

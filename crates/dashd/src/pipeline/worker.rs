@@ -1,5 +1,5 @@
-//! A conversation worker: takes work for the conversations hashed to it, one item at a
-//! time, and for each runs the flow engine and commits the result in one transaction.
+//! A conversation's work, one item at a time (see [`super::conversations`] for the
+//! tasks that call it): runs the flow engine and commits the result in one transaction.
 //!
 //! Faults stay with the work that caused them. A step that fails (a database error, a
 //! flow over its bounds, even a panic, caught here at the worker boundary) is retried
@@ -21,7 +21,6 @@ use dash_core::ratelimit::backoff;
 use dash_core::{Bot, BotRef, BotStatus, TenantStatus};
 use futures_util::FutureExt;
 use serde_json::json;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{Inner, Work};
@@ -29,23 +28,15 @@ use crate::flow_runner::{FlowSource, StepContext, StepRequest};
 use crate::store::TenantRef;
 use crate::store::pipeline::{NewOutbound, StepCommit, TimerRow};
 
-/// Runs until the queue closes or dashd shuts down.
-pub(crate) async fn run(inner: Arc<Inner>, mut queue: mpsc::Receiver<Work>) {
-    loop {
-        let work = tokio::select! {
-            () = inner.shutdown.cancelled() => break,
-            work = queue.recv() => match work {
-                Some(work) => work,
-                None => break,
-            },
-        };
-        // A panic must not take the worker (and every conversation hashed to it) down.
-        if let Err(panic) = AssertUnwindSafe(handle(&inner, work)).catch_unwind().await {
-            tracing::error!(
-                panic = panic_text(&panic),
-                "conversation work panicked; it is retried or skipped"
-            );
-        }
+/// Handles one unit of a conversation's work. A panic must not take the conversation's
+/// task down (nor leave its work unaccounted): it is logged, and the work it stood for is
+/// retried or skipped by the paths below.
+pub(crate) async fn handle_guarded(inner: &Arc<Inner>, work: Work) {
+    if let Err(panic) = AssertUnwindSafe(handle(inner, work)).catch_unwind().await {
+        tracing::error!(
+            panic = panic_text(&panic),
+            "conversation work panicked; it is retried or skipped"
+        );
     }
 }
 

@@ -1,0 +1,282 @@
+//! Hostile input against a real daemon in-process, with flow steps in real worker
+//! processes: a message whose flow step kills its worker is retried, then marked failed
+//! with the reason, and the conversation goes on; a tenant whose flow spins and exhausts
+//! memory on every message does not slow another tenant's bot, and `/health` keeps
+//! answering fast throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)] // tests fail loudly by design
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dash_core::api::{MessageState, SandboxEvent};
+use dash_core::config::Config;
+use serde_json::{Value, json};
+
+/// Echoes the customer; "boom" makes the step allocate without bound (the worker dies
+/// of its memory limit), "spin" makes it burn CPU until its deadline. Neither branch is
+/// taken by the dry run at import, so the document is accepted, as a careful attacker's
+/// would be.
+const HOSTILE: &str = r#"
+default_flow = "echo"
+[[flows]]
+id = "echo"
+steps = [{ id = "say", kind = "end", text = """{{ input }}{% if input == "boom" %}{% set ns = namespace(s="x") %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}{% endif %}{% if input == "spin" %}{% set ns = namespace(s="y" * 60000, t="") %}{% for i in range(1000) %}{% for j in range(1000) %}{% set ns.t = ns.s | replace("y", "z") %}{% endfor %}{% endfor %}{% endif %}""" }]
+"#;
+
+const ECHO: &str = r#"
+default_flow = "echo"
+[[flows]]
+id = "echo"
+steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
+"#;
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: dir.join("dashd-data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.dispatcher.bot_rate_per_minute = 0;
+    config.pipeline.flow_worker_exe = Some(env!("CARGO_BIN_EXE_dashd").into());
+    config.pipeline.flow_memory_mb = 128;
+    config.pipeline.flow_step_timeout_ms = 1000;
+    config.pipeline.retry_base_ms = 50;
+    config
+}
+
+struct Admin(reqwest::Client);
+
+impl Admin {
+    fn new(dir: &Path) -> Admin {
+        Admin(
+            reqwest::Client::builder()
+                .unix_socket(dir.join("dashd-data/dashd.sock"))
+                .build()
+                .unwrap(),
+        )
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let response = self
+            .0
+            .request(method.parse().unwrap(), format!("http://dashd{path}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {value}");
+        value
+    }
+
+    async fn bot(&self, tenant: &str, bot: &str, flow: &str) {
+        self.call("POST", "/v1/tenants", json!({ "slug": tenant }))
+            .await;
+        self.call(
+            "POST",
+            &format!("/v1/tenants/{tenant}/bots"),
+            json!({"name": bot, "settings": {"chain": ["sandbox"]}}),
+        )
+        .await;
+        self.call(
+            "POST",
+            &format!("/v1/tenants/{tenant}/bots/{bot}/flows"),
+            json!({"source": flow, "activate": true}),
+        )
+        .await;
+    }
+
+    async fn say(&self, tenant: &str, bot: &str, from: &str, text: &str) -> Value {
+        self.call(
+            "POST",
+            &format!("/v1/tenants/{tenant}/bots/{bot}/sandbox/messages"),
+            json!({"from": from, "text": text}),
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_kills_its_flow_worker_is_failed_and_the_conversation_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = dashd::start(config(dir.path())).await.unwrap();
+    let admin = Admin::new(dir.path());
+    admin.bot("evil", "bomb", HOSTILE).await;
+    let mut replies = daemon.pipeline().subscribe();
+    let accepted = admin.say("evil", "bomb", "+15550001", "boom").await;
+    let poison: uuid::Uuid = accepted["message_id"].as_str().unwrap().parse().unwrap();
+    admin.say("evil", "bomb", "+15550001", "hola").await;
+    // The next message is answered once the poison one has been given up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, replies.recv()).await {
+            Ok(Ok((_, SandboxEvent::Reply { body, .. }))) => {
+                assert_eq!(body.text, "hola", "only the good message is answered");
+                break;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => panic!("{err}"),
+            Err(_) => panic!("the conversation never went on"),
+        }
+    }
+    let bot = daemon
+        .store()
+        .bot(&dash_core::BotRef::Path {
+            tenant: "evil".into(),
+            bot: "bomb".into(),
+        })
+        .await
+        .unwrap();
+    let transcript = daemon
+        .store()
+        .conversation(bot.id, "+15550001")
+        .await
+        .unwrap()
+        .unwrap()
+        .transcript;
+    let failed = transcript.iter().find(|m| m.id == poison).unwrap();
+    assert_eq!(failed.state, MessageState::Failed);
+    assert_eq!(failed.attempts, 3);
+    let reason = failed.last_error.as_deref().unwrap();
+    assert!(reason.contains("flow worker died"), "{reason}");
+    // dashd itself is fine.
+    let health = reqwest::get(format!("http://{}/health", daemon.http_addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    daemon.shutdown().await.unwrap();
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Sends `count` messages to the good bot one after the other and returns the sorted
+/// latencies (message accepted → reply handed to the provider), in ms.
+async fn good_latencies(
+    admin: &Admin,
+    replies: &mut tokio::sync::broadcast::Receiver<(uuid::Uuid, SandboxEvent)>,
+    good_bot: uuid::Uuid,
+    round: &str,
+    count: usize,
+) -> Vec<f64> {
+    let mut ms = Vec::with_capacity(count);
+    for n in 0..count {
+        let contact = format!("+1666{round}{n:04}");
+        let sent = Instant::now();
+        admin.say("good", "echo", &contact, "ping").await;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), replies.recv()).await {
+                Ok(Ok((bot, SandboxEvent::Reply { contact: to, .. })))
+                    if bot == good_bot && to == contact =>
+                {
+                    break;
+                }
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(err)) => panic!("{err}"),
+                Err(_) => panic!("no reply to {contact}"),
+            }
+        }
+        ms.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenant_does_not_slow_another_tenant_or_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = dashd::start(config(dir.path())).await.unwrap();
+    let admin = Arc::new(Admin::new(dir.path()));
+    admin.bot("good", "echo", ECHO).await;
+    admin.bot("evil", "bomb", HOSTILE).await;
+    let good_bot = daemon
+        .store()
+        .bot(&dash_core::BotRef::Path {
+            tenant: "good".into(),
+            bot: "echo".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let mut replies = daemon.pipeline().subscribe();
+    // Warm up (worker processes, caches), then the baseline.
+    good_latencies(&admin, &mut replies, good_bot, "0", 5).await;
+    let baseline = good_latencies(&admin, &mut replies, good_bot, "1", 40).await;
+
+    // The attack: many contacts of the hostile bot, each message spinning to its
+    // deadline or killing its worker, all the time; /health polled meanwhile.
+    let attacking = Arc::new(AtomicBool::new(true));
+    let attack = {
+        let admin = admin.clone();
+        let attacking = attacking.clone();
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while attacking.load(Ordering::Relaxed) {
+                let text = if n.is_multiple_of(2) { "spin" } else { "boom" };
+                let response = admin
+                    .0
+                    .post("http://dashd/v1/tenants/evil/bots/bomb/sandbox/messages")
+                    .json(&json!({"from": format!("+1777{:04}", n % 50), "text": text}))
+                    .send()
+                    .await
+                    .unwrap();
+                // Accepted, or refused once its backlog is full: both are fine.
+                assert!(matches!(response.status().as_u16(), 202 | 503));
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            n
+        })
+    };
+    let health = {
+        let attacking = attacking.clone();
+        let url = format!("http://{}/health", daemon.http_addr);
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut slowest = Duration::ZERO;
+            let mut probes = 0;
+            while attacking.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                let response = client.get(&url).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                slowest = slowest.max(asked.elapsed());
+                probes += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (slowest, probes)
+        })
+    };
+    // Let the attack fill the hostile tenant's share first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attacked = good_latencies(&admin, &mut replies, good_bot, "2", 40).await;
+    attacking.store(false, Ordering::Relaxed);
+    let hostile_messages = attack.await.unwrap();
+    let (slowest_health, probes) = health.await.unwrap();
+
+    let (p50_before, p99_before) = (percentile(&baseline, 0.5), percentile(&baseline, 0.99));
+    let (p50_during, p99_during) = (percentile(&attacked, 0.5), percentile(&attacked, 0.99));
+    eprintln!(
+        "good bot: p50 {p50_before:.1} ms, p99 {p99_before:.1} ms alone; p50 {p50_during:.1} ms, p99 {p99_during:.1} ms \
+         under {hostile_messages} hostile messages; /health slowest {:.1} ms over {probes} probes",
+        slowest_health.as_secs_f64() * 1000.0
+    );
+    // The hostile steps take a full second each (or kill their worker): had the good
+    // bot waited behind one, its p99 would be over a second.
+    assert!(
+        p99_during < (p99_before * 3.0).max(p99_before + 150.0),
+        "the good bot slowed down: p99 {p99_before:.1} ms alone, {p99_during:.1} ms under attack"
+    );
+    assert!(
+        slowest_health < Duration::from_millis(100),
+        "/health took {slowest_health:?}"
+    );
+    assert!(probes > 10);
+    daemon.shutdown().await.unwrap();
+}
