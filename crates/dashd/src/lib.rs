@@ -51,6 +51,15 @@ pub struct Daemon {
 /// Binds every listener, opens storage and starts serving. Returns once the daemon
 /// accepts requests.
 pub async fn start(config: Config) -> anyhow::Result<Daemon> {
+    start_with_clock(config, Arc::new(clock::SystemClock)).await
+}
+
+/// [`start`] with the pipeline reading time from `clock` (tests hold time still or move
+/// it on; see [`pipeline::Pipeline::clock_moved`]).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn clock::Clock>,
+) -> anyhow::Result<Daemon> {
     let started = Instant::now();
     let mut config = config;
     config.data_dir = std::path::absolute(&config.data_dir)
@@ -92,9 +101,14 @@ pub async fn start(config: Config) -> anyhow::Result<Daemon> {
     let store: Arc<dyn store::Store> = Arc::from(store);
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
-    let pipeline = pipeline::Pipeline::start(store.clone(), config.clone(), shutdown.child_token())
-        .await
-        .context("cannot start the message pipeline")?;
+    let pipeline = pipeline::Pipeline::start_with_clock(
+        store.clone(),
+        config.clone(),
+        clock,
+        shutdown.child_token(),
+    )
+    .await
+    .context("cannot start the message pipeline")?;
     let state = AppState {
         store,
         pipeline: Arc::new(pipeline),

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::paths::BotPath;
 use crate::error::{ApiError, Json, Path, Query};
-use crate::pipeline::IngestError;
+use crate::pipeline::{IngestError, OperatorError};
 use crate::state::AppState;
 use crate::store::pipeline::{NewInbound, QueueQuery};
 
@@ -289,7 +289,18 @@ pub async fn resume(
             ),
             field: None,
         }),
-        Err(err) => Err(ApiError::Unavailable(err)),
+        Err(err) => Err(operator_error(err)),
+    }
+}
+
+/// What went wrong with a resume or reset, as it is: a deleted bot is 404, a step that
+/// kept failing or a stopping dashd is 503 with the reason.
+fn operator_error(err: OperatorError) -> ApiError {
+    match err {
+        OperatorError::BotGone => ApiError::NotFound(err.to_string()),
+        OperatorError::Failed(_) | OperatorError::Stopping => {
+            ApiError::Unavailable(err.to_string())
+        }
     }
 }
 
@@ -304,7 +315,7 @@ pub async fn reset(
         .pipeline
         .reset(bot.id, &contact)
         .await
-        .map_err(ApiError::Unavailable)?;
+        .map_err(operator_error)?;
     tracing::info!(bot = %bot.path(), reset, "conversation reset by an operator");
     Ok(axum::Json(
         serde_json::json!({"contact": contact, "reset": reset}),

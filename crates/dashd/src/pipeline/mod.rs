@@ -82,13 +82,13 @@ pub enum Work {
     Resume {
         bot_id: Uuid,
         contact: String,
-        done: oneshot::Sender<Result<bool, String>>,
+        done: oneshot::Sender<Result<bool, OperatorError>>,
     },
     /// An operator clears the conversation's state.
     Reset {
         bot_id: Uuid,
         contact: String,
-        done: oneshot::Sender<Result<bool, String>>,
+        done: oneshot::Sender<Result<bool, OperatorError>>,
     },
 }
 
@@ -147,6 +147,21 @@ pub(crate) struct Inner {
     pub(crate) in_flight: TaskTracker,
     /// Accepted inbound messages not handled yet.
     pub(crate) backlog: Backlog,
+}
+
+/// Why an operator's resume or reset did not happen, as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OperatorError {
+    /// The bot was deleted meanwhile.
+    #[error("the bot no longer exists")]
+    BotGone,
+    /// The step failed `pipeline.max_attempts` times (retried with backoff); the text
+    /// says why (a database error, the flow over its bounds).
+    #[error("{0}")]
+    Failed(String),
+    /// dashd is stopping: nothing was done.
+    #[error("dashd is shutting down: nothing was done")]
+    Stopping,
 }
 
 /// Why an inbound message was not accepted.
@@ -332,7 +347,7 @@ impl Pipeline {
     }
 
     /// Resumes a conversation after a handoff; false when it was not handed off.
-    pub async fn resume(&self, bot_id: Uuid, contact: &str) -> Result<bool, String> {
+    pub async fn resume(&self, bot_id: Uuid, contact: &str) -> Result<bool, OperatorError> {
         let (done, rx) = oneshot::channel();
         self.inner
             .submit(Work::Resume {
@@ -341,12 +356,11 @@ impl Pipeline {
                 done,
             })
             .await;
-        rx.await
-            .map_err(|_| "dashd is shutting down: the conversation was not resumed".to_owned())?
+        rx.await.map_err(|_| OperatorError::Stopping)?
     }
 
     /// Clears a conversation's state and timers; false when there was none.
-    pub async fn reset(&self, bot_id: Uuid, contact: &str) -> Result<bool, String> {
+    pub async fn reset(&self, bot_id: Uuid, contact: &str) -> Result<bool, OperatorError> {
         let (done, rx) = oneshot::channel();
         self.inner
             .submit(Work::Reset {
@@ -355,8 +369,14 @@ impl Pipeline {
                 done,
             })
             .await;
-        rx.await
-            .map_err(|_| "dashd is shutting down: the conversation was not reset".to_owned())?
+        rx.await.map_err(|_| OperatorError::Stopping)?
+    }
+
+    /// The clock jumped (a manual clock in tests, or the system clock set): the
+    /// scheduler and the dispatcher look at what is due now instead of sleeping on.
+    pub fn clock_moved(&self) {
+        self.inner.timers.notify_one();
+        self.inner.dispatch.notify_one();
     }
 
     /// Accepted inbound messages not handled yet: (all bots, the fullest bot).

@@ -109,9 +109,9 @@ async fn handle(inner: &Arc<Inner>, work: Work) {
             contact,
             done,
         } => {
-            let result = guarded(async {
+            let result = operator_retries(inner, "resume", || async {
                 let Some(bot) = load_bot(inner, bot_id).await? else {
-                    anyhow::bail!("the bot no longer exists");
+                    return Ok(None);
                 };
                 let before = load_state(inner, bot_id, &contact).await?;
                 let handed_off = matches!(
@@ -121,22 +121,54 @@ async fn handle(inner: &Arc<Inner>, work: Work) {
                 if handed_off {
                     run_step(inner, &bot, &contact, &Event::Resume, Step::default()).await?;
                 }
-                Ok(handed_off)
+                Ok(Some(handed_off))
             })
             .await;
-            let _ = done.send(result.map_err(|error| format!("cannot resume: {error}")));
+            let _ = done.send(result);
         }
         Work::Reset {
             bot_id,
             contact,
             done,
         } => {
-            let result = inner
-                .store
-                .reset_conversation(bot_id, &contact)
-                .await
-                .map_err(|err| format!("cannot reset: {err}"));
+            let result = operator_retries(inner, "reset", || async {
+                Ok(Some(
+                    inner.store.reset_conversation(bot_id, &contact).await?,
+                ))
+            })
+            .await;
             let _ = done.send(result);
+        }
+    }
+}
+
+/// An operator's request, tried `pipeline.max_attempts` times with backoff; `None` from
+/// `attempt` means the bot is gone. The error says what failed, as it is.
+async fn operator_retries<F, Fut>(
+    inner: &Inner,
+    what: &str,
+    mut attempt: F,
+) -> Result<bool, super::OperatorError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Option<bool>>>,
+{
+    let max_attempts = inner.config.pipeline.max_attempts;
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match guarded(attempt()).await {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => return Err(super::OperatorError::BotGone),
+            Err(error) if tries < max_attempts && !inner.shutdown.is_cancelled() => {
+                tracing::warn!(what, tries, error, "an operator's request failed; retrying");
+                tokio::time::sleep(retry_delay(inner, tries)).await;
+            }
+            Err(error) => {
+                return Err(super::OperatorError::Failed(format!(
+                    "cannot {what} after {tries} attempts: {error}"
+                )));
+            }
         }
     }
 }
