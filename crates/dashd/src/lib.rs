@@ -186,7 +186,9 @@ impl Daemon {
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         let bound = Duration::from_secs(self.state.config.server.shutdown_timeout_s);
-        let drained = tokio::time::timeout(bound, async {
+        // One bound for the whole drain: requests, conversation steps and sends.
+        let deadline = tokio::time::Instant::now() + bound;
+        let drained = tokio::time::timeout_at(deadline, async {
             while let Some(result) = self.servers.join_next().await {
                 match result {
                     Ok(Ok(())) => {}
@@ -204,7 +206,10 @@ impl Daemon {
             self.servers.shutdown().await;
         }
         // Work not finished stays in the database and is picked up at the next start.
-        self.state.pipeline.join(bound).await;
+        self.state
+            .pipeline
+            .join(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await;
         self.state.store.close().await;
         remove_socket(&self.admin_socket);
         tracing::info!("dashd stopped");

@@ -280,3 +280,90 @@ async fn a_hostile_tenant_does_not_slow_another_tenant_or_health() {
     assert!(probes > 10);
     daemon.shutdown().await.unwrap();
 }
+
+/// Asks a question and reminds after ten idle minutes. The reminder of the hostile
+/// variant spins until its deadline for every real customer (the dry run at import uses
+/// a sample phone number, for which it does not).
+fn reminding(hostile: bool) -> String {
+    let reminder = if hostile {
+        r#"¿Seguís ahí?{% if contact.phone != "+10000000000" %}{% set ns = namespace(s="y" * 60000, t="") %}{% for i in range(1000) %}{% for j in range(1000) %}{% set ns.t = ns.s | replace("y", "z") %}{% endfor %}{% endfor %}{% endif %}"#
+    } else {
+        "¿Seguís ahí?"
+    };
+    format!(
+        r#"
+[[flows]]
+id = "ask"
+triggers = [{{ keywords = ["hola"] }}]
+idle = {{ after = "10m", reminder = '{reminder}' }}
+steps = [
+  {{ id = "q", kind = "question", text = "¿Tu nombre?", var = "name" }},
+  {{ id = "bye", kind = "end", text = "Gracias" }},
+]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_tenants_timers_do_not_delay_another_tenants() {
+    use dashd::clock::ManualClock;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let daemon = dashd::start_with_clock(config(dir.path()), clock.clone())
+        .await
+        .unwrap();
+    let admin = Admin::new(dir.path());
+    admin.bot("good", "echo", &reminding(false)).await;
+    admin.bot("evil", "bomb", &reminding(true)).await;
+    let good_bot = daemon
+        .store()
+        .bot(&dash_core::BotRef::Path {
+            tenant: "good".into(),
+            bot: "echo".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let mut replies = daemon.pipeline().subscribe();
+    // Twenty hostile conversations first, so their reminders are due first.
+    for n in 0..20 {
+        admin
+            .say("evil", "bomb", &format!("+1777{n:04}"), "hola")
+            .await;
+    }
+    admin.say("good", "echo", "+16660001", "hola").await;
+    let mut questions = 0;
+    while questions < 21 {
+        let (_, event) = tokio::time::timeout(Duration::from_secs(30), replies.recv())
+            .await
+            .expect("the questions were not asked")
+            .unwrap();
+        if matches!(event, SandboxEvent::Reply { .. }) {
+            questions += 1;
+        }
+    }
+    // Eleven minutes later every reminder is due; each hostile one takes a full step
+    // deadline (1 s) in the hostile tenant's single flow worker.
+    clock.advance(chrono::Duration::minutes(11));
+    daemon.pipeline().clock_moved();
+    let asked = Instant::now();
+    loop {
+        let (bot, event) = tokio::time::timeout(Duration::from_secs(30), replies.recv())
+            .await
+            .expect("the good reminder never came")
+            .unwrap();
+        if let SandboxEvent::Reply { body, .. } = event
+            && bot == good_bot
+        {
+            assert_eq!(body.text, "¿Seguís ahí?");
+            break;
+        }
+    }
+    let waited = asked.elapsed();
+    eprintln!("the good tenant's reminder came {waited:?} after it was due");
+    assert!(
+        waited < Duration::from_secs(5),
+        "the good tenant's reminder waited {waited:?} behind the hostile tenant's"
+    );
+    daemon.shutdown().await.unwrap();
+}

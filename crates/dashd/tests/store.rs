@@ -1220,6 +1220,26 @@ mod cases {
             .await
             .unwrap();
         assert!(due.iter().any(|d| d.id == expired));
+        // Claimed again (a new claim, a new token): the first claim's late outcome is
+        // still refused, the new claim's is recorded.
+        let again = Lease {
+            owner: "test-host:1:owner/second-claim",
+            until_ms: now.timestamp_millis() + 60_000,
+        };
+        assert!(store.claim(expired, &again, now).await.unwrap());
+        assert!(
+            !store
+                .mark_failed(expired, OWNER, "late failure", Some(0), now)
+                .await
+                .unwrap(),
+            "a late outcome of an earlier claim overwrote the current one"
+        );
+        assert!(
+            store
+                .mark_sent(expired, again.owner, "sandbox", "second", now)
+                .await
+                .unwrap()
+        );
         // At start-up of the only dashd, every `processing` entry comes back.
         assert_eq!(store.reclaim_leases(true, now).await.unwrap(), 1);
         assert_eq!(state_of(&store, live).await, MessageState::Pending);
@@ -1356,7 +1376,7 @@ mod cases {
         assert_eq!(store.due_timers(now, 10).await.unwrap().len(), 1);
         assert_eq!(
             store
-                .timer_failed(b.id, "+1555", 7, Some(now + 2_000))
+                .timer_failed(b.id, "+1555", 7, &|_| Some(now + 2_000))
                 .await
                 .unwrap(),
             1
@@ -1364,7 +1384,13 @@ mod cases {
         assert!(store.due_timers(now, 10).await.unwrap().is_empty());
         assert_eq!(store.next_timer_due().await.unwrap(), Some(now + 2_000));
         assert!(store.timer_exists(b.id, "+1555", 7).await.unwrap());
-        assert_eq!(store.timer_failed(b.id, "+1555", 7, None).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .timer_failed(b.id, "+1555", 7, &|_| None)
+                .await
+                .unwrap(),
+            2
+        );
         assert!(!store.timer_exists(b.id, "+1555", 7).await.unwrap());
         // Firing a timer that is gone commits nothing.
         let mut fire = commit(&b, "+1555");

@@ -44,10 +44,14 @@ pub struct PeerInfo(pub Option<Peer>);
 impl PeerInfo {
     /// Reads the credentials of the process connected through `stream`.
     pub fn of(stream: &UnixStream) -> Self {
-        PeerInfo(stream.peer_cred().ok().map(|cred| Peer {
-            uid: cred.uid(),
-            gid: cred.gid(),
-            groups: cred.pid().and_then(supplementary_groups),
+        PeerInfo(stream.peer_cred().ok().map(|cred| {
+            Peer {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                groups: cred
+                    .pid()
+                    .and_then(|pid| supplementary_groups(pid, cred.uid())),
+            }
         }))
     }
 }
@@ -59,9 +63,21 @@ impl Connected<IncomingStream<'_, UnixListener>> for PeerInfo {
 }
 
 /// The supplementary groups of process `pid`, from the `Groups:` line of
-/// `/proc/<pid>/status` (Linux).
-fn supplementary_groups(pid: i32) -> Option<Vec<u32>> {
+/// `/proc/<pid>/status` (Linux), provided the process still runs as `uid` (its effective
+/// uid, the second field of `Uid:`): a pid reused by another process since the
+/// connection was made is not believed, and the group database decides instead.
+fn supplementary_groups(pid: i32, uid: u32) -> Option<Vec<u32>> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let effective: u32 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    if effective != uid {
+        return None;
+    }
     parse_groups_line(&status)
 }
 
@@ -280,7 +296,13 @@ mod tests {
         assert_eq!(parse_groups_line("Groups:\n"), Some(vec![]));
         assert_eq!(parse_groups_line("Groups:\tx\n"), None);
         assert_eq!(parse_groups_line("Uid:\t1\n"), None);
-        let own = supplementary_groups(std::process::id() as i32).unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let own = supplementary_groups(std::process::id() as i32, me).unwrap();
+        // Another uid than the process runs as: not believed.
+        assert_eq!(
+            supplementary_groups(std::process::id() as i32, me.wrapping_add(1)),
+            None
+        );
         let expected: Vec<u32> = nix::unistd::getgroups()
             .unwrap()
             .iter()

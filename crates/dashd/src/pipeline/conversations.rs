@@ -26,6 +26,8 @@ pub(crate) struct Conversations {
     tenants: Mutex<HashMap<Uuid, Arc<Semaphore>>>,
     /// Tenant of each bot seen (a bot never changes tenant).
     owners: Mutex<HashMap<Uuid, Uuid>>,
+    /// Conversations with a wake-up planned (a message waiting for its next attempt).
+    wakes: Mutex<std::collections::HashSet<(Uuid, String)>>,
     /// The conversation tasks: shutdown waits for the steps under way.
     pub(crate) tasks: TaskTracker,
 }
@@ -51,8 +53,19 @@ impl Conversations {
             share: (workers / 2).max(1),
             tenants: Mutex::new(HashMap::new()),
             owners: Mutex::new(HashMap::new()),
+            wakes: Mutex::new(std::collections::HashSet::new()),
             tasks: TaskTracker::new(),
         }
+    }
+
+    /// Plans a wake-up for a conversation; false when one is already planned.
+    pub(crate) fn plan_wake(&self, bot_id: Uuid, contact: &str) -> bool {
+        lock(&self.wakes).insert((bot_id, contact.to_owned()))
+    }
+
+    /// The planned wake-up happened.
+    pub(crate) fn woken(&self, bot_id: Uuid, contact: &str) {
+        lock(&self.wakes).remove(&(bot_id, contact.to_owned()));
     }
 
     /// Waits for a place for one unit of `tenant`'s work: the tenant's permit first,
@@ -136,7 +149,12 @@ async fn run(inner: Arc<Inner>, key: (Uuid, String), mut queue: mpsc::UnboundedR
             lock(&inner.conversations.queues).remove(&key);
             return;
         }
-        let Some(_permits) = inner.conversations.permits(tenant).await else {
+        let permits = tokio::select! {
+            () = inner.shutdown.cancelled() => None,
+            permits = inner.conversations.permits(tenant) => permits,
+        };
+        let Some(_permits) = permits else {
+            // Stopping (or the semaphores closed): no new step starts.
             lock(&inner.conversations.queues).remove(&key);
             return;
         };

@@ -122,8 +122,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 }
                 None => continue,
             }
+            // A place for the send first: waiting for one must not eat into the lease, and
+            // a stop meanwhile must not start a send.
+            let slot = tokio::select! {
+                () = inner.shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            // Each claim has its own token: an outcome recorded late (after the lease
+            // ran out and the entry was claimed again) can never pass for the new claim's.
+            let claim = format!("{}/{}", inner.owner, Uuid::new_v4().simple());
             let lease = Lease {
-                owner: &inner.owner,
+                owner: &claim,
                 until_ms: inner
                     .clock
                     .now_ms()
@@ -143,15 +155,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             if let Some(window) = tenant_window {
                 window.record(elapsed);
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
-                break;
-            };
             let task = inner.clone();
             let chain = settings.chain.clone();
             // Tracked, and not cancelled by shutdown: a send that started finishes and
             // its outcome is recorded.
             inner.in_flight.spawn(async move {
-                send(&task, item, &chain).await;
+                send(&task, item, &chain, &claim).await;
                 drop(slot);
                 task.dispatch.notify_one();
             });
@@ -210,7 +219,7 @@ async fn bot_settings(
 
 /// Tries the chain in order: the first success wins; a retryable failure moves on to the
 /// next provider; a permanent one stops (the message is wrong, not the provider).
-async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
+async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &str) {
     let request = SendRequest {
         bot_id: item.bot_id,
         to: item.contact.clone(),
@@ -228,7 +237,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
                 record(&item, "sent", || {
                     inner.store.mark_sent(
                         item.id,
-                        &inner.owner,
+                        claim,
                         kind.as_str(),
                         &receipt.provider_message_id,
                         inner.clock.now(),
@@ -244,7 +253,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
                 record(&item, "refused", || {
                     inner
                         .store
-                        .mark_failed(item.id, &inner.owner, &error, None, inner.clock.now())
+                        .mark_failed(item.id, claim, &error, None, inner.clock.now())
                 })
                 .await;
                 inner.announce_if_idle(item.bot_id, &item.contact).await;
@@ -272,7 +281,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind]) {
     record(&item, "failed", || {
         inner
             .store
-            .mark_failed(item.id, &inner.owner, &error, retry_at, now)
+            .mark_failed(item.id, claim, &error, retry_at, now)
     })
     .await;
     inner.announce_if_idle(item.bot_id, &item.contact).await;

@@ -63,12 +63,11 @@ use sandbox::{Sandbox, SandboxHub};
 pub enum Work {
     /// Handle the contact's pending inbound messages.
     Inbound { bot_id: Uuid, contact: String },
-    /// A flow timer is due; `done` is told whether it was handled.
+    /// A flow timer is due (claimed by the scheduler).
     Timer {
         bot_id: Uuid,
         contact: String,
         timer_id: u64,
-        done: Option<oneshot::Sender<bool>>,
     },
     /// An HTTP request made for a flow finished. `attempt` counts failed steps applying it.
     Http {
@@ -141,7 +140,8 @@ pub(crate) struct Inner {
     pub(crate) bots_epoch: std::sync::atomic::AtomicU64,
     /// Where "now" comes from.
     pub(crate) clock: Arc<dyn Clock>,
-    /// This dashd's name on the outbox entries it claims (host, pid, random part).
+    /// This dashd's name (host, pid, random part); each claim of an outbox entry adds a
+    /// token of its own.
     pub(crate) owner: String,
     /// Sends and flow HTTP requests in flight: shutdown waits for them.
     pub(crate) in_flight: TaskTracker,
@@ -295,8 +295,11 @@ impl Pipeline {
             drop(reservation);
         } else {
             reservation.keep();
-            self.inner.submit(Work::Inbound { bot_id, contact }).await;
         }
+        // Also for a duplicate: if the first delivery's hand-over was lost (its request
+        // cut off after the commit), the provider's retry gets the message handled; if
+        // it was handled, the worker finds nothing to do.
+        self.inner.submit(Work::Inbound { bot_id, contact }).await;
         Ok(ingested)
     }
 

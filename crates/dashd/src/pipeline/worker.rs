@@ -50,18 +50,9 @@ async fn handle(inner: &Arc<Inner>, work: Work) {
             bot_id,
             contact,
             timer_id,
-            done,
         } => {
-            let result = guarded(timer(inner, bot_id, &contact, timer_id)).await;
-            let handled = match result {
-                Ok(()) => true,
-                Err(error) => {
-                    timer_failed(inner, bot_id, &contact, timer_id, &error).await;
-                    false
-                }
-            };
-            if let Some(done) = done {
-                let _ = done.send(handled);
+            if let Err(failure) = guarded(timer(inner, bot_id, &contact, timer_id)).await {
+                timer_failed(inner, bot_id, &contact, timer_id, &failure).await;
             }
         }
         Work::Http {
@@ -83,7 +74,7 @@ async fn handle(inner: &Arc<Inner>, work: Work) {
                 Ok(())
             })
             .await;
-            if let Err(error) = result {
+            if let Err(Failure { text: error, .. }) = result {
                 let attempt = attempt + 1;
                 if attempt < inner.config.pipeline.max_attempts {
                     let delay = retry_delay(inner, attempt);
@@ -160,11 +151,13 @@ where
         match guarded(attempt()).await {
             Ok(Some(done)) => return Ok(done),
             Ok(None) => return Err(super::OperatorError::BotGone),
-            Err(error) if tries < max_attempts && !inner.shutdown.is_cancelled() => {
+            Err(Failure { text: error, .. })
+                if tries < max_attempts && !inner.shutdown.is_cancelled() =>
+            {
                 tracing::warn!(what, tries, error, "an operator's request failed; retrying");
                 tokio::time::sleep(retry_delay(inner, tries)).await;
             }
-            Err(error) => {
+            Err(Failure { text: error, .. }) => {
                 return Err(super::OperatorError::Failed(format!(
                     "cannot {what} after {tries} attempts: {error}"
                 )));
@@ -173,12 +166,44 @@ where
     }
 }
 
-/// Runs a unit of work, turning an error or a panic into the error's text.
-async fn guarded<T>(work: impl Future<Output = anyhow::Result<T>>) -> Result<T, String> {
+/// Why a unit of work failed.
+#[derive(Debug)]
+struct Failure {
+    text: String,
+    /// Something dashd depends on was unavailable (the database, the flow workers):
+    /// not the work's fault, so it is retried without counting an attempt.
+    transient: bool,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Runs a unit of work, turning an error or a panic into a [`Failure`].
+async fn guarded<T>(work: impl Future<Output = anyhow::Result<T>>) -> Result<T, Failure> {
     match AssertUnwindSafe(work).catch_unwind().await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(format!("{err:#}")),
-        Err(panic) => Err(format!("internal error (panic: {})", panic_text(&panic))),
+        Ok(Err(err)) => {
+            let transient = err.chain().any(|cause| {
+                cause
+                    .downcast_ref::<crate::store::StoreError>()
+                    .is_some_and(crate::store::StoreError::is_unavailable)
+                    || matches!(
+                        cause.downcast_ref::<crate::flow_runner::StepError>(),
+                        Some(crate::flow_runner::StepError::Unavailable(_))
+                    )
+            });
+            Err(Failure {
+                text: format!("{err:#}"),
+                transient,
+            })
+        }
+        Err(panic) => Err(Failure {
+            text: format!("internal error (panic: {})", panic_text(&panic)),
+            transient: false,
+        }),
     }
 }
 
@@ -215,13 +240,24 @@ fn later(inner: &Arc<Inner>, delay: Duration, work: Work) {
     });
 }
 
-/// Looks at a contact's pending messages again after `delay`.
+/// Looks at a contact's pending messages again after `delay`, unless a look is already
+/// planned for the conversation (its first waiting message decides when; a second wake
+/// would only read the same messages again).
 fn again_later(inner: &Arc<Inner>, delay: Duration, bot_id: Uuid, contact: &str) {
-    let work = Work::Inbound {
-        bot_id,
-        contact: contact.to_owned(),
-    };
-    later(inner, delay, work);
+    if !inner.conversations.plan_wake(bot_id, contact) {
+        return;
+    }
+    let inner = inner.clone();
+    let contact = contact.to_owned();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = inner.shutdown.cancelled() => {}
+            () = tokio::time::sleep(delay) => {
+                inner.conversations.woken(bot_id, &contact);
+                inner.submit(Work::Inbound { bot_id, contact }).await;
+            }
+        }
+    });
 }
 
 /// Handles a contact's pending inbound messages in order. One that is waiting for its
@@ -232,7 +268,7 @@ async fn inbound(inner: &Arc<Inner>, bot_id: Uuid, contact: &str) {
         Ok(Some(bot)) => bot,
         Ok(None) => return,
         Err(error) => {
-            tracing::error!(bot_id = %bot_id, error, "cannot load the bot; its messages are retried");
+            tracing::error!(bot_id = %bot_id, error = %error, "cannot load the bot; its messages are retried");
             again_later(inner, retry_delay(inner, 1), bot_id, contact);
             return;
         }
@@ -288,7 +324,25 @@ async fn inbound(inner: &Arc<Inner>, bot_id: Uuid, contact: &str) {
         };
         match guarded(run_step(inner, &bot, contact, &event, step)).await {
             Ok(()) => inner.backlog.release(bot_id),
-            Err(error) if attempts < max_attempts => {
+            Err(failure) if failure.transient => {
+                // Not the message's fault: the attempt is given back.
+                let delay = retry_delay(inner, attempts);
+                let retry_at = inner
+                    .clock
+                    .now_ms()
+                    .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+                tracing::warn!(bot = %bot.path(), message = %message.id, error = %failure, retry_in_ms = delay.as_millis() as u64, "cannot handle a message now; retrying");
+                if let Err(err) = inner
+                    .store
+                    .inbound_postponed(message.id, &failure.text, retry_at, inner.clock.now())
+                    .await
+                {
+                    tracing::error!(message = %message.id, error = %err, "cannot postpone a message");
+                }
+                again_later(inner, delay, bot_id, contact);
+                return;
+            }
+            Err(Failure { text: error, .. }) if attempts < max_attempts => {
                 let delay = retry_delay(inner, attempts);
                 let retry_at = inner
                     .clock
@@ -305,8 +359,8 @@ async fn inbound(inner: &Arc<Inner>, bot_id: Uuid, contact: &str) {
                 again_later(inner, delay, bot_id, contact);
                 return;
             }
-            Err(error) => {
-                let error = format!("failed {attempts} times, last: {error}");
+            Err(failure) => {
+                let error = format!("failed {attempts} times, last: {failure}");
                 give_up(inner, &message, &error).await;
             }
         }
@@ -348,30 +402,40 @@ async fn timer(
 
 /// A timer whose step failed is due again after a backoff, or dropped after
 /// `pipeline.max_attempts` (never picked again at once: no hot loop).
-async fn timer_failed(inner: &Inner, bot_id: Uuid, contact: &str, timer_id: u64, error: &str) {
-    let delay = retry_delay(inner, 1);
-    let retry_at = inner
-        .clock
-        .now_ms()
-        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+async fn timer_failed(
+    inner: &Inner,
+    bot_id: Uuid,
+    contact: &str,
+    timer_id: u64,
+    failure: &Failure,
+) {
+    let error = failure.text.as_str();
+    // A transient failure is retried in a while without counting toward dropping it.
+    let max_attempts = if failure.transient {
+        u32::MAX
+    } else {
+        inner.config.pipeline.max_attempts
+    };
+    let now_ms = inner.clock.now_ms();
+    let retry_at = |attempts: u32| {
+        (attempts < max_attempts).then(|| {
+            let delay = retry_delay(inner, attempts);
+            now_ms.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
+        })
+    };
     match inner
         .store
-        .timer_failed(bot_id, contact, timer_id, Some(retry_at))
+        .timer_failed(bot_id, contact, timer_id, &retry_at)
         .await
     {
-        Ok(attempts) if attempts >= inner.config.pipeline.max_attempts => {
+        Ok(0) => {}
+        Ok(attempts) if attempts >= max_attempts => {
             tracing::error!(bot_id = %bot_id, timer_id, attempts, error, "flow timer dropped: its step keeps failing");
-            if let Err(err) = inner
-                .store
-                .timer_failed(bot_id, contact, timer_id, None)
-                .await
-            {
-                tracing::error!(error = %err, "cannot drop a failing flow timer");
-            }
         }
         Ok(attempts) => {
             tracing::warn!(bot_id = %bot_id, timer_id, attempts, error, "flow timer failed; retrying");
         }
+        // The timer stays claimed until its lease runs out, then comes back.
         Err(err) => tracing::error!(error = %err, "cannot postpone a failing flow timer"),
     }
 }

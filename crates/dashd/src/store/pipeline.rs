@@ -167,6 +167,16 @@ pub trait PipelineStore: Send + Sync {
     /// Records an attempt at handling an inbound message before it runs (so a crash
     /// counts too); returns the attempts so far, or `None` when it is not `received`.
     async fn begin_inbound(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u32>>;
+    /// An attempt that could not run because something dashd depends on was unavailable
+    /// (the database, the flow workers): not the message's fault, so it is given back
+    /// (not counted) and the message is tried again at `retry_at_ms`.
+    async fn inbound_postponed(
+        &self,
+        id: Uuid,
+        error: &str,
+        retry_at_ms: i64,
+        now: DateTime<Utc>,
+    ) -> StoreResult<bool>;
     /// A failed attempt at an inbound message: retried at `retry_at_ms`, or `failed` for
     /// good (with the reason) when `None`. False when it was not `received`.
     async fn inbound_failed(
@@ -258,16 +268,26 @@ pub trait PipelineStore: Send + Sync {
     async fn contact_idle(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
 
     async fn due_timers(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<DueTimer>>;
+    /// Takes up to `limit` due timers: each is moved to `until_ms` (where it is due again
+    /// should its step never finish) and returned. One conditional statement: two
+    /// schedulers never take the same timer.
+    async fn claim_due_timers(
+        &self,
+        now_ms: i64,
+        until_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<DueTimer>>;
     /// Whether a conversation's timer is still set.
     async fn timer_exists(&self, bot_id: Uuid, contact: &str, timer_id: u64) -> StoreResult<bool>;
-    /// A timer whose step failed: due again at `retry_at_ms`, or dropped when `None`.
-    /// Returns the attempts so far.
+    /// A timer whose step failed: `retry_at` is given the attempts so far (this one
+    /// included) and says when it is due again, or `None` to drop it. Returns the
+    /// attempts so far (0 when the timer is gone).
     async fn timer_failed(
         &self,
         bot_id: Uuid,
         contact: &str,
         timer_id: u64,
-        retry_at_ms: Option<i64>,
+        retry_at: &(dyn Fn(u32) -> Option<i64> + Send + Sync),
     ) -> StoreResult<u32>;
     async fn next_timer_due(&self) -> StoreResult<Option<i64>>;
 
@@ -463,6 +483,25 @@ macro_rules! pipeline_store {
                 .await?;
                 tx.commit().await?;
                 Ok(attempts.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+            }
+
+            async fn inbound_postponed(&self, id: uuid::Uuid, error: &str, retry_at_ms: i64, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
+                let changed = sqlx::query(
+                    "UPDATE messages SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
+                       next_attempt_ms = $2, last_error = $3, updated_at = $4 \
+                     WHERE id = $1 AND direction = 'in' AND state = 'received'",
+                )
+                .bind(($id)(id))
+                .bind(retry_at_ms)
+                .bind(error)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                tx.commit().await?;
+                Ok(changed)
             }
 
             async fn inbound_failed(&self, id: uuid::Uuid, error: &str, retry_at_ms: Option<i64>, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
@@ -960,6 +999,34 @@ macro_rules! pipeline_store {
                     .collect()
             }
 
+            async fn claim_due_timers(&self, now_ms: i64, until_ms: i64, limit: u32) -> StoreResult<Vec<$crate::store::pipeline::DueTimer>> {
+                use sqlx::Row;
+                let mut tx = self.write().await?;
+                // The outer `due_ms <= $1` is checked again on the locked row (PostgreSQL
+                // re-reads it after a concurrent update), so a timer is taken once.
+                let rows = sqlx::query(
+                    "UPDATE flow_timers SET due_ms = $2 \
+                     WHERE due_ms <= $1 AND (bot_id, contact, timer_id) IN \
+                       (SELECT bot_id, contact, timer_id FROM flow_timers WHERE due_ms <= $1 ORDER BY due_ms LIMIT $3) \
+                     RETURNING bot_id, contact, timer_id",
+                )
+                .bind(now_ms)
+                .bind(until_ms)
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok($crate::store::pipeline::DueTimer {
+                            bot_id: $get_id(row, "bot_id")?,
+                            contact: row.try_get("contact")?,
+                            timer_id: u64::try_from(row.try_get::<i64, _>("timer_id")?).unwrap_or(0),
+                        })
+                    })
+                    .collect()
+            }
+
             async fn timer_exists(&self, bot_id: uuid::Uuid, contact: &str, timer_id: u64) -> StoreResult<bool> {
                 let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
                     .bind(($id)(bot_id))
@@ -970,30 +1037,34 @@ macro_rules! pipeline_store {
                 Ok(found > 0)
             }
 
-            async fn timer_failed(&self, bot_id: uuid::Uuid, contact: &str, timer_id: u64, retry_at_ms: Option<i64>) -> StoreResult<u32> {
+            async fn timer_failed(&self, bot_id: uuid::Uuid, contact: &str, timer_id: u64, retry_at: &(dyn Fn(u32) -> Option<i64> + Send + Sync)) -> StoreResult<u32> {
                 let mut tx = self.write().await?;
                 let timer = i64::try_from(timer_id).unwrap_or(i64::MAX);
-                let attempts: Option<i64> = match retry_at_ms {
-                    Some(at) => sqlx::query_scalar(
-                        "UPDATE flow_timers SET due_ms = $4, attempts = attempts + 1 WHERE bot_id = $1 AND contact = $2 AND timer_id = $3 RETURNING attempts",
-                    )
-                    .bind(($id)(bot_id))
-                    .bind(contact)
-                    .bind(timer)
-                    .bind(at)
-                    .fetch_optional(&mut *tx)
-                    .await?,
-                    None => sqlx::query_scalar(
-                        "DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3 RETURNING attempts + 1",
-                    )
-                    .bind(($id)(bot_id))
-                    .bind(contact)
-                    .bind(timer)
-                    .fetch_optional(&mut *tx)
-                    .await?,
+                let attempts: Option<i64> = sqlx::query_scalar(
+                    "UPDATE flow_timers SET attempts = attempts + 1 WHERE bot_id = $1 AND contact = $2 AND timer_id = $3 RETURNING attempts",
+                )
+                .bind(($id)(bot_id))
+                .bind(contact)
+                .bind(timer)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(attempts) = attempts.map(|n| u32::try_from(n).unwrap_or(u32::MAX)) else {
+                    tx.commit().await?;
+                    return Ok(0);
                 };
+                let at = retry_at(attempts);
+                match at {
+                    Some(_) => sqlx::query("UPDATE flow_timers SET due_ms = $4 WHERE bot_id = $1 AND contact = $2 AND timer_id = $3"),
+                    None => sqlx::query("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3 AND $4 = $4"),
+                }
+                .bind(($id)(bot_id))
+                .bind(contact)
+                .bind(timer)
+                .bind(at.unwrap_or(0))
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
-                Ok(attempts.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+                Ok(attempts)
             }
 
             async fn next_timer_due(&self) -> StoreResult<Option<i64>> {
