@@ -57,8 +57,9 @@ pub struct PipelineConfig {
     pub max_attempts: u32,
     /// Delay before the second attempt; it doubles per attempt (with jitter).
     pub retry_base_ms: u64,
-    /// Inbound messages accepted but not handled yet, all bots together; past it, intake
-    /// answers 503 with `Retry-After` (providers and bridges retry).
+    /// Work in the pipeline, all bots together: inbound messages accepted but not
+    /// handled yet plus their replies not sent yet; past it, intake answers 503 with
+    /// `Retry-After` (providers and bridges retry).
     pub max_backlog: u32,
     /// The same bound per bot, so one flooded bot cannot take the whole backlog.
     pub max_backlog_per_bot: u32,

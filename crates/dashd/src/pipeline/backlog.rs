@@ -1,8 +1,12 @@
-//! The bound on accepted, unhandled inbound messages. Intake reserves a place before it
-//! stores a message; the place is given back when a worker has handled the message (or
-//! marked it failed). Past the bound, for all bots or for one bot, intake answers "busy,
-//! retry later" (503 with `Retry-After`): providers and bridges retry, so latency stays
-//! bounded instead of growing to minutes, and nothing accepted is ever dropped.
+//! The bound on the work in the pipeline: inbound messages accepted and not yet handled,
+//! plus the replies they caused that are not yet sent. Intake reserves a place before it
+//! stores a message; handling it gives that place back and takes one per reply, and each
+//! reply gives its place back when it is sent (or dead). Past the bound, for all bots or
+//! for one bot, intake answers "busy, retry later" (503 with `Retry-After`): providers and
+//! bridges retry, so the time from a customer's message to its reply stays bounded
+//! instead of growing to minutes, and nothing accepted is ever dropped. The counts are
+//! re-read from the database periodically, which also covers what operators queue or
+//! cancel by hand.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -88,7 +92,20 @@ impl Backlog {
         })
     }
 
-    /// A message of `bot_id` was handled (or failed for good).
+    /// `count` replies of `bot_id` were queued.
+    pub(crate) fn add(&self, bot_id: Uuid, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        let mut counts = self.lock();
+        let bot = counts.per_bot.entry(bot_id).or_insert(0);
+        *bot = bot.saturating_add(count);
+        counts.total = counts.total.saturating_add(count);
+    }
+
+    /// A message of `bot_id` left the pipeline: handled (or failed for good), or sent
+    /// (or dead).
     pub(crate) fn release(&self, bot_id: Uuid) {
         let mut counts = self.lock();
         if let Some(bot) = counts.per_bot.get_mut(&bot_id) {
@@ -130,10 +147,11 @@ impl Backlog {
     }
 }
 
-/// Seconds a sender should wait: about the time the backlog takes to drain at a few
-/// hundred messages a second, between 1 and 30.
+/// Seconds a sender should wait. Room comes back as soon as messages drain (hundreds a
+/// second), so one second; a bound several times exceeded (counts just re-read after a
+/// provider outage) asks for longer, up to 30.
 fn retry_after(depth: u32) -> u64 {
-    u64::from(depth / 250).clamp(1, 30)
+    u64::from(depth / 10_000).clamp(1, 30)
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &s
         };
         match provider.send(&request).await {
             Ok(receipt) => {
-                record(&item, "sent", || {
+                record(inner, &item, "sent", true, || {
                     inner.store.mark_sent(
                         item.id,
                         claim,
@@ -250,7 +250,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &s
             Err(SendError::Permanent(error)) => {
                 let error = format!("{kind}: {error}");
                 tracing::warn!(message = %item.id, error, "message refused for good");
-                record(&item, "refused", || {
+                record(inner, &item, "refused", true, || {
                     inner
                         .store
                         .mark_failed(item.id, claim, &error, None, inner.clock.now())
@@ -278,7 +278,7 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &s
             .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
     });
     tracing::warn!(message = %item.id, attempts, error, dead = retry_at.is_none(), "send failed");
-    record(&item, "failed", || {
+    record(inner, &item, "failed", retry_at.is_none(), || {
         inner
             .store
             .mark_failed(item.id, claim, &error, retry_at, now)
@@ -290,15 +290,25 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &s
 /// Records a send's outcome, trying a few times over a few seconds when the database
 /// fails. If it still cannot, the entry stays `processing` under its lease and is sent
 /// again when the lease expires (the only way a message can go twice).
-async fn record<F, Fut>(item: &OutboxItem, outcome: &str, mut write: F)
-where
+async fn record<F, Fut>(
+    inner: &Inner,
+    item: &OutboxItem,
+    outcome: &str,
+    finished: bool,
+    mut write: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = crate::store::StoreResult<bool>>,
 {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=5 {
         match write().await {
-            Ok(true) => return,
+            Ok(true) => {
+                if finished {
+                    inner.backlog.release(item.bot_id);
+                }
+                return;
+            }
             Ok(false) => {
                 tracing::warn!(message = %item.id, outcome, "outbox entry no longer ours (its lease was taken back); outcome not recorded");
                 return;

@@ -673,6 +673,7 @@ async fn try_step(
         return Ok(false);
     };
     if !new_messages.is_empty() {
+        inner.backlog.add(bot.id, new_messages.len());
         inner.dispatch.notify_one();
     }
     if !commit.timers_add.is_empty() {

@@ -154,7 +154,8 @@ pub trait PipelineStore: Send + Sync {
     async fn ingest(&self, msg: &NewInbound) -> StoreResult<Ingested>;
     /// Inbound messages not handled yet (after a restart), oldest first.
     async fn unprocessed_inbound(&self) -> StoreResult<Vec<InboundWork>>;
-    /// Inbound messages not handled yet, counted per bot.
+    /// Work in the pipeline per bot: inbound messages not handled yet plus outbound ones
+    /// not sent yet (pending, being sent, or waiting to retry).
     async fn inbound_backlog(&self) -> StoreResult<Vec<(Uuid, u64)>>;
     /// The (bot, contact) pairs with inbound messages not handled yet, without bodies.
     async fn pending_contacts(&self) -> StoreResult<Vec<(Uuid, String)>>;
@@ -418,7 +419,9 @@ macro_rules! pipeline_store {
             async fn inbound_backlog(&self) -> StoreResult<Vec<(uuid::Uuid, u64)>> {
                 use sqlx::Row;
                 let rows = sqlx::query(
-                    "SELECT bot_id, COUNT(*) AS waiting FROM messages WHERE direction = 'in' AND state = 'received' GROUP BY bot_id",
+                    "SELECT bot_id, COUNT(*) AS waiting FROM messages \
+                     WHERE (direction = 'in' AND state = 'received') OR (direction = 'out' AND state IN ('pending', 'processing', 'failed')) \
+                     GROUP BY bot_id",
                 )
                 .fetch_all(&self.pool)
                 .await?;
