@@ -382,6 +382,23 @@ async fn main() {
     let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let unlimited = [("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0")];
+    // `BENCH_ONLY=throughput cargo bench -p dashd --bench pipeline`: the throughput run
+    // alone, printed and not written to the docs (for trying a change quickly).
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
+        let (dashd, _) = Dashd::start(dir.path(), &[]);
+        let client = dashd.client();
+        call(&client, "POST", "/v1/tenants", json!({"slug": "bench"})).await;
+        create_bots(&client, 0, 100).await;
+        drop(dashd);
+        let raw = [
+            ("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0"),
+            ("DASHD_PIPELINE_MAX_BACKLOG", "1000000"),
+            ("DASHD_PIPELINE_MAX_BACKLOG_PER_BOT", "1000000"),
+        ];
+        let (dashd, _) = Dashd::start(dir.path(), &raw);
+        println!("{}", throughput(&dashd, 100, 5_000).await);
+        return;
+    }
 
     // Start-up of an empty data directory (median of 3).
     let mut startups = Vec::new();

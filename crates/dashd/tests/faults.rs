@@ -424,3 +424,152 @@ async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
     second.close().await;
     drop(first);
 }
+
+/// The disk-full drill with a whole daemon and its message intake: customers' messages
+/// are accepted (202) until the disk is full, then refused with 503 (never acknowledged
+/// without being stored); once space returns, intake accepts again by itself within
+/// seconds, and every message acknowledged before, during or after is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_drill_intake_refuses_then_resumes_and_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("6m") else {
+        return;
+    };
+    let mut config = Config {
+        data_dir: disk.path().join("dashd-data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.dispatcher.bot_rate_per_minute = 0;
+    config.pipeline.flow_worker_exe = Some(env!("CARGO_BIN_EXE_dashd").into());
+    config.pipeline.retry_base_ms = 100;
+    let daemon = dashd::start(config).await.unwrap();
+    let client = reqwest::Client::builder()
+        .unix_socket(disk.path().join("dashd-data/dashd.sock"))
+        .build()
+        .unwrap();
+    let post = |path: &'static str, body: Value| {
+        let client = client.clone();
+        async move {
+            let response = client
+                .post(format!("http://dashd{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    assert!(
+        post("/v1/tenants", json!({"slug": "acme"}))
+            .await
+            .0
+            .is_success()
+    );
+    assert!(
+        post(
+            "/v1/tenants/acme/bots",
+            json!({"name": "ventas", "settings": {"chain": ["sandbox"]}})
+        )
+        .await
+        .0
+        .is_success()
+    );
+    let echo = "default_flow = \"echo\"\n[[flows]]\nid = \"echo\"\nsteps = [{ id = \"say\", kind = \"end\", text = \"{{ input }}\" }]\n";
+    assert!(
+        post(
+            "/v1/tenants/acme/bots/ventas/flows",
+            json!({"source": echo, "activate": true})
+        )
+        .await
+        .0
+        .is_success()
+    );
+    let mut acknowledged = Vec::new();
+    let mut n = 0;
+    let mut say = {
+        move || {
+            n += 1;
+            let body = json!({"from": format!("+1555{:07}", n % 50), "text": format!("m{n} {}", "x".repeat(500))});
+            async move { post("/v1/tenants/acme/bots/ventas/sandbox/messages", body).await }
+        }
+    };
+    for _ in 0..10 {
+        let (status, body) = say().await;
+        assert_eq!(status, 202, "{body}");
+        acknowledged.push(body["message_id"].as_str().unwrap().to_owned());
+    }
+
+    let filler = fill(disk.path());
+    let mut refused = false;
+    for _ in 0..5_000 {
+        let (status, body) = say().await;
+        match status.as_u16() {
+            202 => acknowledged.push(body["message_id"].as_str().unwrap().to_owned()),
+            503 => {
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                refused = true;
+                break;
+            }
+            other => panic!("intake answered {other} on a full disk: {body}"),
+        }
+    }
+    assert!(refused, "a full disk never refused a message");
+    let health_url = format!("http://{}/health", daemon.http_addr);
+    let health = reqwest::get(&health_url).await.unwrap();
+    assert_eq!(health.status(), 503);
+
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    loop {
+        let (status, body) = say().await;
+        if status == 202 {
+            acknowledged.push(body["message_id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            freed.elapsed() < Duration::from_secs(10),
+            "intake did not resume by itself"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "intake resumed {:?} after space returned; {} messages acknowledged",
+        freed.elapsed(),
+        acknowledged.len()
+    );
+    // Every acknowledged message is handled: each gets its echo.
+    let store = daemon.store();
+    let bot = store
+        .bot(&BotRef::Path {
+            tenant: "acme".into(),
+            bot: "ventas".into(),
+        })
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "every acknowledged message handled",
+        || {
+            let store = store.clone();
+            let count = acknowledged.len();
+            async move { store.sandbox_sent(bot.id).await.unwrap().len() >= count }
+        },
+    )
+    .await;
+    let replies: std::collections::HashSet<String> = store
+        .sandbox_sent(bot.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.body.text)
+        .collect();
+    assert_eq!(
+        replies.len(),
+        acknowledged.len(),
+        "a message was answered twice or lost"
+    );
+    daemon.shutdown().await.unwrap();
+}

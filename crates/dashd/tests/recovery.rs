@@ -206,6 +206,10 @@ async fn kill_9_loses_nothing_and_resends_at_most_what_was_in_flight() {
     // A real provider takes no idempotency key: what was in flight at the kill may have
     // reached it and is sent again; nothing else is.
     let (messages, calls) = send_calls(&pool).await;
+    eprintln!(
+        "kill -9: {in_flight} in flight at the kill, {} sent twice, {messages} delivered",
+        calls - messages
+    );
     assert_eq!(messages, 40);
     assert!(
         calls - messages <= in_flight,
