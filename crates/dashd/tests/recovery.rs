@@ -367,3 +367,59 @@ steps = [
     }
     pool.close().await;
 }
+
+/// A message that brought dashd down while it was being handled is counted at each
+/// start, and given up (marked failed, the conversation going on) after
+/// `pipeline.max_attempts` starts: no crash loop. The crashes are stood for by setting
+/// the stored count to what two earlier crashes would have left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_crashing_dashd_is_given_up_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), &[]);
+    let admin = Admin::new(dir.path());
+    admin
+        .call("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
+        .await;
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots",
+            Some(json!({"name": "ventas"})),
+        )
+        .await;
+    let accepted = admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots/ventas/sandbox/messages",
+            Some(json!({"from": "+5491100000001", "text": "deadly"})),
+        )
+        .await;
+    let id = accepted["message_id"].as_str().unwrap().to_owned();
+    kill_9(first);
+    let pool = sqlite(dir.path()).await;
+    // Two starts already died on it, and it is still `received` (as a crash while it
+    // was being handled would have left it).
+    sqlx::query("UPDATE messages SET attempts = 2, state = 'received' WHERE id = ?")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let _second = start(dir.path(), &[]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (state, error): (String, Option<String>) =
+            sqlx::query_as("SELECT state, last_error FROM messages WHERE id = ?")
+                .bind(&id)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if state == "failed" {
+            let error = error.unwrap_or_default();
+            assert!(error.contains("did not finish"), "{error}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still {state}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pool.close().await;
+}

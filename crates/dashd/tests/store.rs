@@ -1310,8 +1310,33 @@ mod cases {
             .ingest(&inbound(&b, "+1555", Some("p1"), "poison"))
             .await
             .unwrap();
+        let next = store
+            .ingest(&inbound(&b, "+1555", Some("p2"), "next"))
+            .await
+            .unwrap();
+        let other = store
+            .ingest(&inbound(&b, "+1666", Some("p3"), "other contact"))
+            .await
+            .unwrap();
         let now = chrono::Utc::now();
-        assert_eq!(store.begin_inbound(poison.id, now).await.unwrap(), Some(1));
+        let attempts = |id: uuid::Uuid, contact: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .unprocessed_for(b.id, contact)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .find(|m| m.id == id)
+                    .map(|m| m.attempts)
+            }
+        };
+        // A start counts an attempt for the message each conversation is at, only.
+        assert_eq!(store.count_interrupted_attempts(now).await.unwrap(), 2);
+        assert_eq!(attempts(poison.id, "+1555").await, Some(1));
+        assert_eq!(attempts(next.id, "+1555").await, Some(0));
+        assert_eq!(attempts(other.id, "+1666").await, Some(1));
+        // A failed attempt is counted and scheduled again.
         assert!(
             store
                 .inbound_failed(
@@ -1324,30 +1349,54 @@ mod cases {
                 .unwrap()
         );
         let pending = store.unprocessed_for(b.id, "+1555").await.unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].attempts, 1);
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0].attempts, 2);
         assert_eq!(
             pending[0].next_attempt_ms,
             Some(now.timestamp_millis() + 5_000)
         );
-        assert_eq!(store.inbound_backlog().await.unwrap(), [(b.id, 1)]);
-        assert_eq!(store.begin_inbound(poison.id, now).await.unwrap(), Some(2));
+        // Postponed for an outage: not counted.
+        assert!(
+            store
+                .inbound_postponed(
+                    poison.id,
+                    "database unavailable",
+                    now.timestamp_millis(),
+                    now
+                )
+                .await
+                .unwrap()
+        );
+        assert_eq!(attempts(poison.id, "+1555").await, Some(2));
+        assert_eq!(
+            store
+                .inbound_backlog()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|(bot, _)| *bot == b.id),
+            Some((b.id, 3))
+        );
         assert!(
             store
                 .inbound_failed(poison.id, "flow error again", None, now)
                 .await
                 .unwrap()
         );
+        let pending = store.unprocessed_for(b.id, "+1555").await.unwrap();
+        assert_eq!(
+            pending.len(),
+            1,
+            "the conversation goes on with the next message"
+        );
+        assert_eq!(pending[0].id, next.id);
+        // Failed for good: no more transitions.
         assert!(
-            store
-                .unprocessed_for(b.id, "+1555")
+            !store
+                .inbound_failed(poison.id, "late", None, now)
                 .await
                 .unwrap()
-                .is_empty()
         );
-        assert_eq!(store.begin_inbound(poison.id, now).await.unwrap(), None);
-        assert!(store.contact_idle(b.id, "+1555").await.unwrap());
-        assert!(store.inbound_backlog().await.unwrap().is_empty());
         let transcript = store
             .conversation(b.id, "+1555")
             .await
@@ -1355,10 +1404,15 @@ mod cases {
             .unwrap()
             .transcript;
         assert_eq!(transcript[0].state, MessageState::Failed);
+        assert_eq!(transcript[0].attempts, 3);
         assert_eq!(
             transcript[0].last_error.as_deref(),
             Some("flow error again")
         );
+        let mut step = commit(&b, "+1555");
+        step.processed_inbound = Some(next.id);
+        store.commit_step(&step).await.unwrap().unwrap();
+        assert!(store.contact_idle(b.id, "+1555").await.unwrap());
     }
 
     /// A timer whose step fails moves to a later due time (never due again at once),

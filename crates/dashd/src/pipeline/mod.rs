@@ -254,6 +254,20 @@ impl Pipeline {
             .store
             .reclaim_leases(single, inner.clock.now())
             .await?;
+        // Only on SQLite, where this dashd is the only one: on a shared database the
+        // message a conversation is at may be another dashd's work in progress.
+        if single {
+            let interrupted = inner
+                .store
+                .count_interrupted_attempts(inner.clock.now())
+                .await?;
+            if interrupted > 0 {
+                tracing::info!(
+                    conversations = interrupted,
+                    "messages that may have been in progress at the last stop count an attempt"
+                );
+            }
+        }
         if recovered > 0 {
             tracing::info!(
                 messages = recovered,

@@ -4,9 +4,10 @@
 //! Faults stay with the work that caused them. A step that fails (a database error, a
 //! flow over its bounds, even a panic, caught here at the worker boundary) is retried
 //! with backoff, `pipeline.max_attempts` times in all, then its inbound message is marked
-//! `failed` with the reason and skipped, and the conversation goes on. The attempt is
-//! recorded before the step runs, so a message that crashes dashd itself is counted too
-//! and cannot crash-loop it. A commit refused because the conversation changed meanwhile
+//! `failed` with the reason and skipped, and the conversation goes on. A message that
+//! was being handled when dashd died is counted at the next start (the message each
+//! conversation was at gets an attempt), so even one that crashes dashd itself cannot
+//! crash-loop it. A commit refused because the conversation changed meanwhile
 //! (another dashd, an operator's reset) runs the step again on fresh state.
 
 use std::future::Future;
@@ -289,29 +290,19 @@ async fn inbound(inner: &Arc<Inner>, bot_id: Uuid, contact: &str) {
             again_later(inner, wait, bot_id, contact);
             return;
         }
-        let attempts = match inner
-            .store
-            .begin_inbound(message.id, inner.clock.now())
-            .await
-        {
-            Ok(Some(attempts)) => attempts,
-            // Handled meanwhile (by a step that committed just now).
-            Ok(None) => continue,
-            Err(err) => {
-                tracing::error!(message = %message.id, error = %err, "cannot record an attempt; retrying");
-                again_later(inner, retry_delay(inner, 1), bot_id, contact);
-                return;
-            }
-        };
-        if attempts > max_attempts {
-            // Every earlier attempt ended without a verdict: dashd stopped or crashed
-            // while handling it.
+        if message.attempts >= max_attempts {
+            // Earlier attempts ended without a verdict: dashd stopped or crashed while
+            // handling it (each start counts one for the message a conversation was at).
             let error = format!(
-                "gave up after {max_attempts} attempts that did not finish (dashd stopped or crashed while handling it)"
+                "gave up after {} attempts that did not finish (dashd stopped or crashed while handling it)",
+                message.attempts
             );
             give_up(inner, &message, &error).await;
             continue;
         }
+        // This attempt, counted when it fails (and, should dashd die meanwhile, at the
+        // next start).
+        let attempts = message.attempts + 1;
         let event = Event::Message {
             text: message.body.text.clone(),
             reply_id: message.body.reply_id.clone(),

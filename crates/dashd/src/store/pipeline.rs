@@ -165,12 +165,13 @@ pub trait PipelineStore: Send + Sync {
     async fn release_held(&self, bot_id: Uuid, now_ms: i64) -> StoreResult<()>;
     /// One contact's inbound messages still to handle, in arrival order.
     async fn unprocessed_for(&self, bot_id: Uuid, contact: &str) -> StoreResult<Vec<InboundWork>>;
-    /// Records an attempt at handling an inbound message before it runs (so a crash
-    /// counts too); returns the attempts so far, or `None` when it is not `received`.
-    async fn begin_inbound(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Option<u32>>;
+    /// At start-up: counts an attempt for the message each conversation was at (the
+    /// one that may have been in progress when dashd stopped or crashed), so a message
+    /// that keeps crashing dashd is given up after `max_attempts` starts. Returns how many.
+    async fn count_interrupted_attempts(&self, now: DateTime<Utc>) -> StoreResult<u64>;
     /// An attempt that could not run because something dashd depends on was unavailable
-    /// (the database, the flow workers): not the message's fault, so it is given back
-    /// (not counted) and the message is tried again at `retry_at_ms`.
+    /// (the database, the flow workers): not the message's fault, so it is not counted,
+    /// and the message is tried again at `retry_at_ms`.
     async fn inbound_postponed(
         &self,
         id: Uuid,
@@ -178,8 +179,8 @@ pub trait PipelineStore: Send + Sync {
         retry_at_ms: i64,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
-    /// A failed attempt at an inbound message: retried at `retry_at_ms`, or `failed` for
-    /// good (with the reason) when `None`. False when it was not `received`.
+    /// A failed attempt at an inbound message (counted): retried at `retry_at_ms`, or
+    /// `failed` for good (with the reason) when `None`. False when it was not `received`.
     async fn inbound_failed(
         &self,
         id: Uuid,
@@ -474,25 +475,24 @@ macro_rules! pipeline_store {
                 rows.iter().map(inbound_from_row).collect()
             }
 
-            async fn begin_inbound(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> StoreResult<Option<u32>> {
+            async fn count_interrupted_attempts(&self, now: chrono::DateTime<chrono::Utc>) -> StoreResult<u64> {
                 let mut tx = self.write().await?;
-                let attempts: Option<i64> = sqlx::query_scalar(
-                    "UPDATE messages SET attempts = attempts + 1, updated_at = $2 \
-                     WHERE id = $1 AND direction = 'in' AND state = 'received' RETURNING attempts",
+                let counted = sqlx::query(
+                    "UPDATE messages SET attempts = attempts + 1, updated_at = $1 \
+                     WHERE seq IN (SELECT MIN(seq) FROM messages WHERE direction = 'in' AND state = 'received' GROUP BY bot_id, contact)",
                 )
-                .bind(($id)(id))
                 .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
                 tx.commit().await?;
-                Ok(attempts.map(|n| u32::try_from(n).unwrap_or(u32::MAX)))
+                Ok(counted)
             }
 
             async fn inbound_postponed(&self, id: uuid::Uuid, error: &str, retry_at_ms: i64, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
                 let mut tx = self.write().await?;
                 let changed = sqlx::query(
-                    "UPDATE messages SET attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, \
-                       next_attempt_ms = $2, last_error = $3, updated_at = $4 \
+                    "UPDATE messages SET next_attempt_ms = $2, last_error = $3, updated_at = $4 \
                      WHERE id = $1 AND direction = 'in' AND state = 'received'",
                 )
                 .bind(($id)(id))
@@ -511,7 +511,7 @@ macro_rules! pipeline_store {
                 let mut tx = self.write().await?;
                 let state = if retry_at_ms.is_some() { "received" } else { "failed" };
                 let changed = sqlx::query(
-                    "UPDATE messages SET state = $2, next_attempt_ms = $3, last_error = $4, updated_at = $5 \
+                    "UPDATE messages SET state = $2, next_attempt_ms = $3, last_error = $4, updated_at = $5, attempts = attempts + 1 \
                      WHERE id = $1 AND direction = 'in' AND state = 'received'",
                 )
                 .bind(($id)(id))
