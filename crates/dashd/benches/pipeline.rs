@@ -62,7 +62,12 @@ impl Dashd {
             .env("NOTIFY_SOCKET", &notify_path)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            // A partial run (BENCH_ONLY) shows dashd's warnings.
+            .stderr(if std::env::var_os("BENCH_ONLY").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
         let child = command.spawn().unwrap();
         let mut buf = [0u8; 64];
         loop {
@@ -382,9 +387,10 @@ async fn main() {
     let begun = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let unlimited = [("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0")];
-    // `BENCH_ONLY=throughput cargo bench -p dashd --bench pipeline`: the throughput run
-    // alone, printed and not written to the docs (for trying a change quickly).
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
+    // `BENCH_ONLY=throughput` (or `flood`, 20 s) `cargo bench -p dashd --bench pipeline`:
+    // that run alone, printed with dashd's warnings, not written to the docs (for trying
+    // a change quickly).
+    if let Ok(only) = std::env::var("BENCH_ONLY") {
         let (dashd, _) = Dashd::start(dir.path(), &[]);
         let client = dashd.client();
         call(&client, "POST", "/v1/tenants", json!({"slug": "bench"})).await;
@@ -395,8 +401,14 @@ async fn main() {
             ("DASHD_PIPELINE_MAX_BACKLOG", "1000000"),
             ("DASHD_PIPELINE_MAX_BACKLOG_PER_BOT", "1000000"),
         ];
-        let (dashd, _) = Dashd::start(dir.path(), &raw);
-        println!("{}", throughput(&dashd, 100, 5_000).await);
+        let result = if only == "flood" {
+            let (dashd, _) = Dashd::start(dir.path(), &unlimited);
+            flood(&dashd, 100, 20).await
+        } else {
+            let (dashd, _) = Dashd::start(dir.path(), &raw);
+            throughput(&dashd, 100, 5_000).await
+        };
+        println!("{result}");
         return;
     }
 

@@ -9,7 +9,10 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use axum::http::Request;
 use dash_core::config::{LogConfig, LogFormat};
-use tower_http::trace::{HttpMakeClassifier, TraceLayer};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
+    HttpMakeClassifier, TraceLayer,
+};
 use tracing::Span;
 use tracing_subscriber::EnvFilter;
 
@@ -53,8 +56,22 @@ pub fn init(config: &LogConfig) -> anyhow::Result<()> {
 /// per request with its method and path, and a closing event with status and latency.
 /// The query string (tokens, phone numbers) and any userinfo never reach the logs, nor do
 /// headers or bodies.
-pub fn http_trace_layer() -> TraceLayer<HttpMakeClassifier, RequestSpan> {
-    TraceLayer::new_for_http().make_span_with(RequestSpan)
+///
+/// Failed responses are logged at debug, not error: a 503 refusing a flood (or a client's
+/// 4xx) is an answer, not a fault, and logging each at error would let any client fill
+/// the log. Faults are logged once where they are handled (`ApiError` for 500s).
+pub fn http_trace_layer() -> TraceLayer<
+    HttpMakeClassifier,
+    RequestSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
+> {
+    TraceLayer::new_for_http()
+        .make_span_with(RequestSpan)
+        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG))
 }
 
 /// Makes the span of one HTTP request: `request{method=GET path=/v1/...}`.
