@@ -122,7 +122,8 @@ pub async fn start_with_clock(
 
     // Each listener has its own limits: a flood on the public port never takes the
     // admin socket's connections, and descriptors stay in reserve for it and the database.
-    let admin_limits = server::EdgeLimits::admin();
+    let mut admin_limits = server::EdgeLimits::admin();
+    admin_limits.max_connections = server::connection_limit(admin_limits.max_connections, 64);
     let mut public_limits = server::EdgeLimits::from_server_config(&state.config.server);
     public_limits.max_connections = server::connection_limit(
         public_limits.max_connections,

@@ -88,12 +88,13 @@ impl EdgeLimits {
         }
     }
 
-    /// Limits for the admin socket: few connections (each is an operator's `dashctl`),
-    /// room for a flow import (a 1 MiB document, JSON-escaped), no idle bound (live
-    /// streams stay open).
+    /// Limits for the admin socket: its own connections (each an operator's `dashctl`,
+    /// a live stream, or a local integration), room for a flow import (a 1 MiB document,
+    /// JSON-escaped), no idle bound (live streams stay open). A client past the limit
+    /// waits in the kernel's queue until a connection closes, so the limit is generous.
     pub fn admin() -> Self {
         Self {
-            max_connections: 64,
+            max_connections: 256,
             header_timeout: Some(Duration::from_secs(10)),
             body_timeout: Duration::from_secs(60),
             idle_timeout: None,
@@ -122,9 +123,28 @@ impl Default for EdgeLimits {
     }
 }
 
+/// Raises the soft open-files limit to the hard one (at most 65,536), as servers do:
+/// the default soft limit (often 1,024) is a compatibility value, not a policy. Done
+/// once; a failure leaves the limit as it was.
+pub fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(|| {
+        if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let wanted = hard.min(65_536);
+            if soft < wanted
+                && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)
+            {
+                tracing::warn!(error = %err, soft, hard, "cannot raise the open-files limit");
+            }
+        }
+    });
+}
+
 /// The connection limit to use: `configured`, lowered so that `reserve` descriptors of
 /// the process's soft `RLIMIT_NOFILE` stay free (at least 1 connection is allowed).
 pub fn connection_limit(configured: usize, reserve: usize) -> usize {
+    raise_open_files_limit();
     use nix::sys::resource::{Resource, getrlimit};
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, _hard)) => {
