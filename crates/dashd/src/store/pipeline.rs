@@ -42,7 +42,7 @@ pub struct InboundWork {
     pub contact: String,
     pub body: MessageBody,
     pub received_at: DateTime<Utc>,
-    /// Attempts at handling it so far (each recorded before it runs).
+    /// Failed attempts at handling it so far (and starts of dashd it was in progress at).
     pub attempts: u32,
     /// Not before this time (Unix ms): set after a failed attempt.
     pub next_attempt_ms: Option<i64>,
