@@ -469,6 +469,8 @@ mod cases {
 
     pub async fn health_and_schema(store: Arc<dyn Store>, _: Arc<TestDb>) {
         store.ping().await.unwrap();
+        // Health includes a write probe on both backends.
+        assert_eq!(store.health().await.reason(), None);
         let migrations = std::fs::read_dir(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../migrations/sqlite"

@@ -284,6 +284,34 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    /// A ping, then a write of no consequence: a transaction that takes a transaction
+    /// id and commits, which writes a commit record to the WAL, so a server that cannot
+    /// write (full disk, read-only) shows as degraded, with its reason.
+    async fn health(&self) -> super::StoreHealth {
+        if let Err(err) = self.ping().await {
+            return super::StoreHealth::Degraded {
+                reason: format!("the database is not answering: {err}"),
+            };
+        }
+        let probe = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_current_xact_id()")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<(), sqlx::Error>(())
+        };
+        match probe.await {
+            Ok(()) => super::StoreHealth::Ok,
+            Err(err) => super::StoreHealth::Degraded {
+                reason: format!(
+                    "database writes failing: {}",
+                    super::StoreError::Database(err)
+                ),
+            },
+        }
+    }
+
     async fn schema_version(&self) -> StoreResult<i64> {
         Ok(self
             .applied()
