@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use dash_core::api::{MessageState, SandboxEvent};
 use dash_core::config::Config;
-use serde_json::{Value, json};
+use serde_json::json;
+
+mod common;
+use common::{Admin, ECHO};
 
 /// Echoes the customer; "boom" makes the step allocate without bound (the worker dies
 /// of its memory limit), "spin" makes it burn CPU until its deadline. Neither branch is
@@ -30,78 +33,12 @@ steps = [{ id = "say", kind = "end", text = """{{ input }}{% if input == "boom" 
 /// attacks at once on a 2-core machine would measure each other.
 static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const ECHO: &str = r#"
-default_flow = "echo"
-[[flows]]
-id = "echo"
-steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
-"#;
-
 fn config(dir: &Path) -> Config {
-    let mut config = Config {
-        data_dir: dir.join("dashd-data"),
-        ..Config::default()
-    };
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.dispatcher.bot_rate_per_minute = 0;
-    config.pipeline.flow_worker_exe = Some(env!("CARGO_BIN_EXE_dashd").into());
+    let mut config = common::config(dir);
     config.pipeline.flow_memory_mb = 128;
     config.pipeline.flow_step_timeout_ms = 1000;
     config.pipeline.retry_base_ms = 50;
     config
-}
-
-struct Admin(reqwest::Client);
-
-impl Admin {
-    fn new(dir: &Path) -> Admin {
-        Admin(
-            reqwest::Client::builder()
-                .unix_socket(dir.join("dashd-data/dashd.sock"))
-                .build()
-                .unwrap(),
-        )
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Value) -> Value {
-        let response = self
-            .0
-            .request(method.parse().unwrap(), format!("http://dashd{path}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {value}");
-        value
-    }
-
-    async fn bot(&self, tenant: &str, bot: &str, flow: &str) {
-        self.call("POST", "/v1/tenants", json!({ "slug": tenant }))
-            .await;
-        self.call(
-            "POST",
-            &format!("/v1/tenants/{tenant}/bots"),
-            json!({"name": bot, "settings": {"chain": ["sandbox"]}}),
-        )
-        .await;
-        self.call(
-            "POST",
-            &format!("/v1/tenants/{tenant}/bots/{bot}/flows"),
-            json!({"source": flow, "activate": true}),
-        )
-        .await;
-    }
-
-    async fn say(&self, tenant: &str, bot: &str, from: &str, text: &str) -> Value {
-        self.call(
-            "POST",
-            &format!("/v1/tenants/{tenant}/bots/{bot}/sandbox/messages"),
-            json!({"from": from, "text": text}),
-        )
-        .await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

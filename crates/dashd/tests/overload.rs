@@ -6,81 +6,28 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dash_core::api::MessageState;
-use dash_core::config::Config;
 use serde_json::{Value, json};
 
-const ECHO: &str = r#"
-default_flow = "echo"
-[[flows]]
-id = "echo"
-steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
-"#;
-
-fn config(dir: &Path) -> Config {
-    let mut config = Config {
-        data_dir: dir.join("dashd-data"),
-        ..Config::default()
-    };
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.dispatcher.bot_rate_per_minute = 0;
-    config
-}
-
-fn admin(dir: &Path) -> reqwest::Client {
-    reqwest::Client::builder()
-        .unix_socket(dir.join("dashd-data/dashd.sock"))
-        .build()
-        .unwrap()
-}
-
-async fn call(client: &reqwest::Client, method: &str, path: &str, body: Value) -> Value {
-    let response = client
-        .request(method.parse().unwrap(), format!("http://dashd{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{method} {path}: {status} {value}");
-    value
-}
-
-async fn echo_bot(client: &reqwest::Client) {
-    call(client, "POST", "/v1/tenants", json!({"slug": "acme"})).await;
-    call(
-        client,
-        "POST",
-        "/v1/tenants/acme/bots",
-        json!({"name": "ventas", "settings": {"chain": ["sandbox"]}}),
-    )
-    .await;
-    call(
-        client,
-        "POST",
-        "/v1/tenants/acme/bots/ventas/flows",
-        json!({"source": ECHO, "activate": true}),
-    )
-    .await;
-}
+mod common;
+use common::{Admin, ECHO};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_gets_503_past_the_backlog_and_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let mut config = common::config(dir.path());
     // One worker and a small bound, so the flood outruns handling at once.
     config.pipeline.workers = 1;
     config.pipeline.max_backlog = 30;
     config.pipeline.max_backlog_per_bot = 20;
     let daemon = dashd::start(config).await.unwrap();
-    let client = admin(dir.path());
-    echo_bot(&client).await;
+    let admin = Admin::new(dir.path());
+    admin.bot("acme", "ventas", ECHO).await;
+    let client = admin.0.clone();
 
     let busy = Arc::new(AtomicU32::new(0));
     let peak = Arc::new(AtomicU32::new(0));

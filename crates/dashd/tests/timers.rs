@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dash_core::api::SandboxEvent;
-use dash_core::config::Config;
 use dashd::clock::{Clock, ManualClock};
-use serde_json::{Value, json};
+
+mod common;
+use common::Admin;
 
 const ASK: &str = r#"
 [[flows]]
@@ -22,19 +23,6 @@ steps = [
   { id = "bye", kind = "end", text = "Gracias {{ vars.name }}" },
 ]
 "#;
-
-async fn call(client: &reqwest::Client, path: &str, body: Value) -> Value {
-    let response = client
-        .post(format!("http://dashd{path}"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let value: Value = response.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{path}: {status} {value}");
-    value
-}
 
 /// The next sandbox event: a reply, or the contact going idle (everything handled and
 /// sent).
@@ -51,40 +39,15 @@ async fn next_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_reminder_fires_when_the_clock_reaches_it_not_before() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config {
-        data_dir: dir.path().join("dashd-data"),
-        ..Config::default()
-    };
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.pipeline.flow_worker_exe = Some(env!("CARGO_BIN_EXE_dashd").into());
+    let config = common::config(dir.path());
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let daemon = dashd::start_with_clock(config, clock.clone())
         .await
         .unwrap();
-    let client = reqwest::Client::builder()
-        .unix_socket(dir.path().join("dashd-data/dashd.sock"))
-        .build()
-        .unwrap();
-    call(&client, "/v1/tenants", json!({"slug": "acme"})).await;
-    call(
-        &client,
-        "/v1/tenants/acme/bots",
-        json!({"name": "ventas", "settings": {"chain": ["sandbox"]}}),
-    )
-    .await;
-    call(
-        &client,
-        "/v1/tenants/acme/bots/ventas/flows",
-        json!({"source": ASK, "activate": true}),
-    )
-    .await;
+    let admin = Admin::new(dir.path());
+    admin.bot("acme", "ventas", ASK).await;
     let mut events = daemon.pipeline().subscribe();
-    call(
-        &client,
-        "/v1/tenants/acme/bots/ventas/sandbox/messages",
-        json!({"from": "+5491100000001", "text": "hola"}),
-    )
-    .await;
+    admin.say("acme", "ventas", "+5491100000001", "hola").await;
     let texts = |event: SandboxEvent| match event {
         SandboxEvent::Reply { body, .. } => Some(body.text),
         SandboxEvent::Idle { .. } => None,

@@ -313,7 +313,7 @@ impl Pipeline {
         // Also for a duplicate: if the first delivery's hand-over was lost (its request
         // cut off after the commit), the provider's retry gets the message handled; if
         // it was handled, the worker finds nothing to do.
-        self.inner.submit(Work::Inbound { bot_id, contact }).await;
+        self.inner.submit(Work::Inbound { bot_id, contact });
         Ok(ingested)
     }
 
@@ -366,26 +366,22 @@ impl Pipeline {
     /// Resumes a conversation after a handoff; false when it was not handed off.
     pub async fn resume(&self, bot_id: Uuid, contact: &str) -> Result<bool, OperatorError> {
         let (done, rx) = oneshot::channel();
-        self.inner
-            .submit(Work::Resume {
-                bot_id,
-                contact: contact.to_owned(),
-                done,
-            })
-            .await;
+        self.inner.submit(Work::Resume {
+            bot_id,
+            contact: contact.to_owned(),
+            done,
+        });
         rx.await.map_err(|_| OperatorError::Stopping)?
     }
 
     /// Clears a conversation's state and timers; false when there was none.
     pub async fn reset(&self, bot_id: Uuid, contact: &str) -> Result<bool, OperatorError> {
         let (done, rx) = oneshot::channel();
-        self.inner
-            .submit(Work::Reset {
-                bot_id,
-                contact: contact.to_owned(),
-                done,
-            })
-            .await;
+        self.inner.submit(Work::Reset {
+            bot_id,
+            contact: contact.to_owned(),
+            done,
+        });
         rx.await.map_err(|_| OperatorError::Stopping)?
     }
 
@@ -489,22 +485,20 @@ async fn recover(inner: &Arc<Inner>) -> Result<(), StoreError> {
         if inner.shutdown.is_cancelled() {
             return Ok(());
         }
-        inner.submit(Work::Inbound { bot_id, contact }).await;
+        inner.submit(Work::Inbound { bot_id, contact });
     }
     for (bot_id, contact) in inner.store.waiting_http().await? {
         if let Some(request_id) = worker::pending_request(inner, bot_id, &contact).await {
             let outcome = HttpOutcome::Failed {
                 error: "interrupted by a restart of dashd".into(),
             };
-            inner
-                .submit(Work::Http {
-                    bot_id,
-                    contact,
-                    request_id,
-                    outcome,
-                    attempt: 0,
-                })
-                .await;
+            inner.submit(Work::Http {
+                bot_id,
+                contact,
+                request_id,
+                outcome,
+                attempt: 0,
+            });
         }
     }
     Ok(())
@@ -522,7 +516,7 @@ fn owner_name() -> String {
 
 impl Inner {
     /// Queues work on the conversation's task, starting one if it has none.
-    pub(crate) async fn submit(self: &Arc<Self>, work: Work) {
+    pub(crate) fn submit(self: &Arc<Self>, work: Work) {
         conversations::submit(self, work);
     }
 

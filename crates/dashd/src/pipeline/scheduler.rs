@@ -39,13 +39,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         };
         if !due.is_empty() {
             for timer in due {
-                inner
-                    .submit(Work::Timer {
-                        bot_id: timer.bot_id,
-                        contact: timer.contact,
-                        timer_id: timer.timer_id,
-                    })
-                    .await;
+                inner.submit(Work::Timer {
+                    bot_id: timer.bot_id,
+                    contact: timer.contact,
+                    timer_id: timer.timer_id,
+                });
             }
             continue;
         }

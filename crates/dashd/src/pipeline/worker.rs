@@ -236,7 +236,7 @@ fn later(inner: &Arc<Inner>, delay: Duration, work: Work) {
     tokio::spawn(async move {
         tokio::select! {
             () = inner.shutdown.cancelled() => {}
-            () = tokio::time::sleep(delay) => inner.submit(work).await,
+            () = tokio::time::sleep(delay) => inner.submit(work),
         }
     });
 }
@@ -255,7 +255,7 @@ fn again_later(inner: &Arc<Inner>, delay: Duration, bot_id: Uuid, contact: &str)
             () = inner.shutdown.cancelled() => {}
             () = tokio::time::sleep(delay) => {
                 inner.conversations.woken(bot_id, &contact);
-                inner.submit(Work::Inbound { bot_id, contact }).await;
+                inner.submit(Work::Inbound { bot_id, contact });
             }
         }
     });
@@ -710,15 +710,13 @@ fn spawn_http(
     tracker.spawn(async move {
         let allow_private = inner.config.pipeline.allow_private_http;
         let outcome = super::http::run(&inner.http, &request, allow_private).await;
-        inner
-            .submit(Work::Http {
-                bot_id,
-                contact,
-                request_id: request.request_id,
-                outcome,
-                attempt: 0,
-            })
-            .await;
+        inner.submit(Work::Http {
+            bot_id,
+            contact,
+            request_id: request.request_id,
+            outcome,
+            attempt: 0,
+        });
     });
 }
 
