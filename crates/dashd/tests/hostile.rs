@@ -364,3 +364,41 @@ async fn a_hostile_tenants_timers_do_not_delay_another_tenants() {
     );
     daemon.shutdown().await.unwrap();
 }
+
+/// Import renders every template once with sample data: a document whose template
+/// blows its memory or time bound there is refused (422 naming the source), never
+/// compiled inside dashd, and dashd goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_that_exceeds_its_bounds_at_import_is_refused_with_422() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = dashd::start(config(dir.path())).await.unwrap();
+    let admin = Admin::new(dir.path());
+    admin.bot("evil", "bomb", ECHO).await;
+    let bomb = r#"
+default_flow = "f"
+[[flows]]
+id = "f"
+steps = [{ id = "s", kind = "end", text = """{% set ns = namespace(s="x") %}{% for i in range(60) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}""" }]
+"#;
+    let response = admin
+        .0
+        .post("http://dashd/v1/tenants/evil/bots/bomb/flows")
+        .json(&json!({"source": bomb, "activate": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "source", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory or time limit"),
+        "{body}"
+    );
+    // Still serving, with the flow it had.
+    let answer = admin.say("evil", "bomb", "+15550002", "hola").await;
+    assert_eq!(answer["duplicate"], false);
+    daemon.shutdown().await.unwrap();
+}
