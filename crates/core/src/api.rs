@@ -44,6 +44,7 @@ pub mod codes {
     pub const NOT_FOUND: &str = "not_found";
     pub const CONFLICT: &str = "conflict";
     pub const FORBIDDEN: &str = "forbidden";
+    pub const UNAUTHORIZED: &str = "unauthorized";
     pub const UNAVAILABLE: &str = "unavailable";
     pub const INTERNAL: &str = "internal";
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
@@ -406,7 +407,7 @@ mod tests {
             ),
             (
                 CreateBot {
-                    chain: Some(vec!["meta".into()]),
+                    chain: Some(vec!["meta".into(), "meta".into()]),
                     ..base.clone()
                 },
                 "chain",
@@ -628,6 +629,51 @@ pub struct MessageBody {
     pub reply_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Media held by the provider, named by its reference (a Cloud API media id, a
+    /// bridge's media key): set on inbound media, and on outbound media sent by an
+    /// uploaded id rather than by `media.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+    /// A shared location (inbound), or one to send (outbound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Contact cards shared by the customer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contacts: Vec<SharedContact>,
+}
+
+/// Media the provider holds, by its own reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "type")]
+    pub kind: crate::flow::document::MediaKind,
+    /// The provider's id or URL for the media.
+    pub reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caption: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+}
+
+/// A point on the map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    pub latitude: f64,
+    pub longitude: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A contact card a customer shared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedContact {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
 }
 
 /// A menu choice offered to the contact.
@@ -705,9 +751,10 @@ pub struct SendMessage {
 pub const MAX_TEXT: usize = 4096;
 
 impl SendMessage {
-    /// Checks the number (E.164) and the text (1 to 4096 characters).
+    /// Checks the recipient (an E.164 number or another contact identifier, see
+    /// [`validate::contact_id`]) and the text (1 to 4096 characters).
     pub fn validated(&self) -> Result<SendMessage, ValidationError> {
-        let to = validate::phone("to", &self.to)?;
+        let to = validate::contact_id("to", &self.to)?;
         let count = self.text.chars().count();
         if self.text.trim().is_empty() || count > MAX_TEXT {
             return Err(ValidationError::new("text", "must be 1 to 4096 characters"));
@@ -786,7 +833,7 @@ pub enum SandboxEvent {
     Reply {
         contact: String,
         message_id: Uuid,
-        body: MessageBody,
+        body: Box<MessageBody>,
         at: DateTime<Utc>,
     },
     /// Nothing more is pending for the contact: every message in is handled and every
@@ -830,4 +877,96 @@ pub struct ConversationDetail {
     pub state: serde_json::Value,
     /// Messages in and out, oldest first.
     pub transcript: Vec<MessageRecord>,
+}
+
+/// A (bot, provider)'s health as the dispatcher sees it (`dashctl provider status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderStatus {
+    pub provider: String,
+    /// `closed` (sending), `open` (skipped until `open_until`), `half_open` (one probe
+    /// goes through).
+    pub breaker: String,
+    pub consecutive_failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// Median send latency of the last 64 sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_latency_ms: Option<u64>,
+}
+
+/// A bot's provider chain and fallback policy (`dashctl chain show`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainView {
+    pub bot: String,
+    pub chain: Vec<String>,
+    pub fallback_threshold_errors: u32,
+    pub fallback_cooldown_seconds: u64,
+    /// Each chain entry's state, in chain order.
+    pub providers: Vec<ProviderStatus>,
+}
+
+/// `PUT /v1/bots/{tenant}/{bot}/chain`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetChain {
+    pub chain: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_threshold_errors: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_cooldown_seconds: Option<u64>,
+}
+
+/// `PUT /v1/bots/{tenant}/{bot}/providers/{provider}`: settings and secrets to set
+/// (merged into what is stored), and names to unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetProvider {
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub unset: Vec<String>,
+}
+
+/// A bot's provider entry as the admin API shows it: settings, secrets only as set or
+/// not, and what to configure on the provider's side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderView {
+    pub bot: String,
+    pub provider: String,
+    /// Every setting the provider takes, with the stored value or its default.
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Each secret the provider takes: `set` or `not set`. Values are never returned.
+    pub secrets: std::collections::BTreeMap<String, String>,
+    /// Required settings or secrets still missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// The webhook URL to configure on the provider's side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// What else to do on the provider's side (e.g. Evolution's `webhook/set` body).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instructions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+/// The outcome of `dashctl provider test`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    pub provider: String,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<crate::provider::ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    pub latency_ms: u64,
 }

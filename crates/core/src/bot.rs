@@ -52,7 +52,20 @@ pub struct BotSettings {
     /// daemon's `dispatcher.bot_rate_per_minute`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_minute: Option<u32>,
+    /// Consecutive retryable failures that open a provider's breaker for this bot
+    /// (default [`crate::provider::DEFAULT_FALLBACK_THRESHOLD`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_threshold_errors: Option<u32>,
+    /// Seconds an open breaker waits before one probe (default
+    /// [`crate::provider::DEFAULT_FALLBACK_COOLDOWN_S`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_cooldown_seconds: Option<u64>,
 }
+
+/// Highest `fallback_threshold_errors` accepted.
+pub const MAX_FALLBACK_THRESHOLD: u32 = 1000;
+/// Highest `fallback_cooldown_seconds` accepted (a day).
+pub const MAX_FALLBACK_COOLDOWN_S: u64 = 86_400;
 
 /// Highest `rate_limit_per_minute` accepted (a thousand a second: beyond what any
 /// WhatsApp provider allows, so a larger number is a typo).
@@ -60,7 +73,12 @@ pub const MAX_RATE_LIMIT_PER_MINUTE: u32 = 60_000;
 
 impl BotSettings {
     /// Every key [`BotSettings`] knows, as its error messages list them.
-    pub const KEYS: [&'static str; 2] = ["chain", "rate_limit_per_minute"];
+    pub const KEYS: [&'static str; 4] = [
+        "chain",
+        "rate_limit_per_minute",
+        "fallback_threshold_errors",
+        "fallback_cooldown_seconds",
+    ];
 
     /// Reads and checks a settings document as a client sent it. Each problem is a
     /// [`ValidationError`] naming the key (`settings.chain`, ...); nothing is replaced by
@@ -92,9 +110,32 @@ impl BotSettings {
         let rate_limit_per_minute = present("rate_limit_per_minute")
             .map(rate_setting)
             .transpose()?;
+        let fallback_threshold_errors = present("fallback_threshold_errors")
+            .map(|value| {
+                bounded(
+                    value,
+                    "settings.fallback_threshold_errors",
+                    1,
+                    MAX_FALLBACK_THRESHOLD.into(),
+                )
+                .map(|v| v as u32)
+            })
+            .transpose()?;
+        let fallback_cooldown_seconds = present("fallback_cooldown_seconds")
+            .map(|value| {
+                bounded(
+                    value,
+                    "settings.fallback_cooldown_seconds",
+                    0,
+                    MAX_FALLBACK_COOLDOWN_S,
+                )
+            })
+            .transpose()?;
         Ok(Self {
             chain,
             rate_limit_per_minute,
+            fallback_threshold_errors,
+            fallback_cooldown_seconds,
         })
     }
 
@@ -107,6 +148,12 @@ impl BotSettings {
         }
         if let Some(limit) = self.rate_limit_per_minute {
             map.insert("rate_limit_per_minute".into(), limit.into());
+        }
+        if let Some(threshold) = self.fallback_threshold_errors {
+            map.insert("fallback_threshold_errors".into(), threshold.into());
+        }
+        if let Some(cooldown) = self.fallback_cooldown_seconds {
+            map.insert("fallback_cooldown_seconds".into(), cooldown.into());
         }
         serde_json::Value::Object(map)
     }
@@ -127,6 +174,27 @@ fn chain_setting(value: &serde_json::Value) -> Result<Vec<ProviderKind>, Validat
         .map(|name| name.as_str().map(str::to_owned).ok_or_else(not_a_list))
         .collect::<Result<Vec<String>, _>>()?;
     parse_chain(&names).map_err(|err| ValidationError::new(FIELD, err.message))
+}
+
+/// A whole number from `min` to `max`.
+fn bounded(
+    value: &serde_json::Value,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<u64, ValidationError> {
+    value
+        .as_u64()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| {
+            ValidationError::new(
+                field,
+                format!(
+                    "must be a whole number from {min} to {max}, not {}",
+                    validate::quoted(&value.to_string())
+                ),
+            )
+        })
 }
 
 fn rate_setting(value: &serde_json::Value) -> Result<u32, ValidationError> {

@@ -25,6 +25,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub dispatcher: DispatcherConfig,
     pub sandbox: SandboxConfig,
+    pub secrets: SecretsConfig,
+    pub providers: ProvidersConfig,
 }
 
 impl Default for Config {
@@ -38,6 +40,8 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             dispatcher: DispatcherConfig::default(),
             sandbox: SandboxConfig::default(),
+            secrets: SecretsConfig::default(),
+            providers: ProvidersConfig::default(),
         }
     }
 }
@@ -174,6 +178,38 @@ impl Default for DispatcherConfig {
 pub struct SandboxConfig {
     /// Pretend network latency per send, in milliseconds (for trying timeouts and load).
     pub send_delay_ms: u64,
+}
+
+/// Encryption of provider secrets at rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// File holding the 32-byte master key (64 hex digits, or base64), e.g. a systemd
+    /// credential. Unset: `<data_dir>/master.key`, generated at first start.
+    pub master_key_file: Option<PathBuf>,
+}
+
+/// Provider webhooks and health probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvidersConfig {
+    /// Largest webhook body accepted, in bytes (larger: 413).
+    pub webhook_max_body_bytes: u64,
+    /// Seconds between health probes of every configured provider (0: never).
+    pub probe_interval_s: u64,
+    /// The public root URL providers reach this dashd at (e.g. https://bots.example.com),
+    /// used to print the webhook URLs to configure. Unset: the listen address.
+    pub public_url: Option<String>,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        Self {
+            webhook_max_body_bytes: 1 << 20,
+            probe_interval_s: 60,
+            public_url: None,
+        }
+    }
 }
 
 /// The public HTTP listener: REST API, provider webhooks and `/health`.
@@ -350,6 +386,20 @@ impl Config {
                     message: "must be at least 1".into(),
                 });
             }
+        }
+        if self.providers.webhook_max_body_bytes < 1024 {
+            return Err(ConfigError {
+                key: "providers.webhook_max_body_bytes".into(),
+                message: "must be at least 1024".into(),
+            });
+        }
+        if let Some(url) = &self.providers.public_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError {
+                key: "providers.public_url".into(),
+                message: format!("must start with https:// (or http://), not {url:?}"),
+            });
         }
         if self.server.max_body_bytes < 1024 {
             return Err(ConfigError {

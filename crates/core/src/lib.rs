@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bot;
+pub mod breaker;
 pub mod config;
 pub mod flow;
 pub mod provider;

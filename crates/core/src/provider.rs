@@ -1,12 +1,12 @@
-//! The WhatsApp providers DashOffice knows, and a bot's provider chain (the order in
-//! which they are tried), as stored in the bot's settings.
+//! The WhatsApp providers DashOffice knows, a bot's provider chain (the order in which
+//! they are tried, as stored in the bot's settings), the settings each provider takes,
+//! and how a failed send is classified.
 
 use serde::{Deserialize, Serialize};
 
 use crate::ValidationError;
 
-/// Every provider the design names. Only those in [`ProviderKind::available`] can send
-/// in this release.
+/// Every provider the design names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
@@ -49,7 +49,34 @@ impl ProviderKind {
 
     /// Whether this release can send through it.
     pub fn available(self) -> bool {
-        matches!(self, ProviderKind::Sandbox)
+        true
+    }
+
+    /// The bridge providers (a Node process holding a WhatsApp Web session).
+    pub fn is_bridge(self) -> bool {
+        matches!(
+            self,
+            ProviderKind::Venom | ProviderKind::Wwebjs | ProviderKind::Baileys
+        )
+    }
+
+    /// The settings this provider takes, secrets included.
+    pub fn settings(self) -> &'static [SettingSpec] {
+        match self {
+            ProviderKind::Sandbox => &[],
+            ProviderKind::Meta => META_SETTINGS,
+            ProviderKind::Official => OFFICIAL_SETTINGS,
+            ProviderKind::Twilio => TWILIO_SETTINGS,
+            ProviderKind::Evolution => EVOLUTION_SETTINGS,
+            ProviderKind::Venom => VENOM_SETTINGS,
+            ProviderKind::Wwebjs => WWEBJS_SETTINGS,
+            ProviderKind::Baileys => BAILEYS_SETTINGS,
+        }
+    }
+
+    /// The spec of one setting, if this provider takes it.
+    pub fn setting(self, name: &str) -> Option<&'static SettingSpec> {
+        self.settings().iter().find(|spec| spec.name == name)
     }
 }
 
@@ -80,6 +107,215 @@ impl std::str::FromStr for ProviderKind {
     }
 }
 
+/// One setting a provider takes (`dashctl provider set ... --set name=value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingSpec {
+    pub name: &'static str,
+    /// Stored encrypted, written with `--secret`, never shown back.
+    pub secret: bool,
+    /// Needed before the provider can send (or verify its webhooks).
+    pub required: bool,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+const fn setting(
+    name: &'static str,
+    required: bool,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> SettingSpec {
+    SettingSpec {
+        name,
+        secret: false,
+        required,
+        default,
+        help,
+    }
+}
+
+const fn secret(name: &'static str, required: bool, help: &'static str) -> SettingSpec {
+    SettingSpec {
+        name,
+        secret: true,
+        required,
+        default: None,
+        help,
+    }
+}
+
+/// The Graph API version used when none is set.
+pub const GRAPH_API_VERSION: &str = "v23.0";
+
+const META_SETTINGS: &[SettingSpec] = &[
+    setting(
+        "base_url",
+        false,
+        Some("https://graph.facebook.com"),
+        "Graph API root",
+    ),
+    setting(
+        "api_version",
+        false,
+        Some(GRAPH_API_VERSION),
+        "Graph API version, e.g. v23.0",
+    ),
+    setting(
+        "phone_number_id",
+        true,
+        None,
+        "the business phone number's id (WhatsApp Manager)",
+    ),
+    secret(
+        "access_token",
+        true,
+        "system-user access token (Authorization: Bearer)",
+    ),
+    secret(
+        "app_secret",
+        true,
+        "the Meta app's secret: verifies X-Hub-Signature-256",
+    ),
+    secret(
+        "verify_token",
+        true,
+        "the token Meta echoes when the webhook is registered",
+    ),
+];
+
+const OFFICIAL_SETTINGS: &[SettingSpec] = &[
+    setting(
+        "base_url",
+        true,
+        None,
+        "the Cloud-API-compatible endpoint's root",
+    ),
+    setting(
+        "api_version",
+        false,
+        Some(GRAPH_API_VERSION),
+        "version segment ({api_version} in path)",
+    ),
+    setting(
+        "path",
+        false,
+        Some("/{api_version}/{phone_number_id}/messages"),
+        "message path template ({api_version}, {phone_number_id})",
+    ),
+    setting(
+        "auth_header",
+        false,
+        Some("Authorization"),
+        "header carrying the token (Authorization gets \"Bearer \" before it; any other header the token alone, e.g. D360-API-KEY)",
+    ),
+    setting(
+        "phone_number_id",
+        false,
+        None,
+        "the business phone number's id, if the path uses one",
+    ),
+    secret("access_token", true, "the token sent in auth_header"),
+    secret(
+        "app_secret",
+        false,
+        "verifies X-Hub-Signature-256 on webhooks (unsigned webhooks are refused)",
+    ),
+    secret(
+        "verify_token",
+        false,
+        "the token echoed when the webhook is registered",
+    ),
+];
+
+const TWILIO_SETTINGS: &[SettingSpec] = &[
+    setting(
+        "base_url",
+        false,
+        Some("https://api.twilio.com"),
+        "Twilio REST API root",
+    ),
+    setting("account_sid", true, None, "account SID (AC...)"),
+    setting(
+        "from",
+        true,
+        None,
+        "the WhatsApp sender, +E164 (whatsapp: is added)",
+    ),
+    setting(
+        "public_url",
+        true,
+        None,
+        "the exact public URL Twilio calls for this bot's webhook (signatures cover it)",
+    ),
+    secret(
+        "auth_token",
+        true,
+        "auth token: Basic auth and X-Twilio-Signature",
+    ),
+];
+
+const EVOLUTION_SETTINGS: &[SettingSpec] = &[
+    setting(
+        "base_url",
+        true,
+        None,
+        "Evolution API root, e.g. http://127.0.0.1:8080",
+    ),
+    setting("instance", true, None, "instance name"),
+    secret(
+        "api_key",
+        true,
+        "apikey header (global key or the instance token)",
+    ),
+    secret(
+        "webhook_token",
+        true,
+        "token Evolution must send in the X-Dashd-Token header",
+    ),
+];
+
+const fn bridge_settings(default_url: &'static str) -> [SettingSpec; 3] {
+    [
+        setting(
+            "base_url",
+            false,
+            Some(default_url),
+            "the bridge's root URL",
+        ),
+        setting(
+            "session",
+            false,
+            None,
+            "session name on the bridge (default: the bot's id)",
+        ),
+        secret("token", true, "bearer token of the bridge's API"),
+    ]
+}
+
+const BAILEYS_SETTINGS: &[SettingSpec] = &bridge_settings("http://127.0.0.1:3012");
+const VENOM_SETTINGS: &[SettingSpec] = &bridge_settings("http://127.0.0.1:3013");
+const WWEBJS_SETTINGS: &[SettingSpec] = &bridge_settings("http://127.0.0.1:3014");
+
+/// How a failed send is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Timeouts, connection errors, 5xx, rate limits: try the next provider now, this one
+    /// again later; counts toward the provider's breaker.
+    Retryable,
+    /// This message cannot be delivered (bad recipient, outside the 24-hour window): no
+    /// fallback, the message fails with the provider's reason.
+    Permanent,
+    /// The provider cannot send for this bot at all (revoked token, logged-out session,
+    /// suspended number): its breaker opens at once; the next provider is tried.
+    ProviderBroken,
+}
+
+/// Consecutive retryable failures that open a provider's breaker, by default.
+pub const DEFAULT_FALLBACK_THRESHOLD: u32 = 3;
+/// How long an open breaker stays open before one probe, by default.
+pub const DEFAULT_FALLBACK_COOLDOWN_S: u64 = 300;
+
 /// The providers a bot sends through, first to last.
 pub const DEFAULT_CHAIN: &[ProviderKind] = &[ProviderKind::Sandbox];
 
@@ -95,9 +331,7 @@ pub fn parse_chain(names: &[String]) -> Result<Vec<ProviderKind>, ValidationErro
         if !kind.available() {
             return Err(ValidationError::new(
                 "chain",
-                format!(
-                    "provider {kind} is not available in this release yet (available: sandbox)"
-                ),
+                format!("provider {kind} is not available in this release"),
             ));
         }
         if chain.contains(&kind) {
@@ -120,6 +354,22 @@ pub fn chain_of(settings: &serde_json::Value) -> Vec<ProviderKind> {
         .and_then(|chain| serde_json::from_value::<Vec<ProviderKind>>(chain.clone()).ok())
         .filter(|chain| !chain.is_empty())
         .unwrap_or_else(|| DEFAULT_CHAIN.to_vec())
+}
+
+/// The bot's breaker policy from its settings: (consecutive retryable failures that open
+/// a provider's breaker, seconds it stays open before a probe).
+pub fn fallback_of(settings: &serde_json::Value) -> (u32, u64) {
+    let threshold = settings
+        .get("fallback_threshold_errors")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(DEFAULT_FALLBACK_THRESHOLD);
+    let cooldown = settings
+        .get("fallback_cooldown_seconds")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(DEFAULT_FALLBACK_COOLDOWN_S);
+    (threshold, cooldown)
 }
 
 /// The bot's send limit per minute from its settings (`settings.rate_limit_per_minute`).
@@ -148,11 +398,9 @@ mod tests {
                 .message
                 .contains("not a provider")
         );
-        assert!(
-            parse_chain(&["meta".into()])
-                .unwrap_err()
-                .message
-                .contains("not available")
+        assert_eq!(
+            parse_chain(&["meta".into(), " twilio".into()]).unwrap(),
+            [ProviderKind::Meta, ProviderKind::Twilio]
         );
         assert!(
             parse_chain(&["sandbox".into(), "sandbox".into()])

@@ -75,6 +75,44 @@ pub fn phone(field: &str, value: &str) -> Result<String, ValidationError> {
     }
 }
 
+/// Checks a contact identifier as operators and integrations give it: an E.164 phone
+/// number, a Cloud API business-scoped user id (`US.13491208655302741918`, parent ids
+/// `US.ENT.118...`), a WhatsApp Web LID (`12345678901234@lid`) or a username
+/// (`@name`). Returns it normalised (phones compacted).
+pub fn contact_id(field: &str, value: &str) -> Result<String, ValidationError> {
+    let value = value.trim();
+    if value.starts_with('+') {
+        return phone(field, value);
+    }
+    let bsuid = value.split_once('.').is_some_and(|(country, rest)| {
+        country.len() == 2
+            && country.bytes().all(|b| b.is_ascii_uppercase())
+            && !rest.is_empty()
+            && rest.len() <= 132
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    });
+    let lid = value.strip_suffix("@lid").is_some_and(|digits| {
+        (1..=24).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    });
+    let username = value.strip_prefix('@').is_some_and(|name| {
+        (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
+    });
+    if bsuid || lid || username {
+        Ok(value.to_owned())
+    } else {
+        Err(ValidationError::new(
+            field,
+            format!(
+                "{} is not a contact: give an E.164 phone number (+5491123456789), a WhatsApp user id (US.13491208655302741918), a LID (12345678901234@lid) or a username (@name)",
+                Quoted(value)
+            ),
+        ))
+    }
+}
+
 /// Checks an IANA time zone name (`America/Argentina/Buenos_Aires`, `UTC`) and returns
 /// its canonical spelling.
 pub fn timezone(field: &str, value: &str) -> Result<chrono_tz::Tz, ValidationError> {

@@ -120,7 +120,7 @@ async fn collect(
             Ok(event) => event?,
         };
         match event {
-            Some(SandboxEvent::Reply { body, at, .. }) => replies.push((body, at)),
+            Some(SandboxEvent::Reply { body, at, .. }) => replies.push((*body, at)),
             Some(SandboxEvent::Idle { .. }) => return Ok((replies, true)),
             None => {
                 return Err(CliError::new(

@@ -58,6 +58,13 @@ pub enum Command {
     /// Manage a bot's conversational flows: validate, import, list, show, export, activate.
     #[command(subcommand)]
     Flow(FlowCommand),
+    /// A bot's provider chain: the providers it sends through, in order, and when a
+    /// failing one is skipped for the next.
+    #[command(subcommand)]
+    Chain(ChainCommand),
+    /// A bot's provider settings and secrets, their health, and a probe on demand.
+    #[command(subcommand)]
+    Provider(ProviderCommand),
     /// Talk to a bot as a customer would, through the sandbox provider: interactively,
     /// or with --send for scripts.
     Chat {
@@ -324,6 +331,118 @@ pub enum ConversationCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ChainCommand {
+    /// Show a bot's chain, its fallback policy and each provider's breaker.
+    Show {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+    },
+    /// Set the providers a bot sends through, first to last, e.g. `meta,twilio`: a send
+    /// that fails on one is tried on the next.
+    ///
+    /// Each provider needs its settings before it can send: see `dashctl provider set
+    /// --help`. Options not given keep their current value.
+    Set {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The providers in order, comma-separated, each at most once.
+        #[arg(required = true, value_delimiter = ',', value_name = "PROVIDER,...")]
+        providers: Vec<String>,
+        /// Consecutive failed sends that open a provider's breaker, so that it is
+        /// skipped.
+        #[arg(long, value_name = "N")]
+        threshold: Option<u32>,
+        /// How long an open breaker skips its provider before one send probes it again.
+        #[arg(long, value_name = "SECONDS")]
+        cooldown: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCommand {
+    /// Write settings and secrets of one of a bot's providers, then show the result.
+    ///
+    /// What is given is merged into what is stored. The result says what is still
+    /// missing, and which webhook URL to configure on the provider's side.
+    ///
+    /// Secrets are read from a file or from stdin, never from the command line, where
+    /// shell history and `ps` would keep them. dashd stores them encrypted and never
+    /// shows them back.
+    #[command(
+        after_help = "Run with --help for every provider's settings.",
+        after_long_help = crate::provider::settings_help()
+    )]
+    Set {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The provider (one of those listed below).
+        provider: String,
+        /// Set a setting that is not a secret (repeatable).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Set a secret from a file (NAME=@FILE) or from stdin (NAME=-, for one secret);
+        /// a trailing newline is dropped (repeatable). NAME=VALUE is refused.
+        #[arg(long = "secret", value_name = "NAME=@FILE|NAME=-")]
+        secrets: Vec<String>,
+        /// Remove a setting or secret (repeatable); a setting with a default goes back
+        /// to it.
+        #[arg(long, value_name = "NAME")]
+        unset: Vec<String>,
+    },
+    /// Show one of a bot's providers: settings, secrets (set or not), what is missing.
+    ///
+    /// Also the webhook URL to configure on the provider's side, and what else to do
+    /// there. Secret values are never shown: dashd does not return them.
+    Show {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The provider.
+        provider: String,
+    },
+    /// List the providers a bot has settings for.
+    #[command(visible_alias = "ls")]
+    List {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+    },
+    /// Delete the settings and secrets of one of a bot's providers.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The provider.
+        provider: String,
+    },
+    /// Show the health of the chain entries of every bot, or of one.
+    ///
+    /// One row per chain entry: its breaker (closed: sending; open: skipped until the
+    /// time shown; half_open: one send probes it), consecutive failures, last error,
+    /// last success and median send latency.
+    Status {
+        /// Only this bot (TENANT/BOT or id).
+        #[arg(value_parser = parse_bot_ref)]
+        bot: Option<BotRef>,
+    },
+    /// Probe one of a bot's providers now; the outcome feeds its breaker.
+    ///
+    /// Exits 0 when the probe succeeds, 1 when it fails; the result is printed either
+    /// way.
+    Test {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The provider.
+        provider: String,
+    },
+}
+
 /// Text formats of a flow document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DocumentFormat {
@@ -364,6 +483,17 @@ fn parse_bot_status(value: &str) -> Result<BotStatus, String> {
 
 fn parse_bot_ref(value: &str) -> Result<BotRef, String> {
     BotRef::parse(value).map_err(|err| err.to_string())
+}
+
+/// `--set NAME=VALUE`. Only for settings that are not secrets, so the value may be
+/// quoted in an error.
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_owned(), value.to_owned()))
+        }
+        _ => Err("expected NAME=VALUE, e.g. --set account_sid=AC123".into()),
+    }
 }
 
 fn parse_bot_path(value: &str) -> Result<BotRef, String> {

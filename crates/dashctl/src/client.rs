@@ -99,6 +99,15 @@ impl Client {
         self.send(Method::POST, path, Some(body)).await
     }
 
+    /// `PUT path` with a JSON body.
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> CliResult<T> {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
     /// `PATCH path` with a JSON body.
     pub async fn patch<B: Serialize, T: DeserializeOwned>(
         &self,

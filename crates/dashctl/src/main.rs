@@ -2,12 +2,14 @@
 //! client, one output layer.
 
 mod bot;
+mod chain;
 mod chat;
 mod cli;
 mod client;
 mod error;
 mod flow;
 mod output;
+mod provider;
 mod queue;
 mod sanitize;
 mod status;
@@ -66,6 +68,8 @@ fn run(cli: Cli) -> CliResult {
             Command::Tenant(command) => tenant::run(&client, out, command).await,
             Command::Bot(command) => bot::run(&client, out, command).await,
             Command::Flow(command) => flow::run(&client, out, command).await,
+            Command::Chain(command) => chain::run(&client, out, command).await,
+            Command::Provider(command) => provider::run(&client, out, command).await,
             Command::Chat {
                 bot,
                 phone,

@@ -415,12 +415,10 @@ async fn a_bot_without_the_sandbox_cannot_be_chatted_with() {
     let run = env
         .ctl(&["bot", "update", "acme/ventas", "--chain", "meta"])
         .await;
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("not available in this release"),
-        "{}",
-        run.stderr
-    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = env.ctl(&["chat", "acme/ventas", "--send", "hola"]).await;
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    assert!(run.stderr.contains("not the sandbox"), "{}", run.stderr);
     let run = env
         .ctl(&["send", "acme/ventas", "--to", "12345", "hola"])
         .await;

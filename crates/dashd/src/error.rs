@@ -29,6 +29,9 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Forbidden(String),
+    /// Missing or wrong credentials (a webhook's signature or token).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Unavailable(String),
     /// The request body is larger than the listener accepts.
@@ -84,6 +87,7 @@ impl IntoResponse for ApiError {
                 field.map(str::to_owned),
             ),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN, None),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, None),
             ApiError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,6 +7,7 @@
 //! stop accepting, drain in-flight requests within `server.shutdown_timeout_s`, close
 //! the pool, remove the socket.
 
+pub mod adapter;
 pub mod admin;
 pub mod clock;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod error;
 pub mod flow_runner;
 pub mod gateway;
 pub mod pipeline;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -415,3 +415,175 @@ fn postgres_needs_migrate_before_start() {
     assert!(wait_exit(&mut running.0, Duration::from_secs(15)).success());
     psql(&format!("DROP DATABASE {name} WITH (FORCE)"));
 }
+
+/// Starts dashd with debug logs into `dashd.log`; returns it and its public address.
+fn start_debug(dir: &Path) -> (Running, String) {
+    let (running, _notify) = {
+        let notify_path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let child = dashd(dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("dashd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let running = Running(child);
+        assert!(receive(&notify).unwrap().contains("READY=1"));
+        (running, notify)
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listen = rt.block_on(async {
+        let status = admin(dir)
+            .get("http://dashd/v1/status")
+            .send()
+            .await
+            .unwrap();
+        let status: serde_json::Value = status.json().await.unwrap();
+        status["listen"].as_str().unwrap().to_owned()
+    });
+    (running, listen)
+}
+
+fn admin(dir: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .unix_socket(dir.join("dashd-data/dashd.sock"))
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn provider_secrets_never_reach_the_logs_or_the_database_in_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, listen) = start_debug(dir.path());
+    let secrets = [
+        "log-test-access-token-e1f2",
+        "log-test-app-secret-77aa",
+        "log-test-verify-token-0c0c",
+        "log-test-twilio-token-5b5b",
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = admin(dir.path());
+        let call = |method: &str, path: &str, body: serde_json::Value| {
+            admin
+                .request(method.parse().unwrap(), format!("http://dashd{path}"))
+                .json(&body)
+                .send()
+        };
+        call("POST", "/v1/tenants", serde_json::json!({"slug": "acme"})).await.unwrap();
+        let bot: serde_json::Value = call(
+            "POST",
+            "/v1/tenants/acme/bots",
+            serde_json::json!({"name": "sales", "settings": {"chain": ["meta", "twilio"]}}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let flow = "default_flow = \"echo\"\n[[flows]]\nid = \"echo\"\nsteps = [{ id = \"say\", kind = \"end\", text = \"{{ input }}\" }]\n";
+        call(
+            "POST",
+            "/v1/tenants/acme/bots/sales/flows",
+            serde_json::json!({"source": flow, "activate": true}),
+        )
+        .await
+        .unwrap();
+        // Providers that cannot be reached: every send and probe fails and is logged.
+        let set = call(
+            "PUT",
+            "/v1/tenants/acme/bots/sales/providers/meta",
+            serde_json::json!({"settings": {"base_url": "http://127.0.0.1:9", "phone_number_id": "123456"},
+                               "secrets": {"access_token": secrets[0], "app_secret": secrets[1], "verify_token": secrets[2]}}),
+        )
+        .await
+        .unwrap();
+        assert!(set.status().is_success());
+        let shown = set.text().await.unwrap();
+        call(
+            "PUT",
+            "/v1/tenants/acme/bots/sales/providers/twilio",
+            serde_json::json!({"settings": {"base_url": "http://127.0.0.1:9", "account_sid": "AC1", "from": "+14155238886", "public_url": "https://x.example/webhook"},
+                               "secrets": {"auth_token": secrets[3]}}),
+        )
+        .await
+        .unwrap();
+        let probe = call("POST", "/v1/tenants/acme/bots/sales/providers/meta/test", serde_json::Value::Null)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        // A signed inbound message (answered: the replies fail on both providers), a
+        // badly signed one, and a challenge with the wrong token.
+        let body = serde_json::to_vec(&serde_json::json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp", "metadata": {"display_phone_number": "1555", "phone_number_id": "123456"},
+            "contacts": [{"wa_id": "15551230000"}],
+            "messages": [{"from": "15551230000", "id": "wamid.LOG1", "timestamp": "1730231903", "type": "text", "text": {"body": "hello"}}]}}]}]}))
+        .unwrap();
+        let signature = format!(
+            "sha256={}",
+            dashd::adapter::signature::hex(&dashd::adapter::signature::hmac_sha256(secrets[1].as_bytes(), &body))
+        );
+        let http = reqwest::Client::new();
+        let url = format!("http://{listen}/webhook/meta/{}", bot["id"].as_str().unwrap());
+        let ok = http.post(&url).header("x-hub-signature-256", signature).body(body.clone()).send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+        let bad = http.post(&url).header("x-hub-signature-256", "sha256=00").body(body).send().await.unwrap();
+        assert_eq!(bad.status(), 401);
+        let challenge = http.get(format!("{url}?hub.mode=subscribe&hub.challenge=1&hub.verify_token=nope")).send().await.unwrap();
+        assert!(challenge.status().is_client_error());
+        // Give the replies time to fail on both providers.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for secret in secrets {
+            assert!(!shown.contains(secret) && !probe.contains(secret));
+        }
+    });
+    signal(&running.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut running.0, Duration::from_secs(15)).success());
+    let log = std::fs::read_to_string(dir.path().join("dashd.log")).unwrap();
+    assert!(log.contains("DEBUG"), "debug logging is on");
+    assert!(
+        log.contains("send failed"),
+        "the failing sends were logged: {log}"
+    );
+    let key = std::fs::read_to_string(dir.path().join("dashd-data/master.key")).unwrap();
+    assert_eq!(log.matches("generated a master key").count(), 1, "{log}");
+    let data = std::fs::read(dir.path().join("dashd-data/dashd.db")).unwrap();
+    for secret in secrets.iter().chain([&key.trim()]) {
+        assert!(!log.contains(secret), "{secret} in the log");
+        assert!(
+            !data.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} in the database"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_master_key_stops_start_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut running, _) = start_debug(dir.path());
+    signal(&running.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut running.0, Duration::from_secs(15)).success());
+    let key = dir.path().join("dashd-data/master.key");
+    std::fs::write(&key, format!("{}\n", "ab".repeat(32))).unwrap();
+    let (code, _, stderr) = output(dashd(dir.path()).args(["--listen", "127.0.0.1:0"]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("master key does not match"), "{stderr}");
+    std::fs::write(&key, "not a key").unwrap();
+    let (code, _, stderr) = output(dashd(dir.path()).args(["--listen", "127.0.0.1:0"]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("32 bytes"), "{stderr}");
+}

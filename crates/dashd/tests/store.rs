@@ -154,6 +154,186 @@ fn assert_not_found(err: StoreError) {
 mod cases {
     use super::*;
 
+    pub async fn providers_contacts_and_attempts(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        use dashd::store::providers::{ContactIdentity, SendAttempt, StoredProvider};
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        let a = store
+            .create_bot(&slug("acme"), &bot("a", None))
+            .await
+            .unwrap();
+        let b = store
+            .create_bot(&slug("acme"), &bot("b", None))
+            .await
+            .unwrap();
+        let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+        let entry = |bot_id, route: &str| StoredProvider {
+            bot_id,
+            provider: "meta".into(),
+            settings: [("phone_number_id".to_owned(), route.to_owned())].into(),
+            secrets: Some("v1:sealed".into()),
+            route_key: Some(route.to_owned()),
+            updated_at: now,
+        };
+        store.put_provider(&entry(a.id, "111")).await.unwrap();
+        // Another bot cannot take the same number on the same provider.
+        assert_conflict(
+            store.put_provider(&entry(b.id, "111")).await.unwrap_err(),
+            Some("settings"),
+        );
+        store.put_provider(&entry(b.id, "222")).await.unwrap();
+        // Writing again replaces.
+        store.put_provider(&entry(a.id, "333")).await.unwrap();
+        assert_eq!(
+            store.providers_of(a.id).await.unwrap(),
+            [entry(a.id, "333")]
+        );
+        assert_eq!(store.bot_by_route("meta", "333").await.unwrap(), Some(a.id));
+        assert_eq!(store.bot_by_route("meta", "111").await.unwrap(), None);
+        assert_eq!(store.all_providers().await.unwrap().len(), 2);
+        assert!(store.delete_provider(b.id, "meta").await.unwrap());
+        assert!(!store.delete_provider(b.id, "meta").await.unwrap());
+
+        // The master key's check value is stored once.
+        assert_eq!(store.secret_check().await.unwrap(), None);
+        assert_eq!(
+            store.init_secret_check("first", now).await.unwrap(),
+            "first"
+        );
+        assert_eq!(
+            store.init_secret_check("second", now).await.unwrap(),
+            "first"
+        );
+
+        // Contacts: BSUID first, then phone and BSUID: one contact, keyed by the BSUID.
+        let ids = |phone: Option<&str>, bsuid: Option<&str>| ContactIdentity {
+            phone: phone.map(str::to_owned),
+            bsuid: bsuid.map(str::to_owned),
+            ..ContactIdentity::default()
+        };
+        let key = store
+            .resolve_contact(a.id, &ids(None, Some("US.1")), now)
+            .await
+            .unwrap();
+        assert_eq!(key, "US.1");
+        let again = store
+            .resolve_contact(a.id, &ids(Some("+15550001"), Some("US.1")), now)
+            .await
+            .unwrap();
+        assert_eq!(again, "US.1");
+        let found = store
+            .find_contact(a.id, "+15550001")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.contact.as_str(), found.bsuid.as_deref()),
+            ("US.1", Some("US.1"))
+        );
+        // The same identifiers on another bot are another contact.
+        assert_eq!(
+            store
+                .resolve_contact(b.id, &ids(Some("+15550001"), None), now)
+                .await
+                .unwrap(),
+            "+15550001"
+        );
+        // Two contacts named by one webhook: the older keeps both identifiers.
+        let later = now + chrono::Duration::seconds(1);
+        store
+            .resolve_contact(a.id, &ids(Some("+15550002"), None), later)
+            .await
+            .unwrap();
+        let merged = store
+            .resolve_contact(a.id, &ids(Some("+15550002"), Some("US.1")), later)
+            .await
+            .unwrap();
+        assert_eq!(merged, "US.1");
+        assert_eq!(
+            store
+                .find_contact(a.id, "+15550002")
+                .await
+                .unwrap()
+                .unwrap()
+                .contact,
+            "US.1"
+        );
+        // A new BSUID moves to the contact.
+        assert!(
+            store
+                .change_bsuid(a.id, "US.1", "US.2", later)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store
+                .find_contact(a.id, "US.2")
+                .await
+                .unwrap()
+                .unwrap()
+                .contact,
+            "US.1"
+        );
+        assert!(
+            !store
+                .change_bsuid(a.id, "US.1", "US.3", later)
+                .await
+                .unwrap()
+        );
+
+        // Attempts are kept in order; a refused entry is failed without retry.
+        let record = store
+            .enqueue(
+                a.id,
+                a.tenant_id,
+                "+15550001",
+                &MessageBody {
+                    text: "x".into(),
+                    ..MessageBody::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        for (provider, outcome) in [("meta", "retryable"), ("twilio", "permanent")] {
+            store
+                .record_attempt(
+                    record.id,
+                    &SendAttempt {
+                        provider: provider.into(),
+                        outcome: outcome.into(),
+                        error_code: Some("131000".into()),
+                        error: Some("boom".into()),
+                        latency_ms: 12,
+                        at: now,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let attempts = store.attempts(record.id).await.unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(
+            (attempts[0].provider.as_str(), attempts[1].outcome.as_str()),
+            ("meta", "permanent")
+        );
+        assert!(store.claim(record.id, &lease(), now).await.unwrap());
+        assert!(
+            !store
+                .mark_refused(record.id, "someone-else", "no", now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .mark_refused(record.id, OWNER, "twilio: (21211) invalid To", now)
+                .await
+                .unwrap()
+        );
+        let entry = store.queue_entry(record.id).await.unwrap();
+        assert_eq!(entry.message.state, MessageState::Failed);
+        assert!(entry.message.next_attempt_at.is_none());
+    }
+
     pub async fn tenants_round_trip(store: Arc<dyn Store>, _: Arc<TestDb>) {
         let created = store.create_tenant(&tenant("acme")).await.unwrap();
         store.create_tenant(&tenant("beta")).await.unwrap();
@@ -1542,7 +1722,7 @@ macro_rules! suite {
                 outbox_transitions_are_compare_and_set, operator_retry_cannot_race_a_claim,
                 expired_leases_are_taken_back, conversation_writes_check_the_version,
                 failing_inbound_is_retried_then_failed, failing_timers_back_off,
-                pipeline_records_are_isolated_per_bot);
+                pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts);
 
             #[tokio::test]
             #[$attr]

@@ -34,9 +34,14 @@ pub async fn send(
         text: req.text,
         ..MessageBody::default()
     };
+    // A contact known by several identifiers is reached under its one key.
+    let to = match state.store.find_contact(bot.id, &req.to).await? {
+        Some(identity) => identity.contact,
+        None => req.to.clone(),
+    };
     let record = state
         .store
-        .enqueue(bot.id, bot.tenant_id, &req.to, &body, chrono::Utc::now())
+        .enqueue(bot.id, bot.tenant_id, &to, &body, chrono::Utc::now())
         .await?;
     state.pipeline.outbox_changed();
     tracing::info!(bot = %bot.path(), message = %record.id, "message queued");
@@ -254,7 +259,7 @@ pub async fn conversation(
     Path(path): Path<std::collections::HashMap<String, String>>,
 ) -> Result<axum::Json<ConversationDetail>, ApiError> {
     let bot = state.store.bot(&bot).await?;
-    let contact = contact_of(&path)?;
+    let contact = contact_of(&state, bot.id, &path).await?;
     state
         .store
         .conversation(bot.id, &contact)
@@ -274,7 +279,7 @@ pub async fn resume(
     Path(path): Path<std::collections::HashMap<String, String>>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let bot = state.store.bot(&bot).await?;
-    let contact = contact_of(&path)?;
+    let contact = contact_of(&state, bot.id, &path).await?;
     match state.pipeline.resume(bot.id, &contact).await {
         Ok(true) => {
             tracing::info!(bot = %bot.path(), "conversation resumed by an operator");
@@ -310,7 +315,7 @@ pub async fn reset(
     Path(path): Path<std::collections::HashMap<String, String>>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let bot = state.store.bot(&bot).await?;
-    let contact = contact_of(&path)?;
+    let contact = contact_of(&state, bot.id, &path).await?;
     let reset = state
         .pipeline
         .reset(bot.id, &contact)
@@ -322,9 +327,19 @@ pub async fn reset(
     ))
 }
 
-fn contact_of(path: &std::collections::HashMap<String, String>) -> Result<String, ApiError> {
+/// The contact key of a path's `{contact}`: any identifier the contact is known by
+/// (phone, BSUID, LID, username) finds it; one not known yet is taken as given.
+async fn contact_of(
+    state: &AppState,
+    bot_id: Uuid,
+    path: &std::collections::HashMap<String, String>,
+) -> Result<String, ApiError> {
     let contact = path.get("contact").map(String::as_str).unwrap_or_default();
-    Ok(validate::phone("contact", contact)?)
+    let id = validate::contact_id("contact", contact)?;
+    Ok(match state.store.find_contact(bot_id, &id).await? {
+        Some(identity) => identity.contact,
+        None => id,
+    })
 }
 
 pub async fn queue(

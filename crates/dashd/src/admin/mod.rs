@@ -5,8 +5,9 @@
 pub mod access;
 mod bots;
 mod flows;
-mod messages;
+pub(crate) mod messages;
 mod paths;
+mod providers;
 pub mod socket;
 mod status;
 mod tenants;
@@ -44,6 +45,7 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             get(bots::show).patch(bots::update).delete(bots::delete),
         )
         .route("/v1/bots", get(bots::list))
+        .route("/v1/providers/status", get(providers::status_all))
         .route("/v1/sandbox/stream", get(messages::sandbox_feed))
         .route("/v1/queue", get(messages::queue))
         .route("/v1/queue/{id}", get(messages::queue_entry))
@@ -114,6 +116,21 @@ fn bot_routes(prefix: &str) -> Router<AppState> {
         .route(
             &format!("{prefix}/conversations/{{contact}}/reset"),
             post(messages::reset),
+        )
+        .route(
+            &format!("{prefix}/chain"),
+            get(providers::show_chain).put(providers::set_chain),
+        )
+        .route(&format!("{prefix}/providers"), get(providers::list))
+        .route(
+            &format!("{prefix}/providers/{{provider}}"),
+            get(providers::show)
+                .put(providers::set)
+                .delete(providers::delete),
+        )
+        .route(
+            &format!("{prefix}/providers/{{provider}}/test"),
+            post(providers::test),
         )
 }
 

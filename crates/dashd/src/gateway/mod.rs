@@ -1,5 +1,7 @@
-//! The public HTTP listener. At this stage it serves `GET /health`; the REST API,
-//! provider webhooks and metrics join it in later releases.
+//! The public HTTP listener: `GET /health` and the provider webhooks ([`webhooks`]); the
+//! REST API and metrics join it in later releases.
+
+pub mod webhooks;
 
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub struct Health {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .merge(webhooks::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dash_core::BotRef;
-use dash_core::provider::{ProviderKind, chain_of, rate_limit_of};
+use dash_core::breaker::Admission;
+use dash_core::provider::{ErrorClass, ProviderKind, chain_of, rate_limit_of};
 use dash_core::ratelimit::{SlidingWindow, backoff};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use super::Inner;
-use super::provider::{Content, SendError, SendRequest};
+use crate::adapter::{Content, OutboundMessage, Recipient, SendError, e164};
 use crate::store::pipeline::{Lease, OutboxItem};
+use crate::store::providers::SendAttempt;
 
 /// Entries fetched per round.
 const BATCH: u32 = 256;
@@ -32,6 +34,8 @@ const SETTINGS_TTL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 struct BotSend {
     chain: Vec<ProviderKind>,
+    /// Breaker threshold and cooldown (ms).
+    policy: (u32, i64),
     limit: u32,
     /// False while the bot is paused or its tenant suspended: its messages wait.
     active: bool,
@@ -83,6 +87,14 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                     .await
                 {
                     tracing::error!(error = %err, "cannot hold a message of a paused bot");
+                }
+                continue;
+            }
+            // Every provider of the chain behind an open breaker: the message waits (not an
+            // attempt) until the first one may be probed.
+            if let Some(reopen_ms) = all_open(&inner, item.bot_id, &settings, inner.clock.now()) {
+                if let Err(err) = inner.store.defer(item.id, reopen_ms).await {
+                    tracing::error!(error = %err, "cannot hold a message while its providers are down");
                 }
                 continue;
             }
@@ -156,11 +168,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 window.record(elapsed);
             }
             let task = inner.clone();
-            let chain = settings.chain.clone();
+            let settings = settings.clone();
             // Tracked, and not cancelled by shutdown: a send that started finishes and
             // its outcome is recorded.
             inner.in_flight.spawn(async move {
-                send(&task, item, &chain, &claim).await;
+                send(&task, item, &settings, &claim).await;
                 drop(slot);
                 task.dispatch.notify_one();
             });
@@ -206,6 +218,7 @@ async fn bot_settings(
         .is_ok_and(|t| t.status == dash_core::TenantStatus::Active);
     let settings = BotSend {
         chain: chain_of(&bot.settings),
+        policy: inner.fallback_policy(&bot),
         limit: rate_limit_of(&bot.settings).unwrap_or(default_limit),
         active: tenant_active && bot.status == dash_core::BotStatus::Active,
         read_at: Instant::now(),
@@ -217,23 +230,95 @@ async fn bot_settings(
     Some(settings)
 }
 
-/// Tries the chain in order: the first success wins; a retryable failure moves on to the
-/// next provider; a permanent one stops (the message is wrong, not the provider).
-async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &str) {
-    let request = SendRequest {
+/// When every provider of the bot's chain is behind an open breaker, the time (Unix ms)
+/// the first may be probed; None when one is available.
+fn all_open(
+    inner: &Inner,
+    bot_id: Uuid,
+    settings: &BotSend,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<i64> {
+    let mut earliest: Option<i64> = None;
+    for kind in &settings.chain {
+        let status = inner.providers.status(bot_id, *kind, now);
+        match status.open_until {
+            Some(until) if status.breaker == "open" => {
+                let until = until.timestamp_millis();
+                earliest = Some(earliest.map_or(until, |e| e.min(until)));
+            }
+            _ => return None,
+        }
+    }
+    earliest
+}
+
+/// Who an outbox entry goes to: the contact's identifiers from the contacts table, or
+/// what its key is (a phone number, a BSUID, a LID) for contacts known by one.
+async fn recipient(inner: &Inner, bot_id: Uuid, contact: &str) -> Recipient {
+    if let Ok(Some(identity)) = inner.store.find_contact(bot_id, contact).await {
+        return Recipient {
+            phone: identity.phone,
+            bsuid: identity.bsuid,
+            lid: identity.lid,
+        };
+    }
+    if contact.ends_with("@lid") {
+        return Recipient {
+            lid: Some(contact.to_owned()),
+            ..Recipient::default()
+        };
+    }
+    match e164(contact) {
+        Some(phone) => Recipient {
+            phone: Some(phone),
+            ..Recipient::default()
+        },
+        // A BSUID (`US.1349...`) or the sandbox's free-form contact names.
+        None => Recipient {
+            bsuid: contact.contains('.').then(|| contact.to_owned()),
+            phone: (!contact.contains('.')).then(|| contact.to_owned()),
+            lid: None,
+        },
+    }
+}
+
+/// Tries the chain in order, skipping providers whose breaker is open: the first success
+/// wins; a retryable failure or a broken provider moves on to the next provider at once;
+/// a permanent failure stops (the message is wrong, not the provider). Every attempt is
+/// recorded with its provider, outcome, error code and latency.
+async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) {
+    let message = OutboundMessage {
         bot_id: item.bot_id,
-        to: item.contact.clone(),
-        content: Content::Message(item.body.clone()),
-        idempotency_key: item.id.to_string(),
+        message_id: item.id,
+        to: recipient(inner, item.bot_id, &item.contact).await,
+        content: Content::from_body(&item.body),
     };
     let mut failures = Vec::new();
-    for kind in chain {
-        let Some(provider) = inner.providers.get(*kind) else {
-            failures.push(format!("{kind}: not available in this dashd"));
+    for kind in &settings.chain {
+        let kind = *kind;
+        let now = inner.clock.now();
+        if inner
+            .providers
+            .admit(item.bot_id, kind, settings.policy, now)
+            == Admission::Refused
+        {
+            failures.push(format!("{kind}: circuit open"));
+            attempt(inner, &item, kind, "skipped", None, Duration::ZERO).await;
             continue;
+        }
+        let started = Instant::now();
+        let result = match inner.providers.client(item.bot_id, kind).await {
+            Ok(client) => client.send(&message).await,
+            Err(err) => Err(err),
         };
-        match provider.send(&request).await {
+        let latency = started.elapsed();
+        let now = inner.clock.now();
+        match result {
             Ok(receipt) => {
+                inner
+                    .providers
+                    .report(item.bot_id, kind, settings.policy, Ok(latency), now);
+                attempt(inner, &item, kind, "sent", None, latency).await;
                 record(inner, &item, "sent", true, || {
                     inner.store.mark_sent(
                         item.id,
@@ -247,19 +332,34 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &s
                 inner.announce_if_idle(item.bot_id, &item.contact).await;
                 return;
             }
-            Err(SendError::Permanent(error)) => {
-                let error = format!("{kind}: {error}");
-                tracing::warn!(message = %item.id, error, "message refused for good");
-                record(inner, &item, "refused", true, || {
-                    inner
-                        .store
-                        .mark_failed(item.id, claim, &error, None, inner.clock.now())
-                })
-                .await;
-                inner.announce_if_idle(item.bot_id, &item.contact).await;
-                return;
+            Err(err) => {
+                inner
+                    .providers
+                    .report(item.bot_id, kind, settings.policy, Err(&err), now);
+                let outcome = match err.class {
+                    ErrorClass::Retryable => "retryable",
+                    ErrorClass::Permanent => "permanent",
+                    ErrorClass::ProviderBroken => "provider_broken",
+                };
+                attempt(inner, &item, kind, outcome, Some(&err), latency).await;
+                let text = match &err.code {
+                    Some(code) => format!("{kind}: ({code}) {}", err.message),
+                    None => format!("{kind}: {}", err.message),
+                };
+                if err.class == ErrorClass::Permanent {
+                    tracing::warn!(message = %item.id, error = text, "message refused for good");
+                    record(inner, &item, "refused", true, || {
+                        inner
+                            .store
+                            .mark_refused(item.id, claim, &text, inner.clock.now())
+                    })
+                    .await;
+                    inner.announce_if_idle(item.bot_id, &item.contact).await;
+                    return;
+                }
+                tracing::info!(message = %item.id, provider = %kind, error = text, "send failed; trying the next provider");
+                failures.push(text);
             }
-            Err(SendError::Retryable(error)) => failures.push(format!("{kind}: {error}")),
         }
     }
     let config = &inner.config.dispatcher;
@@ -285,6 +385,28 @@ async fn send(inner: &Inner, item: OutboxItem, chain: &[ProviderKind], claim: &s
     })
     .await;
     inner.announce_if_idle(item.bot_id, &item.contact).await;
+}
+
+/// Records one attempt (best effort: the outcome itself is what must be stored).
+async fn attempt(
+    inner: &Inner,
+    item: &OutboxItem,
+    kind: ProviderKind,
+    outcome: &str,
+    error: Option<&SendError>,
+    latency: Duration,
+) {
+    let attempt = SendAttempt {
+        provider: kind.as_str().to_owned(),
+        outcome: outcome.to_owned(),
+        error_code: error.and_then(|e| e.code.clone()),
+        error: error.map(|e| e.message.clone()),
+        latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+        at: inner.clock.now(),
+    };
+    if let Err(err) = inner.store.record_attempt(item.id, &attempt).await {
+        tracing::warn!(message = %item.id, error = %err, "cannot record a send attempt");
+    }
 }
 
 /// Records a send's outcome, trying a few times over a few seconds when the database

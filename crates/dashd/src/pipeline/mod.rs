@@ -31,8 +31,7 @@ mod conversations;
 pub mod dispatcher;
 pub mod http;
 mod leases;
-pub mod provider;
-pub mod sandbox;
+mod probes;
 pub mod scheduler;
 mod worker;
 
@@ -51,12 +50,17 @@ use uuid::Uuid;
 
 pub use backlog::Backlog;
 
+use crate::adapter::registry::Registry;
+use crate::adapter::sandbox::{Sandbox, SandboxHub};
+use crate::adapter::{DeliveryStatus, ProviderEvent, SessionState};
 use crate::clock::{Clock, SystemClock};
 use crate::flow_runner::{FlowKey, FlowRunner, FlowSource, RunnerConfig};
 use crate::store::pipeline::{Ingested, NewInbound};
+use crate::store::providers::ContactIdentity;
 use crate::store::{Store, StoreError};
-use provider::Registry;
-use sandbox::{Sandbox, SandboxHub};
+use dash_core::api::{MessageBody, MessageState};
+use dash_core::provider::ProviderKind;
+use std::sync::atomic::Ordering;
 
 /// Work for a conversation worker. Each names a (bot, contact) conversation.
 #[derive(Debug)]
@@ -130,7 +134,7 @@ pub(crate) struct Inner {
     /// Wakes the scheduler: a timer was added.
     pub(crate) timers: Notify,
     pub(crate) hub: SandboxHub,
-    pub(crate) providers: Registry,
+    pub(crate) providers: Arc<Registry>,
     pub(crate) flows: FlowCache,
     /// Runs flow steps in supervised worker processes (or threads, if so configured).
     pub(crate) runner: FlowRunner,
@@ -147,6 +151,8 @@ pub(crate) struct Inner {
     pub(crate) in_flight: TaskTracker,
     /// Accepted inbound messages not handled yet.
     pub(crate) backlog: Backlog,
+    /// Webhook events acknowledged without effect.
+    pub(crate) ignored_events: std::sync::atomic::AtomicU64,
 }
 
 /// Why an operator's resume or reset did not happen, as it is.
@@ -195,12 +201,21 @@ impl Pipeline {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Pipeline> {
         let (hub, _) = broadcast::channel(4096);
-        let mut providers = Registry::default();
-        providers.register(Arc::new(Sandbox::new(
+        let key =
+            crate::secrets::load_key(config.secrets.master_key_file.as_deref(), &config.data_dir)?;
+        if key.generated {
+            tracing::warn!(
+                path = %key.path.display(),
+                "generated a master key for provider secrets; in production keep it outside the data directory (secrets.master_key_file, e.g. a systemd credential) and back it up separately: without it the stored secrets cannot be read"
+            );
+        }
+        crate::secrets::check_key(store.as_ref(), &key.key).await?;
+        let sandbox = Arc::new(Sandbox::new(
             store.clone(),
             SandboxHub::clone(&hub),
             Duration::from_millis(config.sandbox.send_delay_ms),
-        )));
+        ));
+        let providers = Arc::new(Registry::new(store.clone(), key.key, sandbox));
         let conversations = conversations::Conversations::new(config.pipeline.workers);
         let backlog = Backlog::new(
             config.pipeline.max_backlog,
@@ -243,6 +258,7 @@ impl Pipeline {
             owner: owner_name(),
             in_flight: TaskTracker::new(),
             backlog,
+            ignored_events: std::sync::atomic::AtomicU64::new(0),
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
         let mut tasks = JoinSet::new();
@@ -277,6 +293,7 @@ impl Pipeline {
         tasks.spawn(dispatcher::run(inner.clone()));
         tasks.spawn(scheduler::run(inner.clone()));
         tasks.spawn(leases::run(inner.clone()));
+        tasks.spawn(probes::run(inner.clone()));
         let pipeline = Pipeline {
             inner: inner.clone(),
             tasks: tokio::sync::Mutex::new(tasks),
@@ -318,21 +335,50 @@ impl Pipeline {
     }
 
     /// Applies what a provider's webhook reported: an inbound message goes through
-    /// [`Pipeline::ingest`], a delivery status moves its outbox entry forward.
+    /// [`Pipeline::ingest`] under the contact its identifiers resolve to; a delivery
+    /// status moves its outbox entry forward; a session event feeds the provider's
+    /// breaker; a new BSUID moves to its contact. Messages the business sent from its own
+    /// phone are logged, never answered.
     pub async fn provider_event(
         &self,
         bot: &dash_core::Bot,
-        provider: dash_core::provider::ProviderKind,
-        event: provider::ProviderEvent,
+        provider: ProviderKind,
+        event: ProviderEvent,
     ) -> Result<(), IngestError> {
+        let store = &self.inner.store;
         match event {
-            provider::ProviderEvent::Inbound {
-                contact,
+            ProviderEvent::Inbound {
+                from,
                 provider_message_id,
                 body,
                 at,
-                ..
+                from_me,
             } => {
+                if from.is_empty() {
+                    self.inner.ignored_events.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(bot = %bot.id, %provider, "inbound message without a sender; ignored");
+                    return Ok(());
+                }
+                let identity = ContactIdentity {
+                    contact: String::new(),
+                    phone: from.phone,
+                    bsuid: from.bsuid,
+                    parent_bsuid: from.parent_bsuid,
+                    lid: from.lid,
+                    username: from.username,
+                    name: from.name.clone(),
+                };
+                let contact = store
+                    .resolve_contact(bot.id, &identity, self.inner.clock.now())
+                    .await?;
+                if from_me {
+                    tracing::info!(bot = %bot.id, %provider, contact, message = provider_message_id, "message sent from the business's own phone; logged, not answered");
+                    return Ok(());
+                }
+                let body = MessageBody {
+                    name: body.name.or(from.name),
+                    ..body
+                };
                 let message = NewInbound {
                     bot_id: bot.id,
                     tenant_id: bot.tenant_id,
@@ -344,18 +390,105 @@ impl Pipeline {
                 };
                 self.ingest(message).await.map(|_| ())
             }
-            provider::ProviderEvent::Status {
+            ProviderEvent::Status {
                 provider_message_id,
                 status,
+                error,
                 at,
-            } => self
-                .inner
-                .store
-                .apply_status(provider.as_str(), &provider_message_id, status, at)
-                .await
-                .map(|_| ())
-                .map_err(IngestError::from),
+                ..
+            } => {
+                match status {
+                    DeliveryStatus::Sent => {}
+                    DeliveryStatus::Delivered | DeliveryStatus::Read => {
+                        let state = if status == DeliveryStatus::Read {
+                            MessageState::Read
+                        } else {
+                            MessageState::Delivered
+                        };
+                        store
+                            .apply_status(provider.as_str(), &provider_message_id, state, at)
+                            .await?;
+                    }
+                    DeliveryStatus::Failed => {
+                        let reason = match error {
+                            Some((code, text)) => format!("{provider}: ({code}) {text}"),
+                            None => format!("{provider}: delivery failed"),
+                        };
+                        store
+                            .status_failed(
+                                bot.id,
+                                provider.as_str(),
+                                &provider_message_id,
+                                &reason,
+                                at,
+                            )
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+            ProviderEvent::Session {
+                session,
+                state,
+                reason,
+                at,
+                ..
+            } => {
+                let policy = self.inner.fallback_policy(bot);
+                if state.is_broken() {
+                    let why = format!(
+                        "session {session} {state:?}{}",
+                        reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    );
+                    self.inner
+                        .providers
+                        .trip(bot.id, provider, policy, &why, at);
+                } else if state == SessionState::Ready {
+                    self.inner
+                        .providers
+                        .report(bot.id, provider, policy, Ok(Duration::ZERO), at);
+                    self.inner.dispatch.notify_one();
+                }
+                Ok(())
+            }
+            ProviderEvent::ContactIdChanged {
+                old_bsuid,
+                new_bsuid,
+                at,
+            } => {
+                store
+                    .change_bsuid(bot.id, &old_bsuid, &new_bsuid, at)
+                    .await?;
+                Ok(())
+            }
+            ProviderEvent::Ignored { kind } => {
+                self.inner.ignored_events.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(bot = %bot.id, %provider, kind, "webhook event not acted on");
+                Ok(())
+            }
         }
+    }
+
+    /// Webhook events acknowledged without effect since start (unknown types, group
+    /// messages, ...).
+    pub fn ignored_events(&self) -> u64 {
+        self.inner.ignored_events.load(Ordering::Relaxed)
+    }
+
+    /// The provider registry (clients, breakers).
+    pub fn providers(&self) -> &Arc<Registry> {
+        &self.inner.providers
+    }
+
+    /// A bot's provider entries changed: its clients are rebuilt on next use.
+    pub fn providers_changed(&self, bot_id: Uuid) {
+        self.inner.providers.invalidate(bot_id);
+        self.bots_changed();
+    }
+
+    /// The breaker threshold and cooldown (ms) of a bot.
+    pub fn fallback_policy(&self, bot: &dash_core::Bot) -> (u32, i64) {
+        self.inner.fallback_policy(bot)
     }
 
     /// Wakes the dispatcher (a message was queued outside a flow).
@@ -409,9 +542,7 @@ impl Pipeline {
 
     /// A bot's settings or status changed: the dispatcher reads them again.
     pub fn bots_changed(&self) {
-        self.inner
-            .bots_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.bots_epoch.fetch_add(1, Ordering::Relaxed);
         self.inner.dispatch.notify_one();
     }
 
@@ -515,6 +646,15 @@ fn owner_name() -> String {
 }
 
 impl Inner {
+    /// The breaker threshold and cooldown (ms) a bot's settings give.
+    pub(crate) fn fallback_policy(&self, bot: &dash_core::Bot) -> (u32, i64) {
+        let (threshold, cooldown_s) = dash_core::provider::fallback_of(&bot.settings);
+        (
+            threshold,
+            i64::try_from(cooldown_s.saturating_mul(1000)).unwrap_or(i64::MAX),
+        )
+    }
+
     /// Queues work on the conversation's task, starting one if it has none.
     pub(crate) fn submit(self: &Arc<Self>, work: Work) {
         conversations::submit(self, work);

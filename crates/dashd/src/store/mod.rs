@@ -5,6 +5,7 @@
 
 pub mod pipeline;
 mod postgres;
+pub mod providers;
 mod sqlite;
 mod sqlite_file;
 
@@ -243,7 +244,9 @@ impl std::fmt::Display for TenantRef {
 /// Records of tenants and bots. Requests reaching a `Store` are already validated
 /// (see `dash_core::api`); the store enforces uniqueness and references.
 #[async_trait]
-pub trait Store: pipeline::PipelineStore + Send + Sync + std::fmt::Debug + 'static {
+pub trait Store:
+    pipeline::PipelineStore + providers::ProviderStore + Send + Sync + std::fmt::Debug + 'static
+{
     /// Which backend this is.
     fn backend(&self) -> Backend;
     /// Where the data lives, with any password removed.

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
 
+pub mod loopback;
+
 use std::path::Path;
 
 use dash_core::config::Config;
