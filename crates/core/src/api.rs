@@ -69,6 +69,10 @@ pub struct DaemonStatus {
     pub database: DatabaseStatus,
     pub tenants: u64,
     pub bots: u64,
+    /// Verified webhook events acknowledged without effect since start (unknown event
+    /// types, group messages, statuses of no interest).
+    #[serde(default)]
+    pub webhook_events_ignored: u64,
 }
 
 /// The storage backend as the status command reports it.
@@ -723,6 +727,23 @@ pub struct QueueEntry {
     #[serde(flatten)]
     pub message: MessageRecord,
     pub history: Vec<MessageEvent>,
+    /// Each try at sending it through a provider, oldest first.
+    #[serde(default)]
+    pub send_attempts: Vec<SendAttemptRecord>,
+}
+
+/// One try at sending an outbox entry through one provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAttemptRecord {
+    pub provider: String,
+    /// `sent`, `retryable`, `permanent`, `provider_broken`, or `skipped` (breaker open).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    pub at: DateTime<Utc>,
 }
 
 /// Query of `GET /v1/queue`.

@@ -51,8 +51,24 @@ pub async fn queue(client: &Client, out: Output, command: QueueCommand) -> CliRe
                         e.detail.clone().unwrap_or_default(),
                     ]));
                 }
+                let mut sends = table(&["AT", "PROVIDER", "OUTCOME", "CODE", "LATENCY", "ERROR"]);
+                for a in &entry.send_attempts {
+                    sends.add_row(cells([
+                        time(&a.at),
+                        a.provider.clone(),
+                        a.outcome.clone(),
+                        a.error_code.clone().unwrap_or_else(|| "-".into()),
+                        format!("{} ms", a.latency_ms),
+                        a.error.clone().unwrap_or_default(),
+                    ]));
+                }
+                let sends = if entry.send_attempts.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n\nsend attempts:\n{}", sends.trim_fmt())
+                };
                 format!(
-                    "{}\n\n{}",
+                    "{}\n\n{}{sends}",
                     details(&[
                         ("id", m.id.to_string()),
                         ("to", m.contact.clone()),

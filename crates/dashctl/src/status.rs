@@ -37,6 +37,10 @@ pub async fn run(client: &Client, out: Output) -> CliResult {
             ),
             ("tenants", status.tenants.to_string()),
             ("bots", status.bots.to_string()),
+            (
+                "webhook events ignored",
+                status.webhook_events_ignored.to_string(),
+            ),
         ])
     })
 }

@@ -570,7 +570,9 @@ fn write_report(r: &Value) {
          minimal server on the same HTTP stack (axum on hyper) that verifies the same signed\n\
          webhook and answers 200, {cceil} requests/s. dashd delivers **{cratio}** of the ceiling\n\
          (each of its messages is stored, handled by the flow, committed to the outbox and sent\n\
-         to Graph; group commit, the next step, targets this ratio).\n\n\
+         to Graph; group commit, the next step, targets this ratio). On this path each\n\
+         message costs two write transactions more than through the sandbox: the contact's\n\
+         identifiers (resolved on every webhook) and the record of the send attempt.\n\n\
          Failover: with Graph answering 500, the time from the failing Graph attempt to the\n\
          same reply's request at Twilio, in the same dispatch: p50 {cf50} ms, max {cfmax} ms\n\
          (20 messages).\n\n\

@@ -475,6 +475,45 @@ async fn meta_then_twilio_failover_recovery_permanent_errors_and_statuses() {
         "/2010-04-01/Accounts/ACe2e/Messages.json"
     );
 
+    // The outbox records both attempts of that reply.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let found = s.transcript(contact).await.into_iter().find(|m| {
+            m["direction"] == "out" && m["body"]["text"] == "second" && m["state"] == "sent"
+        });
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failed-over reply was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(second["provider"], "twilio");
+    let entry = s
+        .admin
+        .call(
+            "GET",
+            &format!("/v1/queue/{}", second["id"].as_str().unwrap()),
+            Value::Null,
+        )
+        .await;
+    let attempts = entry["send_attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{entry}");
+    assert_eq!(
+        (
+            &attempts[0]["provider"],
+            &attempts[0]["outcome"],
+            &attempts[0]["error_code"]
+        ),
+        (&json!("meta"), &json!("retryable"), &json!("131000"))
+    );
+    assert_eq!(
+        (&attempts[1]["provider"], &attempts[1]["outcome"]),
+        (&json!("twilio"), &json!("sent"))
+    );
+
     // Two more failures open Meta's breaker: the next reply skips Meta altogether.
     for n in 3..=4 {
         s.webhook(&inbound(
@@ -741,6 +780,37 @@ async fn every_webhook_route_verifies_before_it_stores() {
     assert_eq!(evolution("wrong").await.unwrap().status(), 401);
     assert_eq!(evolution("evo-hook-token-2").await.unwrap().status(), 200);
     s.wait_contact("+5511912345678").await;
+    // A message the business typed on its own phone: logged as sent, never answered.
+    let graph_before = s.graph.sends().len();
+    let mine = json!({"event": "messages.upsert", "instance": "acme-sales", "data": {
+        "key": {"remoteJid": "5511912345678@s.whatsapp.net", "fromMe": true, "id": "BAE5MINE1"},
+        "message": {"conversation": "typed on the phone"}, "messageType": "conversation",
+        "messageTimestamp": 1773027400}});
+    let response = s
+        .http
+        .post(format!("http://{addr}/webhook/evolution/{bot}"))
+        .header(dashd::adapter::evolution::TOKEN_HEADER, "evo-hook-token-2")
+        .json(&mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let logged = s
+        .transcript("+5511912345678")
+        .await
+        .into_iter()
+        .find(|m| m["direction"] == "out" && m["body"]["text"] == "typed on the phone");
+    assert_eq!(logged.unwrap()["state"], "sent");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let replies: Vec<Value> = s.graph.sends()[graph_before..]
+        .iter()
+        .map(json_body)
+        .filter(|b| b["text"]["body"] == "typed on the phone")
+        .collect();
+    assert!(
+        replies.is_empty(),
+        "a message from the business's phone was answered"
+    );
 
     // A bridge: HMAC over "timestamp.body" with the bridge's token, routed by session.
     s.admin
@@ -812,7 +882,25 @@ async fn every_webhook_route_verifies_before_it_stores() {
 
     // Unknown event types are acknowledged; bodies over the limit are 413.
     let unknown = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "account_update", "value": {"phone_number": "15550953877", "event": "VERIFIED_ACCOUNT"}}]}]});
+    let ignored = |status: Value| status["webhook_events_ignored"].as_u64().unwrap();
+    let before = ignored(s.admin.call("GET", "/v1/status", Value::Null).await);
     assert_eq!(s.webhook(&unknown).await.status(), 200);
+    let after = ignored(s.admin.call("GET", "/v1/status", Value::Null).await);
+    assert_eq!(after, before + 1, "the unknown event is counted");
+    // Only the providers whose URL names a bot have per-bot webhooks.
+    for path in [
+        format!("/webhook/sandbox/{bot}"),
+        format!("/webhook/baileys/{bot}"),
+    ] {
+        let response = s
+            .http
+            .post(format!("http://{addr}{path}"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 404, "{path}");
+    }
     let huge = vec![b'x'; (1 << 20) + 1];
     let response = s
         .http

@@ -280,6 +280,25 @@ mod cases {
                 .unwrap()
         );
 
+        // Messages from the business's own phone are logged once per provider id.
+        let mine = dashd::store::pipeline::NewInbound {
+            bot_id: a.id,
+            tenant_id: a.tenant_id,
+            contact: "US.1".into(),
+            provider: "evolution".into(),
+            provider_message_id: Some("BAE5MINE".into()),
+            body: MessageBody {
+                text: "typed on the phone".into(),
+                ..MessageBody::default()
+            },
+            received_at: now,
+        };
+        assert!(store.log_from_me(&mine).await.unwrap());
+        assert!(!store.log_from_me(&mine).await.unwrap());
+        let logged = store.conversation(a.id, "US.1").await.unwrap().unwrap();
+        assert_eq!(logged.transcript.len(), 1);
+        assert_eq!(logged.transcript[0].state, MessageState::Sent);
+
         // Attempts are kept in order; a refused entry is failed without retry.
         let record = store
             .enqueue(

@@ -363,7 +363,23 @@ pub async fn queue_entry(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<QueueEntry>, ApiError> {
-    Ok(axum::Json(state.store.queue_entry(message_id(&id)?).await?))
+    let id = message_id(&id)?;
+    let mut entry = state.store.queue_entry(id).await?;
+    entry.send_attempts = state
+        .store
+        .attempts(id)
+        .await?
+        .into_iter()
+        .map(|a| dash_core::api::SendAttemptRecord {
+            provider: a.provider,
+            outcome: a.outcome,
+            error_code: a.error_code,
+            error: a.error,
+            latency_ms: a.latency_ms,
+            at: a.at,
+        })
+        .collect();
+    Ok(axum::Json(entry))
 }
 
 pub async fn queue_retry(

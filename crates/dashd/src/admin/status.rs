@@ -25,5 +25,6 @@ pub async fn show(State(state): State<AppState>) -> Result<axum::Json<DaemonStat
         },
         tenants,
         bots,
+        webhook_events_ignored: state.pipeline.ignored_events(),
     }))
 }

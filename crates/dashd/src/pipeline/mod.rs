@@ -371,12 +371,9 @@ impl Pipeline {
                 let contact = store
                     .resolve_contact(bot.id, &identity, self.inner.clock.now())
                     .await?;
-                if from_me {
-                    tracing::info!(bot = %bot.id, %provider, contact, message = provider_message_id, "message sent from the business's own phone; logged, not answered");
-                    return Ok(());
-                }
+                let from_name = from.name;
                 let body = MessageBody {
-                    name: body.name.or(from.name),
+                    name: body.name.or(from_name),
                     ..body
                 };
                 let message = NewInbound {
@@ -388,6 +385,12 @@ impl Pipeline {
                     body,
                     received_at: at,
                 };
+                if from_me {
+                    // In the conversation's log as sent; never answered.
+                    let logged = store.log_from_me(&message).await?;
+                    tracing::debug!(bot = %bot.id, %provider, logged, "message from the business's own phone");
+                    return Ok(());
+                }
                 self.ingest(message).await.map(|_| ())
             }
             ProviderEvent::Status {

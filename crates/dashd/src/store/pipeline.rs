@@ -961,7 +961,7 @@ macro_rules! pipeline_store {
                         })
                     })
                     .collect::<StoreResult<Vec<_>>>()?;
-                Ok(dash_core::api::QueueEntry { message: message_from_row(&row)?, history })
+                Ok(dash_core::api::QueueEntry { message: message_from_row(&row)?, history, send_attempts: Vec::new() })
             }
 
             async fn requeue(&self, id: uuid::Uuid, now: chrono::DateTime<chrono::Utc>) -> StoreResult<dash_core::api::MessageRecord> {

@@ -110,6 +110,10 @@ pub trait ProviderStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// A message the business sent from its own phone (or an echo of one dashd sent):
+    /// kept in the conversation's log as sent, never answered, never sent again. False
+    /// when a message with that provider id is already there.
+    async fn log_from_me(&self, message: &crate::store::pipeline::NewInbound) -> StoreResult<bool>;
     /// A delivery failure reported after the send (`sent`/`delivered` → `failed`, with
     /// the provider's code and reason; never retried: the provider gave up on it).
     async fn status_failed(
@@ -408,6 +412,42 @@ macro_rules! provider_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn log_from_me(&self, m: &$crate::store::pipeline::NewInbound) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
+                let known = sqlx::query("SELECT id FROM messages WHERE provider = $1 AND provider_message_id = $2 AND direction = 'out' AND bot_id = $3")
+                    .bind(&m.provider)
+                    .bind(&m.provider_message_id)
+                    .bind(($id)(m.bot_id))
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if known.is_some() {
+                    tx.commit().await?;
+                    return Ok(false);
+                }
+                let id = uuid::Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, provider, provider_message_id, created_at, updated_at, sent_at) \
+                     VALUES ($1, $2, $3, $4, 'out', $5, 'sent', $6, $7, $8, $8, $8)",
+                )
+                .bind(($id)(id))
+                .bind(($id)(m.bot_id))
+                .bind(($id)(m.tenant_id))
+                .bind(&m.contact)
+                .bind(sqlx::types::Json(&m.body))
+                .bind(&m.provider)
+                .bind(&m.provider_message_id)
+                .bind(m.received_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO message_events (message_id, state, detail, at) VALUES ($1, 'sent', 'sent from the business phone', $2)")
+                    .bind(($id)(id))
+                    .bind(m.received_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn mark_refused(&self, id: uuid::Uuid, owner: &str, error: &str, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
