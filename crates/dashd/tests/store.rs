@@ -281,7 +281,7 @@ mod cases {
         );
 
         // Messages from the business's own phone are logged once per provider id.
-        let mine = dashd::store::pipeline::NewInbound {
+        let mine = NewInbound {
             bot_id: a.id,
             tenant_id: a.tenant_id,
             contact: "US.1".into(),
