@@ -42,6 +42,7 @@ struct Received {
 const OK: u8 = 0;
 const FAIL_500: u8 = 1;
 const PERMANENT: u8 = 2;
+const REVOKED: u8 = 3;
 
 /// A loopback server standing in for a provider: records requests, answers by mode.
 #[derive(Clone)]
@@ -122,6 +123,10 @@ async fn answer(
         (false, OK, _) => json(
             StatusCode::OK,
             json!({"messaging_product": "whatsapp", "contacts": [{"input": "+972544401243", "wa_id": CUSTOMER}], "messages": [{"id": format!("wamid.E2E{n}")}]}),
+        ),
+        (false, REVOKED, _) => json(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": {"message": "Error validating access token: Session has expired", "type": "OAuthException", "code": 190, "error_subcode": 463, "fbtrace_id": "Afake"}}),
         ),
         (false, PERMANENT, _) => json(
             StatusCode::BAD_REQUEST,
@@ -911,5 +916,90 @@ async fn every_webhook_route_verifies_before_it_stores() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
+    s.daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_bots_revoked_token_does_not_trip_another_bot_on_the_same_provider() {
+    let s = Setup::start().await;
+    // A second bot on meta, with its own number and token, on its own Graph server.
+    let (other_graph, other_url) = Fake::start(false).await;
+    let other = s
+        .admin
+        .call("POST", "/v1/tenants/acme/bots", json!({"name": "other"}))
+        .await;
+    s.admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots/other/flows",
+            json!({"source": common::ECHO, "activate": true}),
+        )
+        .await;
+    s.admin
+        .call(
+            "PUT",
+            "/v1/tenants/acme/bots/other/providers/meta",
+            json!({"settings": {"base_url": other_url, "phone_number_id": "555000111"},
+                   "secrets": {"access_token": "other-token", "app_secret": APP_SECRET, "verify_token": "v2"}}),
+        )
+        .await;
+    s.admin
+        .call(
+            "PUT",
+            "/v1/tenants/acme/bots/other/chain",
+            json!({"chain": ["meta"]}),
+        )
+        .await;
+    // The first bot's token is revoked: its Meta breaker opens at once (code 190), and
+    // the reply goes out through Twilio.
+    s.graph.set(REVOKED);
+    s.webhook(&inbound(
+        "wamid.R1",
+        "revoked",
+        json!({"wa_id": CUSTOMER}),
+        Some(CUSTOMER),
+        None,
+    ))
+    .await;
+    s.twilio.wait_sends(1).await;
+    let chain = s
+        .admin
+        .call("GET", "/v1/tenants/acme/bots/sales/chain", Value::Null)
+        .await;
+    assert_eq!(chain["providers"][0]["breaker"], "open", "{chain}");
+    // The other bot still sends through Meta.
+    let mut body = inbound(
+        "wamid.R2",
+        "still fine",
+        json!({"wa_id": CUSTOMER}),
+        Some(CUSTOMER),
+        None,
+    );
+    body["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = json!("555000111");
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let response = s
+        .http
+        .post(format!(
+            "http://{}/webhook/meta/{}",
+            s.daemon.http_addr,
+            other["id"].as_str().unwrap()
+        ))
+        .header("x-hub-signature-256", sign(&bytes))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let sends = other_graph.wait_sends(1).await;
+    assert_eq!(json_body(&sends[0])["text"]["body"], "still fine");
+    assert_eq!(
+        sends[0].headers["authorization"].to_str().unwrap(),
+        "Bearer other-token"
+    );
+    let chain = s
+        .admin
+        .call("GET", "/v1/tenants/acme/bots/other/chain", Value::Null)
+        .await;
+    assert_eq!(chain["providers"][0]["breaker"], "closed", "{chain}");
     s.daemon.shutdown().await.unwrap();
 }
