@@ -351,6 +351,104 @@ mod cases {
         let entry = store.queue_entry(record.id).await.unwrap();
         assert_eq!(entry.message.state, MessageState::Failed);
         assert!(entry.message.next_attempt_at.is_none());
+        // A refused message does not hold back the contact's later ones.
+        let next = store
+            .enqueue(
+                a.id,
+                a.tenant_id,
+                "+15550001",
+                &MessageBody {
+                    text: "y".into(),
+                    ..MessageBody::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        let due: Vec<_> = store
+            .due_outbound(now.timestamp_millis() + 1, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(due, [next.id]);
+        assert_eq!(store.unfinished_outbound(a.id).await.unwrap(), 1);
+        // Delivery reports apply only to the bot's own messages.
+        assert!(store.claim(next.id, &lease(), now).await.unwrap());
+        assert!(
+            store
+                .mark_sent(next.id, OWNER, "meta", "wamid.Y", now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .apply_status(b.id, "meta", "wamid.Y", MessageState::Delivered, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .apply_status(a.id, "meta", "wamid.Y", MessageState::Delivered, now)
+                .await
+                .unwrap()
+        );
+        // A released entry is pending again, its attempts unchanged.
+        let held = store
+            .enqueue(
+                a.id,
+                a.tenant_id,
+                "+15550009",
+                &MessageBody {
+                    text: "z".into(),
+                    ..MessageBody::default()
+                },
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(store.claim(held.id, &lease(), now).await.unwrap());
+        assert!(
+            store
+                .release(held.id, OWNER, now.timestamp_millis() + 5000)
+                .await
+                .unwrap()
+        );
+        let entry = store.queue_entry(held.id).await.unwrap();
+        assert_eq!(
+            (entry.message.state, entry.message.attempts),
+            (MessageState::Pending, 0)
+        );
+
+        // A number that changed hands: the newcomer never gets the old contact's key.
+        let later = now + chrono::Duration::seconds(5);
+        let first = store
+            .resolve_contact(a.id, &ids(Some("+15557770000"), Some("US.77")), later)
+            .await
+            .unwrap();
+        assert_eq!(first, "+15557770000");
+        // The same person (same BSUID) now writes from another number.
+        let same = store
+            .resolve_contact(a.id, &ids(Some("+15557770001"), Some("US.77")), later)
+            .await
+            .unwrap();
+        assert_eq!(same, first);
+        // Someone else writes from the old number: another contact, another key.
+        let newcomer = store
+            .resolve_contact(a.id, &ids(Some("+15557770000"), None), later)
+            .await
+            .unwrap();
+        assert_ne!(newcomer, first);
+        assert_eq!(
+            store
+                .find_contact(a.id, "+15557770000")
+                .await
+                .unwrap()
+                .unwrap()
+                .contact,
+            newcomer
+        );
     }
 
     pub async fn tenants_round_trip(store: Arc<dyn Store>, _: Arc<TestDb>) {
@@ -1077,6 +1175,7 @@ mod cases {
         assert!(
             store
                 .apply_status(
+                    b.id,
                     "sandbox",
                     "sandbox-x",
                     MessageState::Delivered,
@@ -1088,6 +1187,7 @@ mod cases {
         assert!(
             store
                 .apply_status(
+                    b.id,
                     "sandbox",
                     "sandbox-x",
                     MessageState::Read,
@@ -1099,6 +1199,7 @@ mod cases {
         assert!(
             !store
                 .apply_status(
+                    b.id,
                     "sandbox",
                     "sandbox-x",
                     MessageState::Delivered,
@@ -1109,13 +1210,20 @@ mod cases {
         );
         assert!(
             !store
-                .apply_status("sandbox", "unknown", MessageState::Read, chrono::Utc::now())
+                .apply_status(
+                    b.id,
+                    "sandbox",
+                    "unknown",
+                    MessageState::Read,
+                    chrono::Utc::now()
+                )
                 .await
                 .unwrap()
         );
         assert!(
             !store
                 .apply_status(
+                    b.id,
                     "twilio",
                     "sandbox-x",
                     MessageState::Read,

@@ -29,9 +29,22 @@ pub struct Registry {
     store: Arc<dyn Store>,
     key: MasterKey,
     sandbox: Arc<Sandbox>,
-    clients: Mutex<HashMap<(Uuid, ProviderKind), Arc<dyn WhatsAppProvider>>>,
+    clients: Mutex<HashMap<(Uuid, ProviderKind), CachedClient>>,
+    /// Raised per bot by every change of its entries: a client built from settings read
+    /// before a change is not cached.
+    generations: Mutex<HashMap<Uuid, u64>>,
     pools: Mutex<HashMap<String, reqwest::Client>>,
     breakers: Mutex<HashMap<(Uuid, ProviderKind), Guard>>,
+}
+
+/// How long a cached client is trusted before its entry is read again (another dashd on
+/// the same database may have changed it).
+const CLIENT_TTL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+struct CachedClient {
+    client: Arc<dyn WhatsAppProvider>,
+    built: std::time::Instant,
 }
 
 /// A breaker and what the operator sees of a (bot, provider).
@@ -60,6 +73,7 @@ impl Registry {
             key,
             sandbox,
             clients: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
         }
@@ -78,9 +92,13 @@ impl Registry {
         if kind == ProviderKind::Sandbox {
             return Ok(self.sandbox.clone());
         }
-        if let Some(client) = lock(&self.clients).get(&(bot_id, kind)) {
-            return Ok(client.clone());
+        if let Some(cached) = lock(&self.clients)
+            .get(&(bot_id, kind))
+            .filter(|cached| cached.built.elapsed() < CLIENT_TTL)
+        {
+            return Ok(cached.client.clone());
         }
+        let generation = self.generation(bot_id);
         let config = self
             .config(bot_id, kind)
             .await
@@ -93,7 +111,16 @@ impl Registry {
         let client = self
             .build(&config)
             .map_err(|err| SendError::broken(err.to_string()))?;
-        lock(&self.clients).insert((bot_id, kind), client.clone());
+        // Settings changed while this client was built: use it once, do not keep it.
+        if self.generation(bot_id) == generation {
+            lock(&self.clients).insert(
+                (bot_id, kind),
+                CachedClient {
+                    client: client.clone(),
+                    built: std::time::Instant::now(),
+                },
+            );
+        }
         Ok(client)
     }
 
@@ -172,7 +199,35 @@ impl Registry {
 
     /// A bot's entries changed: its clients are built again on next use.
     pub fn invalidate(&self, bot_id: Uuid) {
+        *lock(&self.generations).entry(bot_id).or_default() += 1;
         lock(&self.clients).retain(|(bot, _), _| *bot != bot_id);
+    }
+
+    fn generation(&self, bot_id: Uuid) -> u64 {
+        lock(&self.generations).get(&bot_id).copied().unwrap_or(0)
+    }
+
+    /// When a send through this provider may go for this bot: None when it may now,
+    /// else the time (Unix ms) its breaker lets a probe through.
+    pub fn blocked_until(
+        &self,
+        bot_id: Uuid,
+        kind: ProviderKind,
+        now: DateTime<Utc>,
+    ) -> Option<i64> {
+        let breakers = lock(&self.breakers);
+        let guard = breakers.get(&(bot_id, kind))?;
+        let now_ms = now.timestamp_millis();
+        if guard.breaker.is_available(now_ms) {
+            return None;
+        }
+        match guard.breaker.state {
+            BreakerState::Open { until_ms } => Some(until_ms),
+            BreakerState::HalfOpen { since_ms } => {
+                Some(since_ms.saturating_add(guard.breaker.cooldown_ms.max(1)))
+            }
+            BreakerState::Closed { .. } => None,
+        }
     }
 
     /// Whether a send may go through this provider for this bot now (taking the

@@ -99,6 +99,32 @@ fn refused(err: WebhookError) -> ApiError {
     }
 }
 
+/// A bot's client for verifying a webhook, or the answer: 503 when its settings cannot
+/// be read now (the provider retries), 401 when it has none that verify. The cause is
+/// logged, never sent to the caller.
+async fn verifier(
+    state: &AppState,
+    bot: &Bot,
+    kind: ProviderKind,
+) -> Result<std::sync::Arc<dyn crate::adapter::WhatsAppProvider>, Response> {
+    state
+        .pipeline
+        .providers()
+        .client(bot.id, kind)
+        .await
+        .map_err(|err| {
+            tracing::warn!(bot = %bot.path(), provider = %kind, error = %err, "webhook cannot be verified");
+            let response = if err.class == dash_core::provider::ErrorClass::Retryable {
+                ApiError::Unavailable("cannot verify this webhook now; retry later".into())
+            } else {
+                ApiError::Unauthorized(format!(
+                    "cannot verify this webhook: {kind} is not configured for this bot"
+                ))
+            };
+            response.into_response()
+        })
+}
+
 /// Verifies and applies one delivery for one bot.
 async fn deliver(
     state: &AppState,
@@ -106,15 +132,7 @@ async fn deliver(
     kind: ProviderKind,
     delivery: &Delivery,
 ) -> Result<(), Response> {
-    let client = state
-        .pipeline
-        .providers()
-        .client(bot.id, kind)
-        .await
-        .map_err(|err| {
-            ApiError::Unauthorized(format!("cannot verify this webhook: {}", err.message))
-                .into_response()
-        })?;
+    let client = verifier(state, bot, kind).await?;
     let events = client
         .parse_webhook(&delivery.request())
         .map_err(|err| refused(err).into_response())?;
@@ -216,20 +234,9 @@ async fn meta_shared(
     // Every bot's signature is checked before any event is applied.
     let mut verified = Vec::new();
     for bot in &bots {
-        let client = match state
-            .pipeline
-            .providers()
-            .client(bot.id, ProviderKind::Meta)
-            .await
-        {
+        let client = match verifier(&state, bot, ProviderKind::Meta).await {
             Ok(client) => client,
-            Err(err) => {
-                return ApiError::Unauthorized(format!(
-                    "cannot verify this webhook: {}",
-                    err.message
-                ))
-                .into_response();
-            }
+            Err(response) => return response,
         };
         match client.parse_webhook(&delivery.request()) {
             Ok(events) => verified.push((bot, events)),
@@ -309,9 +316,9 @@ async fn challenge_for_bot(
         Ok(bot) => bot,
         Err(err) => return err.into_response(),
     };
-    let client = match state.pipeline.providers().client(bot.id, kind).await {
+    let client = match verifier(&state, &bot, kind).await {
         Ok(client) => client,
-        Err(err) => return ApiError::Forbidden(err.message).into_response(),
+        Err(response) => return response,
     };
     match client.challenge(uri.query().unwrap_or_default()) {
         Ok(challenge) => (StatusCode::OK, challenge).into_response(),

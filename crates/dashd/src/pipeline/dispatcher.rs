@@ -230,8 +230,9 @@ async fn bot_settings(
     Some(settings)
 }
 
-/// When every provider of the bot's chain is behind an open breaker, the time (Unix ms)
-/// the first may be probed; None when one is available.
+/// When every provider of the bot's chain is behind an open breaker (or one whose probe
+/// is under way), the time (Unix ms) the first lets a send through; None when one is
+/// available now.
 fn all_open(
     inner: &Inner,
     bot_id: Uuid,
@@ -240,14 +241,8 @@ fn all_open(
 ) -> Option<i64> {
     let mut earliest: Option<i64> = None;
     for kind in &settings.chain {
-        let status = inner.providers.status(bot_id, *kind, now);
-        match status.open_until {
-            Some(until) if status.breaker == "open" => {
-                let until = until.timestamp_millis();
-                earliest = Some(earliest.map_or(until, |e| e.min(until)));
-            }
-            _ => return None,
-        }
+        let until = inner.providers.blocked_until(bot_id, *kind, now)?;
+        earliest = Some(earliest.map_or(until, |e| e.min(until)));
     }
     earliest
 }
@@ -255,7 +250,7 @@ fn all_open(
 /// Who an outbox entry goes to: the contact's identifiers from the contacts table, or
 /// what its key is (a phone number, a BSUID, a LID) for contacts known by one.
 async fn recipient(inner: &Inner, bot_id: Uuid, contact: &str) -> Recipient {
-    if let Ok(Some(identity)) = inner.store.find_contact(bot_id, contact).await {
+    if let Ok(Some(identity)) = inner.store.contact_by_key(bot_id, contact).await {
         return Recipient {
             phone: identity.phone,
             bsuid: identity.bsuid,
@@ -294,6 +289,7 @@ async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) 
         content: Content::from_body(&item.body),
     };
     let mut failures = Vec::new();
+    let mut tried = false;
     for kind in &settings.chain {
         let kind = *kind;
         let now = inner.clock.now();
@@ -306,6 +302,7 @@ async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) 
             attempt(inner, &item, kind, "skipped", None, Duration::ZERO).await;
             continue;
         }
+        tried = true;
         let started = Instant::now();
         let result = match inner.providers.client(item.bot_id, kind).await {
             Ok(client) => client.send(&message).await,
@@ -361,6 +358,18 @@ async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) 
                 failures.push(text);
             }
         }
+    }
+    if !tried {
+        // Every breaker closed to it between the claim and now (another send took the
+        // probe): it waits for the first to let a send through, without an attempt.
+        let now = inner.clock.now();
+        let at = all_open(inner, item.bot_id, settings, now)
+            .unwrap_or_else(|| now.timestamp_millis().saturating_add(1000));
+        record(inner, &item, "held", false, || {
+            inner.store.release(item.id, claim, at)
+        })
+        .await;
+        return;
     }
     let config = &inner.config.dispatcher;
     let attempts = item.attempts + 1;

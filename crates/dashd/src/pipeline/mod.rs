@@ -409,7 +409,13 @@ impl Pipeline {
                             MessageState::Delivered
                         };
                         store
-                            .apply_status(provider.as_str(), &provider_message_id, state, at)
+                            .apply_status(
+                                bot.id,
+                                provider.as_str(),
+                                &provider_message_id,
+                                state,
+                                at,
+                            )
                             .await?;
                     }
                     DeliveryStatus::Failed => {

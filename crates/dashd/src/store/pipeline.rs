@@ -251,6 +251,7 @@ pub trait PipelineStore: Send + Sync {
     /// "delivered" never undoes "read"). False when nothing changed.
     async fn apply_status(
         &self,
+        bot_id: Uuid,
         provider: &str,
         provider_message_id: &str,
         state: MessageState,
@@ -421,7 +422,7 @@ macro_rules! pipeline_store {
                 use sqlx::Row;
                 let rows = sqlx::query(
                     "SELECT bot_id, COUNT(*) AS waiting FROM messages \
-                     WHERE (direction = 'in' AND state = 'received') OR (direction = 'out' AND state IN ('pending', 'processing', 'failed')) \
+                     WHERE (direction = 'in' AND state = 'received') OR (direction = 'out' AND (state IN ('pending', 'processing') OR (state = 'failed' AND next_attempt_ms IS NOT NULL))) \
                      GROUP BY bot_id",
                 )
                 .fetch_all(&self.pool)
@@ -444,7 +445,7 @@ macro_rules! pipeline_store {
 
             async fn unfinished_outbound(&self, bot_id: uuid::Uuid) -> StoreResult<u64> {
                 let count: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND direction = 'out' AND state IN ('pending', 'processing', 'failed')",
+                    "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND direction = 'out' AND (state IN ('pending', 'processing') OR (state = 'failed' AND next_attempt_ms IS NOT NULL))",
                 )
                 .bind(($id)(bot_id))
                 .fetch_one(&self.pool)
@@ -766,7 +767,7 @@ macro_rules! pipeline_store {
                     "SELECT m.id, m.bot_id, m.tenant_id, m.contact, m.body, m.attempts FROM messages m \
                      WHERE m.direction = 'out' AND m.state IN ('pending', 'failed') AND m.next_attempt_ms <= $1 \
                        AND NOT EXISTS (SELECT 1 FROM messages e WHERE e.bot_id = m.bot_id AND e.contact = m.contact \
-                         AND e.direction = 'out' AND e.seq < m.seq AND e.state IN ('pending', 'processing', 'failed')) \
+                         AND e.direction = 'out' AND e.seq < m.seq AND (e.state IN ('pending', 'processing') OR (e.state = 'failed' AND e.next_attempt_ms IS NOT NULL))) \
                      ORDER BY m.next_attempt_ms, m.seq LIMIT $2",
                 )
                 .bind(now_ms)
@@ -820,7 +821,7 @@ macro_rules! pipeline_store {
 
             async fn defer(&self, id: uuid::Uuid, until_ms: i64) -> StoreResult<()> {
                 let mut tx = self.write().await?;
-                sqlx::query("UPDATE messages SET next_attempt_ms = $2 WHERE id = $1 AND state IN ('pending', 'failed')")
+                sqlx::query("UPDATE messages SET next_attempt_ms = $2 WHERE id = $1 AND (state = 'pending' OR (state = 'failed' AND next_attempt_ms IS NOT NULL))")
                     .bind(($id)(id))
                     .bind(until_ms)
                     .execute(&mut *tx)
@@ -877,7 +878,7 @@ macro_rules! pipeline_store {
                 Ok(changed)
             }
 
-            async fn apply_status(&self, provider: &str, provider_message_id: &str, state: dash_core::api::MessageState, at: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+            async fn apply_status(&self, bot_id: uuid::Uuid, provider: &str, provider_message_id: &str, state: dash_core::api::MessageState, at: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
                 use dash_core::api::MessageState;
                 if !matches!(state, MessageState::Delivered | MessageState::Read) {
                     return Ok(false);
@@ -885,13 +886,14 @@ macro_rules! pipeline_store {
                 let mut tx = self.write().await?;
                 let updated = sqlx::query(
                     "UPDATE messages SET state = $3, updated_at = $4 \
-                     WHERE provider = $1 AND provider_message_id = $2 AND direction = 'out' \
+                     WHERE provider = $1 AND provider_message_id = $2 AND direction = 'out' AND bot_id = $5 \
                        AND (state = 'sent' OR ($3 = 'read' AND state = 'delivered')) RETURNING id",
                 )
                 .bind(provider)
                 .bind(provider_message_id)
                 .bind(state.as_str())
                 .bind(at)
+                .bind(($id)(bot_id))
                 .fetch_optional(&mut *tx)
                 .await?;
                 let changed = match updated {
@@ -975,7 +977,7 @@ macro_rules! pipeline_store {
             async fn contact_idle(&self, bot_id: uuid::Uuid, contact: &str) -> StoreResult<bool> {
                 let busy: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND contact = $2 \
-                     AND ((direction = 'in' AND state = 'received') OR (direction = 'out' AND state IN ('pending', 'processing', 'failed')))",
+                     AND ((direction = 'in' AND state = 'received') OR (direction = 'out' AND (state IN ('pending', 'processing') OR (state = 'failed' AND next_attempt_ms IS NOT NULL))))",
                 )
                 .bind(($id)(bot_id))
                 .bind(contact)

@@ -81,7 +81,11 @@ pub trait ProviderStore {
         ids: &ContactIdentity,
         now: DateTime<Utc>,
     ) -> StoreResult<String>;
-    /// A contact's identifiers, by its key or by any of its identifiers.
+    /// A contact's identifiers by its key (what conversations and messages use).
+    async fn contact_by_key(&self, bot_id: Uuid, key: &str)
+    -> StoreResult<Option<ContactIdentity>>;
+    /// A contact's identifiers, by any of its identifiers or else by its key (a phone a
+    /// contact holds wins over a key that is the same text).
     async fn find_contact(
         &self,
         bot_id: Uuid,
@@ -110,6 +114,9 @@ pub trait ProviderStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// Gives back an entry `owner` holds without sending it and without counting an
+    /// attempt (every provider's breaker was open): `pending`, due at `at_ms`.
+    async fn release(&self, id: Uuid, owner: &str, at_ms: i64) -> StoreResult<bool>;
     /// A message the business sent from its own phone (or an echo of one dashd sent):
     /// kept in the conversation's log as sent, never answered, never sent again. False
     /// when a message with that provider id is already there.
@@ -278,12 +285,24 @@ macro_rules! provider_store {
                 let found: Vec<$crate::store::providers::ContactIdentity> =
                     found.iter().map(contact_from_row).collect::<StoreResult<_>>()?;
                 let Some(keep) = found.first() else {
-                    let key = ids
+                    let mut key = ids
                         .phone
                         .clone()
                         .or_else(|| ids.bsuid.clone())
                         .or_else(|| ids.lid.clone())
                         .unwrap_or_else(|| ids.contact.clone());
+                    // A contact that gave this identifier up (a number that changed hands)
+                    // still holds the key: the newcomer gets a key of its own, never the
+                    // other person's conversation.
+                    let taken = sqlx::query("SELECT 1 AS taken FROM contacts WHERE bot_id = $1 AND contact = $2")
+                        .bind(($id)(bot_id))
+                        .bind(&key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                    if taken {
+                        key = format!("{key}~{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
+                    }
                     sqlx::query(
                         "INSERT INTO contacts (bot_id, contact, phone, bsuid, parent_bsuid, lid, username, name, created_at, updated_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (bot_id, contact) DO NOTHING",
@@ -343,11 +362,22 @@ macro_rules! provider_store {
             async fn find_contact(&self, bot_id: uuid::Uuid, any_id: &str) -> StoreResult<Option<$crate::store::providers::ContactIdentity>> {
                 let sql = format!(
                     "SELECT {CONTACT_COLUMNS} FROM contacts WHERE bot_id = $1 \
-                     AND (contact = $2 OR phone = $2 OR bsuid = $2 OR lid = $2 OR username = $2) ORDER BY created_at LIMIT 1"
+                     AND (contact = $2 OR phone = $2 OR bsuid = $2 OR lid = $2 OR username = $2) \
+                     ORDER BY CASE WHEN phone = $2 OR bsuid = $2 OR lid = $2 OR username = $2 THEN 0 ELSE 1 END, created_at LIMIT 1"
                 );
                 let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(($id)(bot_id))
                     .bind(any_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(contact_from_row).transpose()
+            }
+
+            async fn contact_by_key(&self, bot_id: uuid::Uuid, key: &str) -> StoreResult<Option<$crate::store::providers::ContactIdentity>> {
+                let sql = format!("SELECT {CONTACT_COLUMNS} FROM contacts WHERE bot_id = $1 AND contact = $2");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(($id)(bot_id))
+                    .bind(key)
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(contact_from_row).transpose()
@@ -412,6 +442,23 @@ macro_rules! provider_store {
                         })
                     })
                     .collect()
+            }
+
+            async fn release(&self, id: uuid::Uuid, owner: &str, at_ms: i64) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
+                let changed = sqlx::query(
+                    "UPDATE messages SET state = 'pending', next_attempt_ms = $3, lease_owner = NULL, lease_until_ms = NULL \
+                     WHERE id = $1 AND state = 'processing' AND lease_owner = $2",
+                )
+                .bind(($id)(id))
+                .bind(owner)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    > 0;
+                tx.commit().await?;
+                Ok(changed)
             }
 
             async fn log_from_me(&self, m: &$crate::store::pipeline::NewInbound) -> StoreResult<bool> {
