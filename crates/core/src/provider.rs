@@ -272,6 +272,12 @@ const EVOLUTION_SETTINGS: &[SettingSpec] = &[
         true,
         "token Evolution must send in the X-Dashd-Token header",
     ),
+    setting(
+        "interactive",
+        false,
+        Some("false"),
+        "true: send menus as buttons (up to 3) and lists (up to 10 rows) with sendButtons/sendList; false: numbered text, which every WhatsApp client shows",
+    ),
 ];
 
 const fn bridge_settings(default_url: &'static str) -> [SettingSpec; 3] {

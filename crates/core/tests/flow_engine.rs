@@ -907,6 +907,67 @@ fn http_requests_in_a_chain_count_against_one_inbound_message() {
 }
 
 #[test]
+fn a_message_while_a_request_is_pending_starts_its_own_count() {
+    // Two requests per run at most (on_error leads to a second): valid under the limit.
+    let doc = r#"
+default_flow = "f"
+expiry = "1h"
+[[flows]]
+id = "f"
+[[flows.steps]]
+id = "a"
+kind = "action"
+http = { url = "https://api.example.com/a", on_error = "b" }
+[[flows.steps]]
+id = "b"
+kind = "action"
+http = { url = "https://api.example.com/b" }
+"#;
+    let mut chat = Chat::new(doc);
+    let fail = |chat: &mut Chat| {
+        let request_id = chat
+            .state
+            .active
+            .as_ref()
+            .and_then(|a| match a.waiting {
+                Waiting::Http { request_id } => Some(request_id),
+                _ => None,
+            })
+            .unwrap_or(999);
+        chat.event(Event::Http {
+            request_id,
+            outcome: HttpOutcome::Failed {
+                error: "timeout".into(),
+            },
+        });
+    };
+    // The conversation expires while a request is pending, and the next message starts
+    // it again: each message is a new event with its own budget, so no run meets the
+    // limit however often this repeats.
+    for _ in 0..4 {
+        chat.say("hola");
+        chat.now += Duration::minutes(61);
+        fail(&mut chat);
+        chat.say("hola");
+        fail(&mut chat);
+        chat.now += Duration::minutes(61);
+        assert!(
+            !chat.last.iter().any(|e| matches!(e,
+                Effect::Warning { message } if message.contains("_per_event"))),
+            "{:#?}",
+            chat.last
+        );
+    }
+    chat.say("hola");
+    assert!(
+        !chat.last.iter().any(|e| matches!(e,
+            Effect::Warning { message } if message.contains("_per_event"))),
+        "{:#?}",
+        chat.last
+    );
+}
+
+#[test]
 fn variables_cannot_grow_past_their_bound() {
     let doc = r#"
 [[flows]]

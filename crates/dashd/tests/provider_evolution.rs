@@ -290,6 +290,190 @@ async fn menus_go_as_numbered_text() {
     );
 }
 
+/// A provider of `my-instance` whose chain entry sets `interactive` (None: not set).
+fn evolution_interactive(server: &Server, interactive: Option<&str>) -> Evolution {
+    let mut config = config(&server.url, "my-instance", Some(HOOK_TOKEN));
+    if let Some(value) = interactive {
+        config
+            .settings
+            .insert("interactive".to_owned(), value.to_owned());
+    }
+    Evolution::new(&config, reqwest::Client::new()).unwrap()
+}
+
+/// A menu whose choices are `(id, label)`.
+fn menu_of(body: &str, choices: &[(&str, &str)]) -> Content {
+    Content::Menu {
+        body: body.to_owned(),
+        choices: choices
+            .iter()
+            .map(|(id, label)| Choice {
+                id: (*id).to_owned(),
+                label: (*label).to_owned(),
+            })
+            .collect(),
+        button: "Options".into(),
+    }
+}
+
+/// A menu of `count` choices `c1`..`cN` labelled `Choice 1`..`Choice N`.
+fn menu_of_count(body: &str, count: usize) -> Content {
+    let choices: Vec<(String, String)> = (1..=count)
+        .map(|n| (format!("c{n}"), format!("Choice {n}")))
+        .collect();
+    let choices: Vec<(&str, &str)> = choices
+        .iter()
+        .map(|(id, label)| (id.as_str(), label.as_str()))
+        .collect();
+    menu_of(body, &choices)
+}
+
+/// Sends one menu through a fresh loopback server and gives the request it made.
+async fn sent_menu(interactive: Option<&str>, menu: Content) -> common::loopback::Recorded {
+    let server = Server::start().await;
+    let provider = evolution_interactive(&server, interactive);
+    server.answer(201, SEND_TEXT_ANSWER_CODE);
+    let receipt = provider
+        .send(&outbound(to_phone("+5511912345678"), menu))
+        .await
+        .unwrap();
+    assert_eq!(receipt.provider_message_id, "3EB0A1B2C3D4E5F6A7B8");
+    server.only_request()
+}
+
+#[tokio::test]
+async fn interactive_short_menus_are_send_buttons() {
+    let menu = menu_of(
+        "How can we help?\nPick one below.",
+        &[("hours", "Opening hours"), ("human", "Talk to us")],
+    );
+    let request = sent_menu(Some("true"), menu).await;
+    assert_evolution_call(&request, Method::POST, "/message/sendButtons/my-instance");
+    // SendButtonsDto: the first line is the (bold) title, the rest the description.
+    assert_eq!(
+        request.body,
+        json!({
+            "number": "5511912345678",
+            "title": "How can we help?",
+            "description": "Pick one below.",
+            "buttons": [
+                {"type": "reply", "displayText": "Opening hours", "id": "hours"},
+                {"type": "reply", "displayText": "Talk to us", "id": "human"}
+            ]
+        })
+    );
+}
+
+#[tokio::test]
+async fn interactive_menus_of_four_to_ten_are_send_list() {
+    let request = sent_menu(Some("true"), menu_of_count("Which one?", 7)).await;
+    assert_evolution_call(&request, Method::POST, "/message/sendList/my-instance");
+    let rows: Vec<Value> = (1..=7)
+        .map(|n| json!({"title": format!("Choice {n}"), "rowId": format!("c{n}")}))
+        .collect();
+    // SendListDto: footerText is required by Evolution's schema; one section.
+    assert_eq!(
+        request.body,
+        json!({
+            "number": "5511912345678",
+            "title": "Which one?",
+            "buttonText": "Options",
+            "footerText": "",
+            "sections": [{"title": "Options", "rows": rows}]
+        })
+    );
+}
+
+#[tokio::test]
+async fn interactive_menus_whose_labels_are_too_long_for_buttons_are_lists() {
+    let label = "A label of 22 chars ok";
+    assert_eq!(label.chars().count(), 22);
+    let request = sent_menu(
+        Some("true"),
+        menu_of("Pick", &[("a", label), ("b", "Short")]),
+    )
+    .await;
+    assert_evolution_call(&request, Method::POST, "/message/sendList/my-instance");
+    assert_eq!(request.body["sections"][0]["rows"][0]["title"], label);
+}
+
+#[tokio::test]
+async fn interactive_menus_that_fit_neither_stay_numbered_text() {
+    // Eleven choices: more than a list's ten rows.
+    let request = sent_menu(Some("true"), menu_of_count("Which one?", 11)).await;
+    assert_evolution_call(&request, Method::POST, "/message/sendText/my-instance");
+    let mut text = "Which one?".to_owned();
+    for n in 1..=11 {
+        text.push_str(&format!("\n{n}. Choice {n}"));
+    }
+    assert_eq!(
+        request.body,
+        json!({"number": "5511912345678", "text": text})
+    );
+
+    // A 30-character label: longer than a button's 20 and a row's 24.
+    let long = "A very long label, thirty char";
+    assert_eq!(long.chars().count(), 30);
+    let request = sent_menu(
+        Some("true"),
+        menu_of("Pick", &[("a", long), ("b", "Short")]),
+    )
+    .await;
+    assert_evolution_call(&request, Method::POST, "/message/sendText/my-instance");
+    assert_eq!(
+        request.body,
+        json!({"number": "5511912345678", "text": format!("Pick\n1. {long}\n2. Short")})
+    );
+
+    // No body text: both interactive messages need a title.
+    let request = sent_menu(Some("true"), menu_of(" ", &[("a", "Yes"), ("b", "No")])).await;
+    assert_evolution_call(&request, Method::POST, "/message/sendText/my-instance");
+    assert_eq!(
+        request.body,
+        json!({"number": "5511912345678", "text": "1. Yes\n2. No"})
+    );
+}
+
+#[tokio::test]
+async fn without_interactive_menus_are_numbered_text() {
+    for setting in [None, Some("false")] {
+        let menu = menu_of(
+            "How can we help?",
+            &[("hours", "Opening hours"), ("human", "Talk to us")],
+        );
+        let request = sent_menu(setting, menu).await;
+        assert_evolution_call(&request, Method::POST, "/message/sendText/my-instance");
+        assert_eq!(
+            request.body,
+            json!({"number": "5511912345678", "text": "How can we help?\n1. Opening hours\n2. Talk to us"}),
+            "interactive = {setting:?}"
+        );
+    }
+}
+
+#[test]
+fn interactive_is_true_or_false() {
+    let mut bad = config("http://127.0.0.1:8080", "my-instance", None);
+    bad.settings
+        .insert("interactive".to_owned(), "maybe".to_owned());
+    let err = Evolution::new(&bad, reqwest::Client::new()).unwrap_err();
+    assert!(err.0.contains("interactive"), "{err}");
+    assert!(err.0.contains("maybe"), "{err}");
+    for good in ["true", "false"] {
+        let mut config = config("http://127.0.0.1:8080", "my-instance", None);
+        config
+            .settings
+            .insert("interactive".to_owned(), good.to_owned());
+        assert!(
+            Evolution::new(&config, reqwest::Client::new()).is_ok(),
+            "{good}"
+        );
+    }
+    let spec = ProviderKind::Evolution.setting("interactive").unwrap();
+    assert!(!spec.secret && !spec.required);
+    assert_eq!(spec.default, Some("false"));
+}
+
 #[tokio::test]
 async fn reactions_read_receipts_and_locations_use_their_endpoints() {
     let server = Server::start().await;
@@ -879,6 +1063,35 @@ fn media_replies_and_locations_are_read() {
 
     envelope["data"]["message"] = json!({
         "listResponseMessage": {"title": "Talk to us", "listType": 1, "singleSelectReply": {"selectedRowId": "human"}}
+    });
+    let ProviderEvent::Inbound { body, .. } = only(deliver(&envelope)) else {
+        panic!("not inbound");
+    };
+    assert_eq!(body.reply_id.as_deref(), Some("human"));
+    assert_eq!(body.text, "Talk to us");
+
+    // sendButtons goes out as native-flow quick_reply buttons (Evolution 2.3): a tap
+    // comes back as an interactiveResponseMessage whose paramsJson holds the id.
+    envelope["data"]["message"] = json!({
+        "interactiveResponseMessage": {
+            "body": {"text": "Opening hours", "format": "DEFAULT"},
+            "nativeFlowResponseMessage": {
+                "name": "quick_reply",
+                "paramsJson": "{\"id\":\"hours\"}",
+                "version": 3
+            }
+        }
+    });
+    envelope["data"]["messageType"] = json!("interactiveResponseMessage");
+    let ProviderEvent::Inbound { body, .. } = only(deliver(&envelope)) else {
+        panic!("not inbound");
+    };
+    assert_eq!(body.reply_id.as_deref(), Some("hours"));
+    assert_eq!(body.text, "Opening hours");
+
+    // A template quick-reply button tap.
+    envelope["data"]["message"] = json!({
+        "templateButtonReplyMessage": {"selectedId": "human", "selectedDisplayText": "Talk to us", "selectedIndex": 1}
     });
     let ProviderEvent::Inbound { body, .. } = only(deliver(&envelope)) else {
         panic!("not inbound");

@@ -345,13 +345,11 @@ pub fn step_within(
     ctx: &Context<'_>,
     limits: &Limits,
 ) -> Outcome {
-    let waiting_http = matches!(
-        state.active.as_ref().map(|a| &a.waiting),
-        Some(Waiting::Http { .. })
-    );
-    // An HTTP result continues the run of the event that made the request; anything
-    // else, while no request is pending, starts a new count.
-    if !matches!(event, Event::Http { .. }) && !waiting_http {
+    // An HTTP result continues the run of the event that made the request; any other
+    // event (a message, a timer, a resume) is a new event and starts a new count, also
+    // when it arrives while a request is pending (a message that restarts the flow then
+    // runs within its own bounds, not within what the earlier event had left).
+    if !matches!(event, Event::Http { .. }) {
         state.fan_out = FanOut::default();
     }
     let mut run = Run {

@@ -4,19 +4,23 @@
 //!
 //! Sending: text (`sendText`), media by URL (`sendMedia`), locations (`sendLocation`),
 //! reactions (`sendReaction`) and read receipts (`chat/markMessageAsRead`). Menus go out
-//! as numbered text through `sendText`: Evolution's `sendButtons`/`sendList` produce
-//! WhatsApp Web interactive messages that WhatsApp clients no longer render reliably,
-//! and no Evolution endpoint tells whether an instance's recipients will see them (the
-//! instance's connection state says nothing of it), so a menu that might arrive empty is
-//! never risked. Templates exist only on Cloud API instances and are refused.
+//! as numbered text through `sendText` unless the chain entry's `interactive` setting is
+//! `true`: Evolution's `sendButtons`/`sendList` produce WhatsApp Web interactive messages
+//! that WhatsApp clients no longer render reliably, and no Evolution endpoint tells
+//! whether an instance's recipients will see them (the instance's connection state says
+//! nothing of it), so only the operator, who can try, opts in. With it on, a menu that
+//! fits goes out as reply buttons or a list ([`menu_payload`]), anything else still as
+//! numbered text. Templates exist only on Cloud API instances and are refused.
 //!
 //! Webhooks: Evolution does not sign them. The instance's webhook is set with a custom
 //! header `X-Dashd-Token: <webhook_token>` ([`webhook_set_body`]), compared in constant
 //! time before anything is parsed.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use dash_core::api::{Attachment, Location, MessageBody, SharedContact};
+use dash_core::api::{Attachment, Choice, Location, MessageBody, SharedContact};
 use dash_core::flow::document::MediaKind;
 use dash_core::provider::{ErrorClass, ProviderKind};
 use reqwest::{Method, StatusCode, Url};
@@ -26,9 +30,10 @@ use super::bridge::jid::Jid;
 use super::bridge::{address_of, media_kind_name, unix_seconds};
 use super::signature;
 use super::{
-    ConfigError, ContactIds, Content, DeliveryStatus, MediaSource, OutboundMessage, ProbeReport,
-    ProviderConfig, ProviderEvent, Recipient, SEND_TIMEOUT, Secret, SendError, SendReceipt,
-    SessionState, WebhookError, WebhookRequest, WhatsAppProvider, excerpt, numbered_text,
+    ConfigError, ContactIds, Content, DEFAULT_LIST_BUTTON, DeliveryStatus, MediaSource,
+    OutboundMessage, ProbeReport, ProviderConfig, ProviderEvent, Recipient, SEND_TIMEOUT, Secret,
+    SendError, SendReceipt, SessionState, WebhookError, WebhookRequest, WhatsAppProvider, excerpt,
+    numbered_text,
 };
 
 /// The header Evolution is told to send with every webhook, holding `webhook_token`.
@@ -42,6 +47,18 @@ pub const WEBHOOK_EVENTS: [&str; 5] = [
     "QRCODE_UPDATED",
     "SEND_MESSAGE",
 ];
+
+/// Reply buttons in one `sendButtons` message, at most (Evolution refuses more: "Maximum
+/// of 3 reply buttons allowed").
+const MAX_BUTTONS: usize = 3;
+/// A reply button's label, in characters (WhatsApp's limit).
+const BUTTON_LABEL_MAX: usize = 20;
+/// Rows of one list message, at most (WhatsApp's limit).
+const MAX_LIST_ROWS: usize = 10;
+/// A list row's title, in characters (WhatsApp's limit).
+const ROW_TITLE_MAX: usize = 24;
+/// The label of the button that opens a list, in characters (WhatsApp's limit).
+const LIST_BUTTON_MAX: usize = 20;
 
 /// The exact body of `POST /webhook/set/{instance}` (Evolution 2.3's nested form) that
 /// points an instance's webhook at `public_url` with the token header.
@@ -66,16 +83,28 @@ pub struct Evolution {
     instance: String,
     api_key: Secret,
     webhook_token: Option<Secret>,
+    /// Menus that fit go out through `sendButtons`/`sendList` (setting `interactive`).
+    interactive: bool,
 }
 
 impl Evolution {
-    /// A client from the chain entry's `base_url`, `instance`, `api_key` and (for
-    /// webhooks) `webhook_token`.
+    /// A client from the chain entry's `base_url`, `instance`, `api_key`, (for
+    /// webhooks) `webhook_token` and `interactive` (`true` or `false`, the default).
     pub fn new(config: &ProviderConfig, http: reqwest::Client) -> Result<Self, ConfigError> {
         let base_url =
             super::bridge::parse_base_url(ProviderKind::Evolution, config.required("base_url")?)?;
         // As stored: webhooks are routed to the bot by this exact name.
         let instance = config.required("instance")?.to_owned();
+        let interactive = match config.setting("interactive").map(str::trim) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "evolution's setting interactive is true or false, not {}",
+                    dash_core::validate::quoted(&dash_core::validate::bounded(other, 64))
+                )));
+            }
+        };
         Ok(Self {
             http,
             base_url,
@@ -83,6 +112,7 @@ impl Evolution {
             api_key: config.required_secret("api_key")?.clone(),
             // Sending works without it; webhooks are refused (NotConfigured) until set.
             webhook_token: config.secret("webhook_token").cloned(),
+            interactive,
         })
     }
 
@@ -200,9 +230,23 @@ impl WhatsAppProvider for Evolution {
                 }
                 self.send_message("sendText", &payload).await
             }
-            Content::Menu { body, choices, .. } => {
-                let payload = text_payload(address_of(to)?, &numbered_text(body, choices))?;
-                self.send_message("sendText", &payload).await
+            Content::Menu {
+                body,
+                choices,
+                button,
+            } => {
+                let number = address_of(to)?;
+                let interactive = self
+                    .interactive
+                    .then(|| menu_payload(&number, body, choices, button))
+                    .flatten();
+                match interactive {
+                    Some((endpoint, payload)) => self.send_message(endpoint, &payload).await,
+                    None => {
+                        let payload = text_payload(number, &numbered_text(body, choices))?;
+                        self.send_message("sendText", &payload).await
+                    }
+                }
             }
             Content::Media {
                 kind,
@@ -385,6 +429,110 @@ fn text_payload(number: String, text: &str) -> Result<Value, SendError> {
         return Err(SendError::permanent("empty text message"));
     }
     Ok(json!({ "number": number, "text": text }))
+}
+
+/// A menu as Evolution's reply buttons (`sendButtons`, 1 to 3 choices whose labels fit a
+/// button) or, failing that, a list (`sendList`, up to 10 choices whose labels fit a
+/// row): the endpoint and its body. None, for numbered text, when the menu fits neither,
+/// has no body text (both messages need a title), or has an empty or repeated id (the
+/// reply could not be told apart), or repeated button labels.
+///
+/// The bodies are Evolution API 2.3's (EvolutionAPI/evolution-api):
+/// `SendButtonsDto`/`SendListDto` in src/api/dto/sendMessage.dto.ts,
+/// `buttonsMessageSchema`/`listMessageSchema` in src/validate/message.schema.ts (which
+/// requires `footerText` and refuses an empty row `description`), and `buttonMessage`/
+/// `listMessage` in src/api/integrations/channel/whatsapp/whatsapp.baileys.service.ts.
+/// Evolution shows a button message's `title` in bold above its `description`, and a
+/// list's `title` as its header, so the body's first line is the title and the rest the
+/// description. Replies come back as `interactiveResponseMessage` (buttons, sent as
+/// native-flow `quick_reply`), `buttonsResponseMessage` or `listResponseMessage`, read by
+/// [`body_of`] into `reply_id`.
+fn menu_payload(
+    number: &str,
+    body: &str,
+    choices: &[Choice],
+    button: &str,
+) -> Option<(&'static str, Value)> {
+    let (title, description) = title_and_description(body)?;
+    if choices.is_empty()
+        || choices.iter().any(|choice| choice.id.trim().is_empty())
+        || !distinct(choices.iter().map(|choice| choice.id.as_str()))
+    {
+        return None;
+    }
+    let labels_within = |max: usize| {
+        choices
+            .iter()
+            .all(|choice| !choice.label.trim().is_empty() && choice.label.chars().count() <= max)
+    };
+    let (endpoint, mut payload) = if choices.len() <= MAX_BUTTONS
+        && labels_within(BUTTON_LABEL_MAX)
+        // Buttons with the same label cannot be told apart (Evolution refused them too).
+        && distinct(choices.iter().map(|choice| choice.label.as_str()))
+    {
+        let buttons: Vec<Value> = choices
+            .iter()
+            .map(|choice| json!({ "type": "reply", "displayText": choice.label, "id": choice.id }))
+            .collect();
+        (
+            "sendButtons",
+            json!({ "number": number, "title": title, "buttons": buttons }),
+        )
+    } else if choices.len() <= MAX_LIST_ROWS && labels_within(ROW_TITLE_MAX) {
+        let button = list_button(button);
+        let rows: Vec<Value> = choices
+            .iter()
+            .map(|choice| json!({ "title": choice.label, "rowId": choice.id }))
+            .collect();
+        (
+            "sendList",
+            json!({
+                "number": number,
+                "title": title,
+                "buttonText": button,
+                "footerText": "",
+                "sections": [{ "title": button, "rows": rows }],
+            }),
+        )
+    } else {
+        return None;
+    };
+    if let Some(description) = description {
+        payload["description"] = json!(description);
+    }
+    Some((endpoint, payload))
+}
+
+/// A menu body's first line (the title) and the rest (the description, if any), both
+/// trimmed; None for a blank body.
+fn title_and_description(body: &str) -> Option<(&str, Option<&str>)> {
+    let body = body.trim();
+    if body.is_empty() {
+        return None;
+    }
+    let (title, rest) = body.split_once('\n').unwrap_or((body, ""));
+    let rest = rest.trim();
+    Some((title.trim(), (!rest.is_empty()).then_some(rest)))
+}
+
+/// The label of the button that opens a list: the menu's, cut to 20 characters, or the
+/// default.
+fn list_button(button: &str) -> String {
+    let button = match button.trim() {
+        "" => DEFAULT_LIST_BUTTON,
+        button => button,
+    };
+    button
+        .chars()
+        .take(LIST_BUTTON_MAX)
+        .collect::<String>()
+        .trim_end()
+        .to_owned()
+}
+
+fn distinct<'a>(mut items: impl Iterator<Item = &'a str>) -> bool {
+    let mut seen = BTreeSet::new();
+    items.all(|item| seen.insert(item))
 }
 
 /// The recipient's JID for calls that take a message key: `<digits>@s.whatsapp.net`, or

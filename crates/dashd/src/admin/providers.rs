@@ -316,6 +316,7 @@ fn check_value(kind: ProviderKind, name: &str, value: &str) -> Result<(), ApiErr
                 bad("must be a WhatsApp sender number in E.164 form (+14155238886)".into())
             }
         }
+        "interactive" if !matches!(value, "true" | "false") => bad("must be true or false".into()),
         _ if value.is_empty() => bad("is empty: use --unset to remove a setting".into()),
         _ if value.len() > 2048 => bad("is longer than 2048 characters".into()),
         _ => Ok(()),
