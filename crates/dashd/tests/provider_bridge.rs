@@ -494,13 +494,25 @@ async fn paths_go_under_the_base_url_and_session_names_keep_to_the_contract() {
 async fn probe_needs_a_ready_session() {
     let server = Server::start().await;
     let bridge = bridge(&server);
+    let healthy = r#"{"ok":true,"library":"baileys","version":"7.0.0-rc13"}"#;
+    server.answer(200, healthy);
     server.answer(
         200,
         r#"{"session":"shop-1","state":"ready","phone":"+15551234567"}"#,
     );
     let report = bridge.probe().await.unwrap();
     assert!(report.detail.contains("ready"), "{report:?}");
-    assert_bridge_call(&server.only_request(), Method::GET, "/status/shop-1");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "{requests:#?}");
+    assert_bridge_call(&requests[0], Method::GET, "/health");
+    assert_bridge_call(&requests[1], Method::GET, "/status/shop-1");
+    // A bridge that says it is unwell is not asked about the session.
+    server.answer(200, r#"{"ok":false}"#);
+    assert_eq!(
+        bridge.probe().await.unwrap_err().class,
+        ErrorClass::Retryable
+    );
+    assert_eq!(server.requests().len(), 3);
 
     for (state, name) in [
         ("qr", "qr"),
@@ -509,6 +521,7 @@ async fn probe_needs_a_ready_session() {
         ("logged_out", "logged_out"),
         ("failed", "failed"),
     ] {
+        server.answer(200, healthy);
         server.answer(
             200,
             json!({"session": SESSION, "state": state, "reason": "LOGOUT"}).to_string(),
@@ -517,6 +530,7 @@ async fn probe_needs_a_ready_session() {
         assert_eq!(err.class, ErrorClass::ProviderBroken);
         assert!(err.message.contains(name), "{err}");
     }
+    server.answer(200, healthy);
     server.answer(404, error_body("session_not_found"));
     assert_eq!(
         bridge.probe().await.unwrap_err().class,

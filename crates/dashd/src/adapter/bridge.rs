@@ -437,7 +437,17 @@ impl WhatsAppProvider for Bridge {
         Ok(vec![event])
     }
 
+    /// The bridge's `/health` (the process answers and says it is well), then the
+    /// session's status, which must be `ready`.
     async fn probe(&self) -> Result<ProbeReport, SendError> {
+        let health = self.health().await?;
+        if !health.ok {
+            return Err(SendError::retryable(format!(
+                "the {} bridge at {} reports itself unhealthy",
+                self.kind,
+                self.base_url.host_str().unwrap_or_default()
+            )));
+        }
         let status = self.status().await?;
         if status.state == SessionState::Ready {
             let phone = status
