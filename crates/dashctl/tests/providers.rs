@@ -268,7 +268,7 @@ async fn secrets_go_in_from_files_and_stdin_and_never_come_out() {
     env.bot_with(None).await;
     let ctl = Recorder::new(&env);
     let twilio_api = FakeApi::start(r#"{"status":"active","friendly_name":"Acme"}"#).await;
-    let bridge_api = FakeApi::start(r#"{"session":"shop-1","state":"ready"}"#).await;
+    let bridge_api = FakeApi::start(r#"{"ok":true,"session":"shop-1","state":"ready"}"#).await;
     ctl.ctl(&["chain", "set", "acme/ventas", "twilio,baileys,sandbox"])
         .await
         .ok();
