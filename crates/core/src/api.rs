@@ -991,3 +991,42 @@ pub struct ProbeResult {
     pub error_code: Option<String>,
     pub latency_ms: u64,
 }
+
+/// A bot's paired WhatsApp Web session on one provider (`dashctl session`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// `tenant/bot`.
+    pub bot: String,
+    pub bot_id: Uuid,
+    pub provider: String,
+    /// The session's name on the bridge or Evolution instance.
+    pub session: String,
+    /// `initializing`, `qr`, `authenticated`, `ready`, `disconnected`, `logged_out`,
+    /// `failed`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The paired phone number, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The QR code payload to scan, while the session waits for pairing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_at: Option<DateTime<Utc>>,
+    /// Since when the session is in this state.
+    pub since: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Recent state changes, newest last (on `show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<SessionChange>,
+}
+
+/// One state change of a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionChange {
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}

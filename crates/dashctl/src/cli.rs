@@ -65,6 +65,10 @@ pub enum Command {
     /// A bot's provider settings and secrets, their health, and a probe on demand.
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Pair phones and watch the WhatsApp Web sessions of the bridge providers (baileys,
+    /// venom, wwebjs).
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Talk to a bot as a customer would, through the sandbox provider: interactively,
     /// or with --send for scripts.
     Chat {
@@ -328,6 +332,70 @@ pub enum ConversationCommand {
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
         contact: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Every bot's bridge sessions: state, paired phone, since when, last error.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this tenant's bots.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
+    },
+    /// One bot's session with its recent state changes.
+    Show {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The bridge (default: the first bridge in the bot's chain).
+        #[arg(long, value_name = "PROVIDER")]
+        provider: Option<String>,
+    },
+    /// Pair a phone: starts the session and draws its QR code in the terminal, redrawn
+    /// as WhatsApp rotates it, until the phone has scanned it (exit 0, with the paired
+    /// number) or the session fails (non-zero, with the reason).
+    ///
+    /// On WhatsApp: Settings > Linked devices > Link a device, then point the camera at
+    /// the code. Without a terminal the QR payload is printed as a line of text.
+    Pair {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The bridge (default: the first bridge in the bot's chain).
+        #[arg(long, value_name = "PROVIDER")]
+        provider: Option<String>,
+        /// Draw dark modules in the foreground colour (for light terminal themes).
+        #[arg(long)]
+        invert: bool,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+        timeout: u64,
+    },
+    /// Log the session out on its bridge: the phone must pair again.
+    Logout {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The bridge (default: the first bridge in the bot's chain).
+        #[arg(long, value_name = "PROVIDER")]
+        provider: Option<String>,
+    },
+    /// Start the session again on its bridge (a failed one, or after a bridge restart).
+    Restart {
+        /// TENANT/BOT or the bot's id.
+        #[arg(value_parser = parse_bot_ref)]
+        bot: BotRef,
+        /// The bridge (default: the first bridge in the bot's chain).
+        #[arg(long, value_name = "PROVIDER")]
+        provider: Option<String>,
+    },
+    /// Print session state changes as they happen, until interrupted.
+    Watch {
+        /// Only this tenant's bots.
+        #[arg(long, value_name = "SLUG")]
+        tenant: Option<String>,
     },
 }
 

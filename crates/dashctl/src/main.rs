@@ -12,6 +12,7 @@ mod output;
 mod provider;
 mod queue;
 mod sanitize;
+mod session;
 mod status;
 mod tenant;
 
@@ -70,6 +71,7 @@ fn run(cli: Cli) -> CliResult {
             Command::Flow(command) => flow::run(&client, out, command).await,
             Command::Chain(command) => chain::run(&client, out, command).await,
             Command::Provider(command) => provider::run(&client, out, command).await,
+            Command::Session(command) => session::run(&client, out, command).await,
             Command::Chat {
                 bot,
                 phone,

@@ -451,6 +451,87 @@ mod cases {
         );
     }
 
+    pub async fn sessions_keep_state_qr_phone_and_history(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        use dashd::store::sessions::SessionReport;
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        let a = store
+            .create_bot(&slug("acme"), &bot("a", None))
+            .await
+            .unwrap();
+        let b = store
+            .create_bot(&slug("beta"), &bot("b", None))
+            .await
+            .unwrap();
+        let t0 = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 3);
+        let report =
+            |bot_id, state: &str, qr: Option<&str>, phone: Option<&str>, secs: i64| SessionReport {
+                bot_id,
+                provider: "baileys".into(),
+                session: "s1".into(),
+                state: state.into(),
+                reason: (state == "disconnected").then(|| "connection lost".into()),
+                phone: phone.map(str::to_owned),
+                qr: qr.map(str::to_owned),
+                at: t0 + chrono::Duration::seconds(secs),
+            };
+        let (view, changed) = store
+            .record_session(&report(a.id, "qr", Some("2@one"), None, 0))
+            .await
+            .unwrap();
+        assert!(changed);
+        assert_eq!(
+            (view.bot.as_str(), view.qr.as_deref()),
+            ("acme/a", Some("2@one"))
+        );
+        // A rotated QR: same state, new code, `since` unchanged.
+        let (view, changed) = store
+            .record_session(&report(a.id, "qr", Some("2@two"), None, 20))
+            .await
+            .unwrap();
+        assert!(!changed);
+        assert_eq!((view.qr.as_deref(), view.since), (Some("2@two"), t0));
+        // Paired: the QR goes, the phone stays even when later reports omit it.
+        let (view, _) = store
+            .record_session(&report(a.id, "ready", None, Some("+15551234567"), 30))
+            .await
+            .unwrap();
+        assert_eq!(
+            (view.qr, view.phone.as_deref()),
+            (None, Some("+15551234567"))
+        );
+        let (view, changed) = store
+            .record_session(&report(a.id, "disconnected", None, None, 40))
+            .await
+            .unwrap();
+        assert!(changed);
+        assert_eq!(view.phone.as_deref(), Some("+15551234567"));
+        store
+            .record_session(&report(b.id, "qr", Some("2@b"), None, 0))
+            .await
+            .unwrap();
+        let shown = store.bot_sessions(a.id, Some("baileys"), 10).await.unwrap();
+        let states: Vec<&str> = shown[0].history.iter().map(|c| c.state.as_str()).collect();
+        assert_eq!(states, ["qr", "ready", "disconnected"]);
+        assert_eq!(
+            shown[0].history[2].reason.as_deref(),
+            Some("connection lost")
+        );
+        // Tenants see their own.
+        let acme = store.tenant(&slug("acme")).await.unwrap();
+        let listed = store.sessions(Some(acme.id)).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].bot, "acme/a");
+        assert_eq!(store.sessions(None).await.unwrap().len(), 2);
+        assert!(
+            store
+                .bot_sessions(a.id, Some("venom"), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     pub async fn tenants_round_trip(store: Arc<dyn Store>, _: Arc<TestDb>) {
         let created = store.create_tenant(&tenant("acme")).await.unwrap();
         store.create_tenant(&tenant("beta")).await.unwrap();
@@ -1849,7 +1930,8 @@ macro_rules! suite {
                 outbox_transitions_are_compare_and_set, operator_retry_cannot_race_a_claim,
                 expired_leases_are_taken_back, conversation_writes_check_the_version,
                 failing_inbound_is_retried_then_failed, failing_timers_back_off,
-                pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts);
+                pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts,
+                sessions_keep_state_qr_phone_and_history);
 
             #[tokio::test]
             #[$attr]

@@ -175,6 +175,20 @@ impl Registry {
         })
     }
 
+    /// A bot's bridge client for session control (start, status, QR, logout); None
+    /// when the bot has no settings for that bridge.
+    pub async fn bridge(
+        &self,
+        bot_id: Uuid,
+        kind: ProviderKind,
+    ) -> anyhow::Result<Option<super::bridge::Bridge>> {
+        let Some(config) = self.config(bot_id, kind).await? else {
+            return Ok(None);
+        };
+        let http = self.pool_for(&config);
+        Ok(Some(super::bridge::Bridge::new(&config, http)?))
+    }
+
     /// The shared connection pool for the host of the entry's `base_url`.
     fn pool_for(&self, config: &ProviderConfig) -> reqwest::Client {
         let host = config

@@ -8,6 +8,7 @@ mod flows;
 pub(crate) mod messages;
 mod paths;
 mod providers;
+mod sessions;
 pub mod socket;
 mod status;
 mod tenants;
@@ -46,6 +47,8 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
         )
         .route("/v1/bots", get(bots::list))
         .route("/v1/providers/status", get(providers::status_all))
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/stream", get(sessions::stream))
         .route("/v1/sandbox/stream", get(messages::sandbox_feed))
         .route("/v1/queue", get(messages::queue))
         .route("/v1/queue/{id}", get(messages::queue_entry))
@@ -131,6 +134,19 @@ fn bot_routes(prefix: &str) -> Router<AppState> {
         .route(
             &format!("{prefix}/providers/{{provider}}/test"),
             post(providers::test),
+        )
+        .route(&format!("{prefix}/sessions"), get(sessions::of_bot))
+        .route(
+            &format!("{prefix}/sessions/{{provider}}"),
+            get(sessions::show),
+        )
+        .route(
+            &format!("{prefix}/sessions/{{provider}}/start"),
+            post(sessions::start),
+        )
+        .route(
+            &format!("{prefix}/sessions/{{provider}}/logout"),
+            post(sessions::logout),
         )
 }
 

@@ -33,6 +33,7 @@ pub mod http;
 mod leases;
 mod probes;
 pub mod scheduler;
+mod sessions;
 mod worker;
 
 use std::collections::HashMap;
@@ -57,7 +58,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::flow_runner::{FlowKey, FlowRunner, FlowSource, RunnerConfig};
 use crate::store::pipeline::{Ingested, NewInbound};
 use crate::store::providers::ContactIdentity;
+use crate::store::sessions::SessionReport;
 use crate::store::{Store, StoreError};
+use dash_core::api::SessionView;
 use dash_core::api::{MessageBody, MessageState};
 use dash_core::provider::ProviderKind;
 use std::sync::atomic::Ordering;
@@ -153,6 +156,8 @@ pub(crate) struct Inner {
     pub(crate) backlog: Backlog,
     /// Webhook events acknowledged without effect.
     pub(crate) ignored_events: std::sync::atomic::AtomicU64,
+    /// Session state changes, for watchers.
+    pub(crate) session_hub: broadcast::Sender<SessionView>,
 }
 
 /// Why an operator's resume or reset did not happen, as it is.
@@ -259,6 +264,7 @@ impl Pipeline {
             in_flight: TaskTracker::new(),
             backlog,
             ignored_events: std::sync::atomic::AtomicU64::new(0),
+            session_hub: broadcast::channel(1024).0,
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
         let mut tasks = JoinSet::new();
@@ -294,6 +300,7 @@ impl Pipeline {
         tasks.spawn(scheduler::run(inner.clone()));
         tasks.spawn(leases::run(inner.clone()));
         tasks.spawn(probes::run(inner.clone()));
+        tasks.spawn(sessions::run(inner.clone()));
         let pipeline = Pipeline {
             inner: inner.clone(),
             tasks: tokio::sync::Mutex::new(tasks),
@@ -439,10 +446,22 @@ impl Pipeline {
             ProviderEvent::Session {
                 session,
                 state,
+                qr,
+                phone,
                 reason,
                 at,
-                ..
             } => {
+                self.record_session(&SessionReport {
+                    bot_id: bot.id,
+                    provider: provider.as_str().to_owned(),
+                    session: session.clone(),
+                    state: session_state_name(state).to_owned(),
+                    reason: reason.clone(),
+                    phone,
+                    qr,
+                    at,
+                })
+                .await?;
                 let policy = self.inner.fallback_policy(bot);
                 if state.is_broken() {
                     let why = format!(
@@ -476,6 +495,22 @@ impl Pipeline {
                 Ok(())
             }
         }
+    }
+
+    /// Stores a session's report and tells whoever watches sessions when its state (or
+    /// its QR code) changed.
+    pub async fn record_session(&self, report: &SessionReport) -> Result<SessionView, StoreError> {
+        let (view, changed) = self.inner.store.record_session(report).await?;
+        if changed || report.qr.is_some() {
+            // Nobody watching is fine.
+            let _ = self.inner.session_hub.send(view.clone());
+        }
+        Ok(view)
+    }
+
+    /// Session changes, live (`dashctl session watch`, `pair`).
+    pub fn subscribe_sessions(&self) -> broadcast::Receiver<SessionView> {
+        self.inner.session_hub.subscribe()
     }
 
     /// Webhook events acknowledged without effect since start (unknown types, group
@@ -807,6 +842,19 @@ impl FlowCache {
 
     fn forget(&self, bot_id: Uuid) {
         self.lock().by_bot.retain(|(bot, _), _| *bot != bot_id);
+    }
+}
+
+/// The spelling of a session state in storage and the API.
+pub fn session_state_name(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Initializing => "initializing",
+        SessionState::Qr => "qr",
+        SessionState::Authenticated => "authenticated",
+        SessionState::Ready => "ready",
+        SessionState::Disconnected => "disconnected",
+        SessionState::LoggedOut => "logged_out",
+        SessionState::Failed => "failed",
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod pipeline;
 mod postgres;
 pub mod providers;
+pub mod sessions;
 mod sqlite;
 mod sqlite_file;
 
@@ -245,7 +246,13 @@ impl std::fmt::Display for TenantRef {
 /// (see `dash_core::api`); the store enforces uniqueness and references.
 #[async_trait]
 pub trait Store:
-    pipeline::PipelineStore + providers::ProviderStore + Send + Sync + std::fmt::Debug + 'static
+    pipeline::PipelineStore
+    + providers::ProviderStore
+    + sessions::SessionStore
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     /// Which backend this is.
     fn backend(&self) -> Backend;

@@ -19,6 +19,7 @@ use super::{
 
 super::pipeline::pipeline_store!(PostgresStore, |id: uuid::Uuid| id, row_uuid);
 super::providers::provider_store!(PostgresStore, |id: uuid::Uuid| id, row_uuid);
+super::sessions::session_store!(PostgresStore, |id: uuid::Uuid| id, row_uuid);
 
 impl super::pipeline::Backend for PostgresStore {
     type Db = sqlx::Postgres;

@@ -28,6 +28,7 @@ use super::{
 
 super::pipeline::pipeline_store!(SqliteStore, |id: uuid::Uuid| id.hyphenated(), row_uuid);
 super::providers::provider_store!(SqliteStore, |id: uuid::Uuid| id.hyphenated(), row_uuid);
+super::sessions::session_store!(SqliteStore, |id: uuid::Uuid| id.hyphenated(), row_uuid);
 
 impl super::pipeline::Backend for SqliteStore {
     type Db = sqlx::Sqlite;
