@@ -10,7 +10,7 @@ help: ## List the targets
 run: ## Build and run dashd on the embedded default (data in ./dashd-data, http://127.0.0.1:3009)
 	$(CARGO) run -p dashd --
 
-test: ## Run the whole test suite (PostgreSQL suite too when DASHD_TEST_DATABASE_URL is set)
+test: ## Run the whole test suite: Rust (PostgreSQL suite too when DASHD_TEST_DATABASE_URL is set) and the bridges (Node 20)
 	@if [ -z "$$DASHD_TEST_DATABASE_URL" ]; then \
 	  if [ "$$CI" = "true" ]; then \
 	    echo "error: CI=true needs DASHD_TEST_DATABASE_URL (a PostgreSQL server URL); .ci/run sets it" >&2; exit 1; \
@@ -19,6 +19,8 @@ test: ## Run the whole test suite (PostgreSQL suite too when DASHD_TEST_DATABASE
 	  echo "        e.g. DASHD_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres make test"; \
 	fi
 	$(CARGO) test --workspace --locked
+	@command -v node >/dev/null || { echo "error: Node 20 is needed for the bridge tests (bridges/)" >&2; exit 1; }
+	cd bridges/common && npm ci --no-audit --no-fund --loglevel=error && npm test
 
 lint: ## What CI checks: formatting and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

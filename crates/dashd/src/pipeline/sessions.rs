@@ -71,11 +71,21 @@ async fn check_all(
             let status = match bridge.status().await {
                 Ok(status) => Some(status),
                 // The bridge does not know the session (first start, or it restarted
-                // without its data): start it.
+                // without its data): start it, unless it was logged out on purpose (an
+                // operator pairs it again with `dashctl session pair`).
                 Err(err)
                     if err.code.as_deref() == Some("session_not_found")
                         || err.code.as_deref() == Some("404") =>
                 {
+                    let stored = inner
+                        .store
+                        .bot_sessions(bot.id, Some(kind.as_str()), 0)
+                        .await
+                        .ok()
+                        .and_then(|sessions| sessions.into_iter().next());
+                    if stored.is_some_and(|s| s.state == "logged_out") {
+                        continue;
+                    }
                     bridge.start_session().await.ok()
                 }
                 Err(err) => {
