@@ -20,7 +20,9 @@ test: ## Run the whole test suite: Rust (PostgreSQL suite too when DASHD_TEST_DA
 	fi
 	$(CARGO) test --workspace --locked
 	@command -v node >/dev/null || { echo "error: Node 20 is needed for the bridge tests (bridges/)" >&2; exit 1; }
-	cd bridges/common && npm ci --no-audit --no-fund --loglevel=error && npm test
+	for bridge in bridges/common bridges/baileys-http; do \
+	  (cd $$bridge && npm ci --no-audit --no-fund --loglevel=error && npm test) || exit 1; \
+	done
 
 lint: ## What CI checks: formatting and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
