@@ -500,12 +500,7 @@ impl Pipeline {
     /// Stores a session's report and tells whoever watches sessions when its state (or
     /// its QR code) changed.
     pub async fn record_session(&self, report: &SessionReport) -> Result<SessionView, StoreError> {
-        let (view, changed) = self.inner.store.record_session(report).await?;
-        if changed || report.qr.is_some() {
-            // Nobody watching is fine.
-            let _ = self.inner.session_hub.send(view.clone());
-        }
-        Ok(view)
+        self.inner.record_session(report).await
     }
 
     /// Session changes, live (`dashctl session watch`, `pair`).
@@ -690,6 +685,19 @@ fn owner_name() -> String {
 }
 
 impl Inner {
+    /// See [`Pipeline::record_session`].
+    pub(crate) async fn record_session(
+        &self,
+        report: &SessionReport,
+    ) -> Result<SessionView, StoreError> {
+        let (view, changed) = self.store.record_session(report).await?;
+        if changed || report.qr.is_some() {
+            // Nobody watching is fine.
+            let _ = self.session_hub.send(view.clone());
+        }
+        Ok(view)
+    }
+
     /// The breaker threshold and cooldown (ms) a bot's settings give.
     pub(crate) fn fallback_policy(&self, bot: &dash_core::Bot) -> (u32, i64) {
         let (threshold, cooldown_s) = dash_core::provider::fallback_of(&bot.settings);

@@ -187,12 +187,7 @@ async fn record(
         qr,
         at,
     };
-    match inner.store.record_session(&report).await {
-        Ok((view, changed)) => {
-            if changed || report.qr.is_some() {
-                let _ = inner.session_hub.send(view);
-            }
-        }
-        Err(err) => tracing::warn!(error = %err, "cannot record a session's state"),
+    if let Err(err) = inner.record_session(&report).await {
+        tracing::warn!(error = %err, "cannot record a session's state");
     }
 }

@@ -133,7 +133,8 @@ pub trait ProviderStore {
     ) -> StoreResult<bool>;
 }
 
-/// Implements [`ProviderStore`] for a backend, as `pipeline_store!` does.
+/// Implements [`ProviderStore`] for a backend, as `pipeline_store!` does (and in the
+/// same module, whose `add_event` it uses for the status history).
 macro_rules! provider_store {
     ($store:ty, $id:expr, $get_id:path) => {
         fn stored_provider_from_row(
@@ -488,11 +489,7 @@ macro_rules! provider_store {
                 .bind(m.received_at)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO message_events (message_id, state, detail, at) VALUES ($1, 'sent', 'sent from the business phone', $2)")
-                    .bind(($id)(id))
-                    .bind(m.received_at)
-                    .execute(&mut *tx)
-                    .await?;
+                add_event(&mut *tx, id, "sent", Some("sent from the business phone"), m.received_at).await?;
                 tx.commit().await?;
                 Ok(true)
             }
@@ -513,12 +510,7 @@ macro_rules! provider_store {
                 .rows_affected()
                     > 0;
                 if changed {
-                    sqlx::query("INSERT INTO message_events (message_id, state, detail, at) VALUES ($1, 'failed', $2, $3)")
-                        .bind(($id)(id))
-                        .bind(error)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    add_event(&mut *tx, id, "failed", Some(error), now).await?;
                 }
                 tx.commit().await?;
                 Ok(changed)
@@ -547,13 +539,7 @@ macro_rules! provider_store {
                 .await?;
                 let changed = match updated {
                     Some(row) => {
-                        let id = $get_id(&row, "id")?;
-                        sqlx::query("INSERT INTO message_events (message_id, state, detail, at) VALUES ($1, 'failed', $2, $3)")
-                            .bind(($id)(id))
-                            .bind(error)
-                            .bind(at)
-                            .execute(&mut *tx)
-                            .await?;
+                        add_event(&mut *tx, $get_id(&row, "id")?, "failed", Some(error), at).await?;
                         true
                     }
                     None => false,
