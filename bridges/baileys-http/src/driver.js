@@ -176,11 +176,12 @@ export function normaliseLidMapping(mapping) {
   return lid && phone ? { lid, phone } : null;
 }
 
-/** The media message of a `sendMedia` call. @param {{kind: string, url: string, caption: string | null, filename: string | null, mimeType: string | null}} media */
-export function mediaContent({ kind, url, caption, filename, mimeType }) {
+/** The media message of a `sendMedia` call (by URL, or the uploaded bytes). @param {{kind: string, url: string | null, data?: Buffer | null, caption: string | null, filename: string | null, mimeType: string | null}} media */
+export function mediaContent({ kind, url, data, caption, filename, mimeType }) {
   if (!['image', 'video', 'audio', 'document'].includes(kind)) throw new BridgeError('invalid_request', `unknown media kind ${JSON.stringify(kind)}`);
   /** @type {Record<string, any>} */
-  const content = { [kind]: { url } };
+  // An uploaded file goes as its bytes; otherwise Baileys downloads the URL itself.
+  const content = { [kind]: Buffer.isBuffer(data) ? data : { url } };
   if (caption && kind !== 'audio') content.caption = caption;
   if (mimeType) content.mimetype = mimeType;
   if (kind === 'document') {

@@ -167,6 +167,15 @@ test('disconnect classification', () => {
   assert.equal(classifyDisconnect({ error: new Error('socket hang up') }).reason, 'socket hang up');
 });
 
+test('sendMedia content of an upload is its bytes', () => {
+  const data = Buffer.from('%PDF-1.4 test');
+  assert.deepEqual(mediaContent({ kind: 'document', url: null, data, caption: null, filename: 'a.pdf', mimeType: 'application/pdf' }), {
+    document: data,
+    fileName: 'a.pdf',
+    mimetype: 'application/pdf',
+  });
+});
+
 test('sendMedia content by URL', () => {
   assert.deepEqual(mediaContent({ kind: 'image', url: 'https://x/a.png', caption: 'c', filename: null, mimeType: null }), { image: { url: 'https://x/a.png' }, caption: 'c' });
   assert.deepEqual(mediaContent({ kind: 'document', url: 'https://x/a.pdf', caption: null, filename: 'a.pdf', mimeType: 'application/pdf' }), {

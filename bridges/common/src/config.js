@@ -12,6 +12,7 @@ export const ENV_VARIABLES = Object.freeze([
   'BRIDGE_TOKEN_FILE',
   'BRIDGE_DATA_DIR',
   'BRIDGE_MAX_SESSIONS',
+  'BRIDGE_MAX_UPLOAD_BYTES',
   'BRIDGE_PUBLIC_URL',
   'BRIDGE_LOG_LEVEL',
   'BRIDGE_RECONNECT_MAX_ATTEMPTS',
@@ -35,6 +36,7 @@ export class ConfigError extends Error {
  * @property {string} dataDir
  * @property {string} dashdUrl
  * @property {number} maxSessions
+ * @property {number} maxUploadBytes the body limit of POST /send-media (files uploaded in `data`)
  * @property {string | undefined} publicUrl base URL under which dashd reaches this bridge (media links)
  * @property {string} logLevel
  * @property {number} reconnectMaxAttempts 0: reconnect for ever
@@ -91,6 +93,7 @@ export function loadConfig(env, defaults = {}) {
     dataDir: resolve(text('BRIDGE_DATA_DIR') ?? defaults.dataDir ?? 'bridge-data'),
     dashdUrl: dashdUrl.replace(/\/+$/, ''),
     maxSessions: integer('BRIDGE_MAX_SESSIONS', defaults.maxSessions ?? 10, 1, 100000),
+    maxUploadBytes: integer('BRIDGE_MAX_UPLOAD_BYTES', 16 * 1024 * 1024, 1024, 1024 * 1024 * 1024),
     publicUrl: publicUrl?.replace(/\/+$/, ''),
     logLevel,
     reconnectMaxAttempts: integer('BRIDGE_RECONNECT_MAX_ATTEMPTS', 0, 0, 1000000),

@@ -9,6 +9,7 @@ export const ERROR_STATUS = Object.freeze({
   unauthorized: 401,
   session_not_found: 404,
   qr_not_available: 404,
+  media_not_found: 404, // GET /media: expired or never stored
   not_found: 404, // a route the bridge does not serve
   method_not_allowed: 405,
   session_not_ready: 409,

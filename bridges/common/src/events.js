@@ -6,22 +6,27 @@
 // session has its own ordered queue and worker: one session's stuck event never holds
 // another session's events back, and within a session events arrive in the order they
 // happened. Each attempt is signed afresh (X-Dashd-Timestamp, X-Dashd-Signature);
-// failures are retried with exponential backoff (1 s doubling to 5 min); a 400 means
-// dashd cannot use the event at all: it is logged and dropped. A bridge restart resumes
+// failures are retried with exponential backoff (1 s doubling to 5 min). A permanent
+// refusal (400 malformed, 413 too large, 404 `unknown_session`: no bot owns the
+// session) would be refused again however often it is retried: the event is moved to
+// `<dataDir>/events/<session>/dead/<seq>.json` (a dead letter, kept for the operator
+// and swept after 7 days), logged, and the queue moves on. A bridge restart resumes
 // from the files, so neither a dashd outage nor a bridge restart loses an event (a
 // retry after a lost acknowledgement can repeat one; dashd de-duplicates).
 
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import { mkdir, readdir, readFile, rm, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from './files.js';
+import { syncDir, writeFileAtomic } from './files.js';
 import { httpRequest } from './http-client.js';
 import { silentLogger } from './log.js';
 
 const SESSION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
 const EVENT_FILE = /^(\d{16})\.json$/;
+/** The folder of a session's dead letters, beside its queued events. */
+const DEAD = 'dead';
 
 /**
  * `sha256=<lowercase hex of HMAC-SHA256(token, "<timestamp>.<raw body>")>`.
@@ -42,6 +47,7 @@ export function signEvent(token, timestamp, body) {
  * @property {number} [retryMaxMs] longest retry delay (5 min)
  * @property {number} [requestTimeoutMs] one attempt's time bound (10 s)
  * @property {number} [closeGraceMs] how long close() lets attempts under way finish (2 s)
+ * @property {number} [deadTtlMs] how long dead letters are kept (7 days)
  */
 
 /**
@@ -69,6 +75,9 @@ export class EventQueue {
   #retryMinMs;
   #retryMaxMs;
   #requestTimeoutMs;
+  #deadTtlMs;
+  /** dead letters on disk, in all sessions */
+  #dead = 0;
   /** @type {Map<string, SessionQueue>} */
   #queues = new Map();
   #seq = 0;
@@ -109,6 +118,7 @@ export class EventQueue {
     this.#retryMaxMs = options.timings?.retryMaxMs ?? 5 * 60 * 1000;
     this.#requestTimeoutMs = options.timings?.requestTimeoutMs ?? 10000;
     this.#closeGraceMs = options.timings?.closeGraceMs ?? 2000;
+    this.#deadTtlMs = options.timings?.deadTtlMs ?? 7 * 24 * 60 * 60 * 1000;
   }
 
   /** Where events are posted. */
@@ -136,12 +146,19 @@ export class EventQueue {
         this.#seq = Math.max(this.#seq, seq);
         items.push({ seq, file: join(dir, name), body: null, event: undefined, written: Promise.resolve() });
       }
+      for (const name of await readdir(join(dir, DEAD)).catch(() => [])) {
+        const match = EVENT_FILE.exec(name);
+        if (!match) continue;
+        this.#seq = Math.max(this.#seq, Number(match[1])); // a new event never takes a dead letter's name
+        this.#dead += 1;
+      }
       if (items.length === 0) continue;
       items.sort((a, b) => a.seq - b.seq);
       this.#queue(entry.name).items.push(...items);
       restored += items.length;
     }
     if (restored > 0) this.#log.info('undelivered events restored from disk', { events: restored });
+    if (this.#dead > 0) this.#log.warn('dead letters on disk (events dashd refused for good)', { events: this.#dead, dir: this.#dir });
   }
 
   /** Starts delivering (the queues restored by {@link open} first). */
@@ -195,6 +212,31 @@ export class EventQueue {
     const counts = {};
     for (const [session, queue] of this.#queues) if (queue.items.length) counts[session] = queue.items.length;
     return counts;
+  }
+
+  /** Dead letters on disk: events dashd refused for good, kept for the operator. */
+  dead() {
+    return this.#dead;
+  }
+
+  /** Deletes dead letters older than their retention time (7 days). */
+  async sweepDead() {
+    const cutoff = this.#now() - this.#deadTtlMs;
+    let removed = 0;
+    for (const entry of await readdir(this.#dir, { withFileTypes: true }).catch(() => [])) {
+      if (!entry.isDirectory() || !SESSION_NAME.test(entry.name)) continue;
+      const dir = join(this.#dir, entry.name, DEAD);
+      for (const name of await readdir(dir).catch(() => [])) {
+        if (!EVENT_FILE.test(name)) continue;
+        const file = join(dir, name);
+        const info = await stat(file).catch(() => null);
+        if (!info || info.mtimeMs >= cutoff) continue;
+        await rm(file, { force: true });
+        this.#dead = Math.max(0, this.#dead - 1);
+        removed += 1;
+      }
+    }
+    if (removed > 0) this.#log.info('expired dead letters removed', { events: removed });
   }
 
   /**
@@ -261,6 +303,10 @@ export class EventQueue {
       }
       queue.failures = 0;
       queue.items.shift();
+      if (outcome === 'dead') {
+        await this.#bury(session, item);
+        continue;
+      }
       if (item.file) {
         await unlink(item.file).catch((err) => {
           if (err.code !== 'ENOENT') this.#log.error('delivered event could not be removed from disk', { session, seq: item.seq, error: err });
@@ -275,11 +321,40 @@ export class EventQueue {
   }
 
   /**
-   * One signed POST of the event: `delivered`, `dropped` (dashd answered 400) or `retry`.
+   * Moves a refused event to the session's dead letters (`dead/<seq>.json`), its time
+   * set to now so that it is kept its whole retention time however long it waited.
+   * @param {string} session
+   * @param {QueuedEvent} item
+   */
+  async #bury(session, item) {
+    const dir = join(this.#dir, session, DEAD);
+    const target = join(dir, `${String(item.seq).padStart(16, '0')}.json`);
+    try {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      if (item.file) {
+        await rename(item.file, target);
+        await syncDir(join(this.#dir, session));
+      } else if (item.body) {
+        await writeFileAtomic(target, item.body);
+      } else {
+        return;
+      }
+      const now = new Date(this.#now());
+      await utimes(target, now, now);
+      this.#dead += 1;
+    } catch (err) {
+      this.#log.error('refused event could not be kept as a dead letter; dropped', { session, seq: item.seq, error: err });
+      if (item.file) await rm(item.file, { force: true }).catch(() => {});
+    }
+  }
+
+  /**
+   * One signed POST of the event: `delivered`, `dead` (refused for good: 400, 413, 404
+   * `unknown_session`), `dropped` (unreadable here) or `retry` (anything else).
    * @param {string} session
    * @param {QueuedEvent} item
    * @param {number} failures
-   * @returns {Promise<'delivered' | 'dropped' | 'retry'>}
+   * @returns {Promise<'delivered' | 'dead' | 'dropped' | 'retry'>}
    */
   async #attempt(session, item, failures) {
     if (this.#closed) return 'retry';
@@ -306,12 +381,22 @@ export class EventQueue {
         this.#log.debug('event delivered', fields);
         return 'delivered';
       }
-      const detail = answer.body.toString('utf8').slice(0, 300);
-      if (answer.status === 400) {
-        this.#log.warn('dashd refused the event as malformed (400); dropped', { ...fields, answer: detail });
-        return 'dropped';
+      const refusal = refusalOf(answer.status, answer.body);
+      if (refusal.permanent) {
+        this.#log.warn(`dashd refused the event for good (${refusal.why}); kept as a dead letter`, {
+          ...fields,
+          status: answer.status,
+          code: refusal.code,
+          answer: refusal.message,
+        });
+        return 'dead';
       }
-      this.#log[quietly ? 'debug' : 'warn']('dashd did not acknowledge the event; will retry', { ...fields, status: answer.status, answer: detail });
+      this.#log[quietly ? 'debug' : 'warn']('dashd did not acknowledge the event; will retry', {
+        ...fields,
+        status: answer.status,
+        code: refusal.code,
+        answer: refusal.message,
+      });
       return 'retry';
     } catch (err) {
       if (!this.#closed) this.#log[quietly ? 'debug' : 'warn']('event could not be posted to dashd; will retry', { ...fields, error: err });
@@ -342,4 +427,30 @@ function eventName(body) {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What dashd's non-2xx answer means: a permanent refusal (400 malformed, 413 over its
+ * body limit, 404 with `error.code` `unknown_session`: no bot owns the session) or one
+ * worth retrying (401, any other 404, 408, 429, 5xx...); with dashd's code and message.
+ * @param {number} status
+ * @param {Buffer} body
+ * @returns {{permanent: boolean, why: string, code: string | null, message: string}}
+ */
+export function refusalOf(status, body) {
+  const text = body.toString('utf8');
+  /** @type {string | null} */
+  let code = null;
+  let message = text.slice(0, 300);
+  try {
+    const error = JSON.parse(text)?.error;
+    if (typeof error?.code === 'string') code = error.code;
+    if (typeof error?.message === 'string') message = error.message.slice(0, 300);
+  } catch {
+    // not JSON: the raw text is the message
+  }
+  if (status === 400) return { permanent: true, why: 'malformed, 400', code, message };
+  if (status === 413) return { permanent: true, why: 'over its body limit, 413', code, message };
+  if (status === 404 && code === 'unknown_session') return { permanent: true, why: 'no bot owns the session, 404', code, message };
+  return { permanent: false, why: `HTTP ${status}`, code, message };
 }

@@ -10,5 +10,5 @@ export { IdempotencyStore } from './idempotency.js';
 export { MediaStore, downloadMedia } from './media.js';
 export { BridgeError, ERROR_STATUS } from './errors.js';
 export { parseRecipient, recipientJid, phoneDigits, e164, lidJid, isGroupLike, splitJid } from './address.js';
-export { normaliseMessage, normaliseAck, EchoFilter } from './messages.js';
+export { normaliseMessage, normaliseAck, mediaKindOfType, EchoFilter } from './messages.js';
 export { createLogger, silentLogger } from './log.js';

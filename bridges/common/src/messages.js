@@ -21,6 +21,15 @@ const KIND_OF_TYPE = new Map([
   ['documentwithcaption', 'document'],
 ]);
 
+/**
+ * The contract's media kind of a library message type (`image`, `sticker`, `ptt`,
+ * `imageMessage`...), or null for a type that is not media.
+ * @param {unknown} type
+ */
+export function mediaKindOfType(type) {
+  return typeof type === 'string' ? (KIND_OF_TYPE.get(type.toLowerCase().replace(/message$/, '')) ?? null) : null;
+}
+
 /** whatsapp-web.js ack numbers as the contract's names. */
 const ACK_NAMES = new Map([
   [-1, 'failed'],
@@ -86,7 +95,7 @@ export function normaliseMessage(raw, nowMs) {
   let mediaBytes = null;
   if (media) {
     const declared = text(media.kind)?.toLowerCase();
-    const kind = declared && MEDIA_KINDS.has(declared) ? declared : (KIND_OF_TYPE.get(type.toLowerCase().replace(/message$/, '')) ?? null);
+    const kind = declared && MEDIA_KINDS.has(declared) ? declared : mediaKindOfType(type);
     normalisedMedia = {
       kind,
       mime_type: text(media.mime_type),

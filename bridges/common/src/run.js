@@ -48,6 +48,7 @@ export async function runBridge(options) {
     dataDir: config.dataDir,
     dashdUrl: config.dashdUrl,
     maxSessions: config.maxSessions,
+    maxUploadBytes: config.maxUploadBytes,
     publicUrl: config.publicUrl,
     chromiumPath: config.chromiumPath,
     reconnectMaxAttempts: config.reconnectMaxAttempts,

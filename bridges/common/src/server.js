@@ -26,6 +26,9 @@ import { SESSION_NAME, SessionManager } from './sessions.js';
 export const CONTRACT_VERSION = 1;
 
 const MEDIA_KINDS = new Set(['image', 'video', 'audio', 'document']);
+const MIME_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*(\s*;.*)?$/;
+/** Base64 in the standard (`+/`) or the URL-safe (`-_`) alphabet, padded or not. */
+const BASE64 = /^(?:[A-Za-z0-9+/]*|[A-Za-z0-9_-]*)={0,2}$/;
 const MAX_TEXT_CHARS = 65536;
 
 /**
@@ -43,6 +46,7 @@ const MAX_TEXT_CHARS = 65536;
  * @property {number} [idempotencyTtlMs] 24 h
  * @property {number} [echoHoldMs] 30 s
  * @property {number} [mediaTtlMs] 7 days
+ * @property {number} [deadLetterTtlMs] how long events dashd refused for good are kept (7 days)
  * @property {number} [shutdownTimeoutMs] bound on waiting for requests under way at close (10 s)
  * @property {number} [lidFlushDelayMs] 200 ms
  */
@@ -62,7 +66,8 @@ const MAX_TEXT_CHARS = 65536;
  * @property {string} [publicUrl] the bridge's root URL as dashd reaches it (media links); default its listening address
  * @property {string} [chromiumPath] for browser drivers
  * @property {number} [reconnectMaxAttempts] 0: reconnect for ever
- * @property {number} [maxBodyBytes] 1 MiB
+ * @property {number} [maxBodyBytes] 1 MiB: the body limit of every route but /send-media
+ * @property {number} [maxUploadBytes] 16 MiB: the body limit of /send-media (uploads in `data`)
  * @property {BridgeTimings} [timings]
  * @property {() => number} [now] the clock (ms), for tests
  */
@@ -84,6 +89,7 @@ export function createBridge(options) {
   const now = options.now ?? Date.now;
   const timings = options.timings ?? {};
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
+  const maxUploadBytes = options.maxUploadBytes ?? 16 * 1024 * 1024;
   const expectedToken = digest(options.token);
 
   const events = new EventQueue({
@@ -93,7 +99,12 @@ export function createBridge(options) {
     token: options.token,
     log,
     now,
-    timings: { retryMinMs: timings.eventRetryMinMs, retryMaxMs: timings.eventRetryMaxMs, requestTimeoutMs: timings.eventRequestTimeoutMs },
+    timings: {
+      retryMinMs: timings.eventRetryMinMs,
+      retryMaxMs: timings.eventRetryMaxMs,
+      requestTimeoutMs: timings.eventRequestTimeoutMs,
+      deadTtlMs: timings.deadLetterTtlMs,
+    },
   });
   const lids = new LidMap({ dataDir, log, flushDelayMs: timings.lidFlushDelayMs });
   const idempotency = new IdempotencyStore({ dataDir, ttlMs: timings.idempotencyTtlMs, now, log });
@@ -122,6 +133,22 @@ export function createBridge(options) {
    */
   const post = (session, event, data) => inOrder(session, () => void events.enqueue(session, event, data));
 
+  /**
+   * Records that `lid` and `phone` are one user; a pair the map did not hold (new, or a
+   * changed number) is posted to dashd as a `lid_mapping` event, which merges the two
+   * identifiers into one contact. A pair already known posts nothing.
+   * @param {string} session
+   * @param {unknown} lid
+   * @param {unknown} phone
+   * @returns {{lid: string, phone: string} | null} the pair to post, when it is new or changed
+   */
+  const learnLid = (session, lid, phone) => {
+    if (!lids.learn(lid, phone)) return null;
+    const pair = { lid: /** @type {string} */ (lidJid(lid)), phone: /** @type {string} */ (e164(phone)) };
+    log.debug('LID mapping learned', { session, lid: pair.lid });
+    return pair;
+  };
+
   const sessions = new SessionManager({
     library,
     driverFactory: options.driverFactory,
@@ -143,7 +170,9 @@ export function createBridge(options) {
     onEvent: post,
     onDriverData: (session, type, data) => {
       if (type === 'lid_mapping') {
-        if (!lids.learn(data.lid, data.phone)) log.debug('LID mapping known or unusable', { session });
+        const pair = learnLid(session, data.lid, data.phone);
+        if (pair) post(session, 'lid_mapping', pair);
+        else log.debug('LID mapping known or unusable', { session });
         return;
       }
       if (type === 'ack') {
@@ -171,9 +200,13 @@ export function createBridge(options) {
     const message = normalised.data;
     const chatLid = lidJid(message.chat_id);
     const chatPhone = e164(message.chat_id);
-    if (message.lid && message.phone) lids.learn(message.lid, message.phone);
-    if (chatLid && message.phone) lids.learn(chatLid, message.phone);
-    if (chatPhone && message.lid) lids.learn(message.lid, chatPhone);
+    const learned = [
+      message.lid && message.phone ? learnLid(session, message.lid, message.phone) : null,
+      chatLid && message.phone ? learnLid(session, chatLid, message.phone) : null,
+      chatPhone && message.lid ? learnLid(session, message.lid, chatPhone) : null,
+    ];
+    // Before the message, in this session's order: dashd merges the contact first.
+    for (const pair of learned) if (pair) void events.enqueue(session, 'lid_mapping', pair);
     if (chatLid && !message.phone) message.phone = lids.phoneOf(chatLid);
     if (chatPhone && !message.lid) message.lid = lids.lidOf(chatPhone);
     if (normalised.mediaBytes && message.media) {
@@ -268,16 +301,11 @@ export function createBridge(options) {
       await handler();
     };
 
-    if (segments.length === 3 && first === 'sessions' && third === 'start') {
+    if (segments.length === 3 && first === 'sessions' && (third === 'start' || third === 'restart')) {
       return only('POST', async () => {
-        const body = await readJson(req, maxBodyBytes);
-        let pairingPhone = null;
-        if (body.pairing_phone !== undefined && body.pairing_phone !== null) {
-          const recipient = parseRecipient(body.pairing_phone);
-          if (!recipient || recipient.kind !== 'phone') throw new BridgeError('invalid_request', 'pairing_phone must be the phone number with country code');
-          pairingPhone = recipient.digits;
-        }
-        sendJson(res, 200, await sessions.start(second, { pairingPhone }));
+        const pairingPhone = pairingPhoneOf(await readJson(req, maxBodyBytes));
+        const status = third === 'start' ? await sessions.start(second, { pairingPhone }) : await sessions.restart(second, { pairingPhone });
+        sendJson(res, 200, status);
       });
     }
     if (segments.length === 2 && first === 'qr') {
@@ -304,8 +332,9 @@ export function createBridge(options) {
     }
     if (segments.length === 1 && (first === 'send' || first === 'send-media')) {
       return only('POST', async () => {
-        const body = await readJson(req, maxBodyBytes);
-        sendJson(res, 200, await send(body, first === 'send-media'));
+        const isMedia = first === 'send-media';
+        const body = await readJson(req, isMedia ? maxUploadBytes : maxBodyBytes);
+        sendJson(res, 200, await send(body, isMedia));
       });
     }
     if (segments.length === 3 && first === 'media') {
@@ -343,14 +372,18 @@ export function createBridge(options) {
       deliver = () => sessions.send(session, message);
     } else {
       if (!MEDIA_KINDS.has(body.kind)) throw new BridgeError('invalid_request', 'kind must be image, video, audio or document');
-      if (typeof body.url !== 'string' || !isHttpUrl(body.url)) throw new BridgeError('invalid_request', 'url must be an http:// or https:// URL');
+      const { url, data } = mediaSource(body);
+      const mimeType = optionalText(body, 'mime_type', 255);
+      if (data && !mimeType) throw new BridgeError('invalid_request', 'mime_type is required with data');
+      if (mimeType && !MIME_TYPE.test(mimeType)) throw new BridgeError('invalid_request', 'mime_type must be a MIME type (image/png)');
       const message = {
         to,
         kind: body.kind,
-        url: body.url,
+        url,
+        data,
         caption: optionalText(body, 'caption', MAX_TEXT_CHARS),
         filename: optionalText(body, 'filename', 255),
-        mimeType: optionalText(body, 'mime_type', 255),
+        mimeType,
       };
       deliver = () => sessions.sendMedia(session, message);
     }
@@ -377,7 +410,7 @@ export function createBridge(options) {
    */
   async function serveMedia(res, session, id) {
     const stored = SESSION_NAME.test(session) ? await media.open(session, id) : null;
-    if (!stored) throw new BridgeError('not_found', `no media ${id} of session ${session} (expired or never stored)`);
+    if (!stored) throw new BridgeError('media_not_found', `no media ${id} of session ${session} (expired or never stored)`);
     /** @type {Record<string, string | number>} */
     const headers = { 'content-type': stored.mimeType, 'content-length': stored.size, 'cache-control': 'private, max-age=3600' };
     if (stored.filename) headers['content-disposition'] = `attachment; filename*=UTF-8''${encodeURIComponent(stored.filename)}`;
@@ -408,7 +441,7 @@ export function createBridge(options) {
         max: options.maxSessions ?? 10,
         by_state: byState,
       },
-      events: { pending: events.pending(), by_session: events.pendingBySession() },
+      events: { pending: events.pending(), by_session: events.pendingBySession(), dead: events.dead() },
     };
   }
 
@@ -445,11 +478,17 @@ export function createBridge(options) {
     } finally {
       markReady();
     }
-    await media.sweep();
-    sweepTimer = setInterval(() => void media.sweep().catch((err) => log.error('media sweep failed', { error: err })), 60 * 60 * 1000);
+    await sweep();
+    sweepTimer = setInterval(() => void sweep(), 60 * 60 * 1000);
     sweepTimer.unref();
     log.info('bridge listening', { library, url: baseUrl, data_dir: dataDir, dashd: events.url, sessions: sessions.list().length });
     return { url: baseUrl, host, port: address.port };
+  }
+
+  /** Deletes expired media and dead letters (hourly). */
+  async function sweep() {
+    await media.sweep().catch((err) => log.error('media sweep failed', { error: err }));
+    await events.sweepDead().catch((err) => log.error('dead letter sweep failed', { error: err }));
   }
 
   /**
@@ -553,6 +592,51 @@ async function readJson(req, limit) {
   }
   if (!body || typeof body !== 'object' || Array.isArray(body)) throw new BridgeError('invalid_request', 'the body must be a JSON object');
   return body;
+}
+
+/**
+ * The pairing phone of a start or restart body (digits), or null.
+ * @param {Record<string, any>} body
+ */
+function pairingPhoneOf(body) {
+  if (body.pairing_phone === undefined || body.pairing_phone === null) return null;
+  const recipient = parseRecipient(body.pairing_phone);
+  if (!recipient || recipient.kind !== 'phone') throw new BridgeError('invalid_request', 'pairing_phone must be the phone number with country code');
+  return recipient.digits;
+}
+
+/**
+ * Where the media of /send-media comes from: exactly one of `url` (the driver downloads
+ * it) and `data` (the file itself, base64).
+ * @param {Record<string, any>} body
+ * @returns {{url: string, data: null} | {url: null, data: Buffer}}
+ */
+function mediaSource(body) {
+  const hasUrl = body.url !== undefined && body.url !== null;
+  const hasData = body.data !== undefined && body.data !== null;
+  if (hasUrl === hasData) throw new BridgeError('invalid_request', 'give exactly one of url (a link to the file) and data (the file, base64)');
+  if (hasUrl) {
+    if (typeof body.url !== 'string' || !isHttpUrl(body.url)) throw new BridgeError('invalid_request', 'url must be an http:// or https:// URL');
+    return { url: body.url, data: null };
+  }
+  return { url: null, data: decodeBase64(body.data) };
+}
+
+/**
+ * The bytes of base64 text (standard or URL-safe alphabet, padding optional, line breaks
+ * ignored); invalid_request for anything else or an empty file.
+ * @param {unknown} value
+ */
+function decodeBase64(value) {
+  if (typeof value !== 'string') throw new BridgeError('invalid_request', 'data must be the file in base64 (a string)');
+  const text = value.replace(/[\r\n]/g, '');
+  const padded = text.endsWith('=');
+  if (!BASE64.test(text) || text.length % 4 === 1 || (padded && text.length % 4 !== 0)) {
+    throw new BridgeError('invalid_request', 'data is not base64 (standard or URL-safe alphabet)');
+  }
+  const bytes = Buffer.from(text, 'base64'); // Node's base64 decoder reads both alphabets
+  if (bytes.length === 0) throw new BridgeError('invalid_request', 'data holds an empty file');
+  return bytes;
 }
 
 /** @param {string} segment */

@@ -5,6 +5,7 @@
 //        └──── disconnected (reconnect with exponential backoff, capped) ←┘
 //   any → logged_out (unpaired from the phone: credentials deleted, waits for a start)
 //   any → failed     (cannot go on without the operator: waits for a start)
+//   any → initializing (a restart: a new driver at once, credentials kept)
 //
 // One session is one WhatsApp account, driven by one driver instance at a time (the
 // library behind the driver interface below). A reconnection stops the driver and makes
@@ -24,6 +25,8 @@ export const SESSION_STATES = Object.freeze(['initializing', 'qr', 'authenticate
 
 /** States a session stays in until someone starts it again. */
 const TERMINAL = new Set(['logged_out', 'failed']);
+/** States of a running session that is not paired yet. */
+const UNPAIRED = new Set(['initializing', 'qr', 'disconnected']);
 
 /** Session names: URL path segments and whatsapp-web.js LocalAuth client ids. */
 export const SESSION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
@@ -51,7 +54,8 @@ export const SESSION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
  *   bridge, which sets `media.url`.
  * - `ack` `{id, ack, chat_id?, timestamp_s?, error?}`: `ack` a contract name or a
  *   whatsapp-web.js number (`-1`...`4`).
- * - `lid_mapping` `{lid, phone}`: the library learned that a LID and a phone are one user.
+ * - `lid_mapping` `{lid, phone}`: the library learned that a LID and a phone are one user
+ *   (kept in the LID map; posted to dashd as `lid_mapping` when new or changed).
  *
  * @typedef {'qr' | 'pairing_code' | 'authenticated' | 'ready' | 'disconnected' | 'failed' | 'message' | 'ack' | 'lid_mapping'} DriverEventType
  * @typedef {(type: DriverEventType, data?: Record<string, any>) => void} DriverEmit
@@ -80,10 +84,23 @@ export const SESSION_NAME = /^[A-Za-z0-9_-]{1,64}$/;
  * @property {(message: {to: string, text: string, replyTo: string | null}) => Promise<string> | string} send
  *   `to` is contract digits or a LID JID (see address.js `recipientJid`); resolves with the
  *   message id that `ack` events and echoes carry.
- * @property {(message: {to: string, kind: 'image' | 'video' | 'audio' | 'document', url: string,
- *   caption: string | null, filename: string | null, mimeType: string | null}) => Promise<string> | string} sendMedia
+ * @property {(message: MediaMessage) => Promise<string> | string} sendMedia
  * @property {() => Promise<void> | void} logout unpair on WhatsApp (the bridge deletes `dataDir` afterwards)
  * @property {() => Promise<void> | void} stop release everything (browser, socket) without unpairing
+ */
+
+/**
+ * What `sendMedia` receives: exactly one of `url` (a link the driver or its library
+ * downloads) and `data` (the file itself, uploaded to the bridge), the other null.
+ * With `data`, `mimeType` is always set.
+ * @typedef {object} MediaMessage
+ * @property {string} to contract digits or a LID JID
+ * @property {'image' | 'video' | 'audio' | 'document'} kind
+ * @property {string | null} url
+ * @property {Buffer | null} data
+ * @property {string | null} caption
+ * @property {string | null} filename
+ * @property {string | null} mimeType
  */
 
 /**
@@ -283,7 +300,13 @@ export class SessionManager {
     if (this.#closed) throw new BridgeError('internal', 'the bridge is shutting down');
     if (!SESSION_NAME.test(name)) throw invalidName(name);
     let session = this.#sessions.get(name);
-    if (session && !TERMINAL.has(session.state)) return this.#statusOf(session);
+    if (session && !TERMINAL.has(session.state)) {
+      // Waiting for a QR scan and now asked to pair by phone number (or another one):
+      // the library is asked again, for a pairing code.
+      const wanted = options.pairingPhone ?? null;
+      if (wanted && wanted !== session.pairingPhone && UNPAIRED.has(session.state)) return this.restart(name, options);
+      return this.#statusOf(session);
+    }
     if (this.#activeCount() >= this.#maxSessions) {
       throw new BridgeError('session_limit', `this bridge holds its maximum of ${this.#maxSessions} running sessions (BRIDGE_MAX_SESSIONS)`);
     }
@@ -299,6 +322,30 @@ export class SessionManager {
       this.#onEvent(name, 'state', this.#stateData(session)); // a new session: say so all the same
     }
     await this.#persist();
+    await this.#launch(session);
+    return this.#statusOf(session);
+  }
+
+  /**
+   * Restarts a session at once: its driver is stopped without logging out (the
+   * credentials stay) and a new one started without waiting for a backoff; the count of
+   * reconnection attempts starts again. A logged-out or failed session is started as by
+   * {@link start}.
+   * @param {string} name
+   * @param {{pairingPhone?: string | null}} [options]
+   * @returns {Promise<SessionStatus>}
+   */
+  async restart(name, options = {}) {
+    if (this.#closed) throw new BridgeError('internal', 'the bridge is shutting down');
+    const session = this.#get(name);
+    if (TERMINAL.has(session.state)) return this.start(name, options);
+    this.#log.info('session restarted', { session: name, from: session.state });
+    this.#letGo(session);
+    session.qr = null;
+    session.pairing = null;
+    session.pairingPhone = options.pairingPhone ?? null;
+    session.attempts = 0;
+    this.#transition(session, 'initializing', null);
     await this.#launch(session);
     return this.#statusOf(session);
   }

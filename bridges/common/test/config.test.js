@@ -16,6 +16,7 @@ test('defaults', () => {
   assert.equal(config.token, TOKEN);
   assert.equal(config.dashdUrl, 'http://127.0.0.1:3009');
   assert.equal(config.maxSessions, 10);
+  assert.equal(config.maxUploadBytes, 16 * 1024 * 1024);
   assert.equal(config.chromiumPath, '/usr/bin/chromium');
   assert.equal(config.dataDir, resolve('bridge-data'));
   assert.equal(config.reconnectMaxAttempts, 0);
@@ -31,6 +32,7 @@ test('every variable', () => {
     BRIDGE_DATA_DIR: '/var/lib/dash/bridge',
     DASHD_URL: 'https://dashd.internal:8443/',
     BRIDGE_MAX_SESSIONS: '3',
+    BRIDGE_MAX_UPLOAD_BYTES: '67108864',
     BRIDGE_PUBLIC_URL: 'http://10.0.0.5:4000/',
     BRIDGE_LOG_LEVEL: 'debug',
     BRIDGE_RECONNECT_MAX_ATTEMPTS: '20',
@@ -45,6 +47,7 @@ test('every variable', () => {
       dataDir: '/var/lib/dash/bridge',
       dashdUrl: 'https://dashd.internal:8443',
       maxSessions: 3,
+      maxUploadBytes: 67108864,
       publicUrl: 'http://10.0.0.5:4000',
       logLevel: 'debug',
       reconnectMaxAttempts: 20,
@@ -80,6 +83,8 @@ test('malformed values are refused, naming the variable; unknown BRIDGE_* variab
     ['BRIDGE_PUBLIC_URL', 'nope'],
     ['BRIDGE_LOG_LEVEL', 'loud'],
     ['BRIDGE_RECONNECT_MAX_ATTEMPTS', 'x'],
+    ['BRIDGE_MAX_UPLOAD_BYTES', '16M'],
+    ['BRIDGE_MAX_UPLOAD_BYTES', '100'],
   ]) {
     assert.throws(() => loadConfig({ ...base, [name]: value }), (err) => err instanceof ConfigError && err.message.includes(name), `${name}=${value}`);
   }

@@ -1,13 +1,15 @@
 // Event delivery (docs/bridges.md, "Delivery"): on disk before the first attempt,
-// retried until acknowledged, in order per session, 400 dropped, nothing lost across a
-// bridge restart while dashd is down; and what drivers report, made into contract events.
+// retried until acknowledged, in order per session, permanent refusals (400, 413, 404
+// unknown_session) kept as dead letters, nothing lost across a bridge restart while
+// dashd is down; and what drivers report, made into contract events.
 
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { EventQueue } from '../src/events.js';
+import { EventQueue, refusalOf } from '../src/events.js';
+import { createLogger } from '../src/log.js';
 import { api, cleanup, fakeDashd, startBridge, tempDir, testDriverFactory, testLog, TOKEN, waitFor, sleep } from './helpers/harness.js';
 
 /** @param {string} dataDir @param {string} session */
@@ -19,9 +21,26 @@ async function filesOnDisk(dataDir, session) {
   }
 }
 
+/** @param {string} dataDir @param {string} session */
+async function deadOnDisk(dataDir, session) {
+  try {
+    return (await readdir(join(dataDir, 'events', session, 'dead'))).filter((name) => name.endsWith('.json')).sort();
+  } catch {
+    return [];
+  }
+}
+
+/** A logger that keeps its records (level, msg and fields). */
+function recordingLog() {
+  /** @type {any[]} */
+  const records = [];
+  const log = createLogger({ level: 'debug', stream: { write: (line) => records.push(JSON.parse(line)) } });
+  return Object.assign(log, { records });
+}
+
 /**
  * @param {import('node:test').TestContext} t
- * @param {{dataDir?: string, dashdUrl: string, timings?: object}} options
+ * @param {{dataDir?: string, dashdUrl: string, timings?: object, log?: import('../src/log.js').Logger, now?: () => number}} options
  */
 async function openQueue(t, options) {
   const queue = new EventQueue({
@@ -29,7 +48,8 @@ async function openQueue(t, options) {
     dashdUrl: options.dashdUrl,
     library: 'venom',
     token: TOKEN,
-    log: testLog,
+    log: options.log ?? testLog,
+    now: options.now,
     timings: { retryMinMs: 10, retryMaxMs: 80, requestTimeoutMs: 1000, ...options.timings },
   });
   cleanup(t, () => queue.close());
@@ -102,18 +122,133 @@ test('the backoff is capped', async (t) => {
   await waitFor(() => dashd.received.length === 1);
 });
 
-test('a 400 is logged and dropped; the next event goes on', async (t) => {
+test('400, 413 and 404 unknown_session are refusals for good: dead letters, logged at warn; the queue goes on', async (t) => {
+  const dashd = await fakeDashd(t);
+  const dataDir = await tempDir(t);
+  const log = recordingLog();
+  const queue = await openQueue(t, { dataDir, dashdUrl: dashd.url, log });
+  dashd.answerNext(
+    { status: 400, body: { error: { code: 'bad_request', message: 'data.message_id is missing' } } },
+    { status: 413, body: { error: { code: 'payload_too_large', message: 'the body exceeds 262144 bytes' } } },
+    { status: 404, body: { error: { code: 'unknown_session', message: 'no bot owns session shop-1' } } },
+  );
+  queue.start();
+  await queue.enqueue('shop-1', 'message', { malformed: true });
+  await queue.enqueue('shop-1', 'message', { huge: 'x' });
+  await queue.enqueue('shop-1', 'state', { state: 'ready' });
+  await queue.enqueue('shop-1', 'message', { message_id: 'M4' });
+  await waitFor(() => dashd.received.length === 1);
+  assert.deepEqual(dashd.attempts.map((a) => a.status), [400, 413, 404, 200], 'each refusal tried once, then the next event');
+  assert.equal(dashd.received[0].data.message_id, 'M4');
+  await waitFor(async () => (await filesOnDisk(dataDir, 'shop-1')).length === 0 && queue.pending() === 0);
+
+  // Kept, not deleted: the exact bodies, under dead/<seq>.json.
+  const dead = await waitFor(async () => {
+    const files = await deadOnDisk(dataDir, 'shop-1');
+    return files.length === 3 && files;
+  }, { what: 'three dead letters' });
+  const bodies = await Promise.all(dead.map(async (name) => JSON.parse(await readFile(join(dataDir, 'events', 'shop-1', 'dead', name), 'utf8'))));
+  assert.deepEqual(bodies.map((b) => b.data), [{ malformed: true }, { huge: 'x' }, { state: 'ready' }]);
+  assert.deepEqual(dead, ['0000000000000001.json', '0000000000000002.json', '0000000000000003.json']);
+  assert.equal(queue.dead(), 3);
+
+  const warnings = log.records.filter((r) => r.level === 'warn' && /dead letter/.test(r.msg));
+  assert.deepEqual(warnings.map((w) => w.status), [400, 413, 404]);
+  assert.deepEqual(warnings.map((w) => w.answer), ['data.message_id is missing', 'the body exceeds 262144 bytes', 'no bot owns session shop-1']);
+  assert.deepEqual(warnings.map((w) => w.code), ['bad_request', 'payload_too_large', 'unknown_session']);
+});
+
+test('401, another 404, 408, 429, 5xx and transport errors are retried, never dead letters', async (t) => {
   const dashd = await fakeDashd(t);
   const dataDir = await tempDir(t);
   const queue = await openQueue(t, { dataDir, dashdUrl: dashd.url });
-  dashd.answerNext(400);
+  dashd.answerNext(401, { status: 404, body: { error: { code: 'not_found', message: 'no route' } } }, 404, 408, 429, 500, 502, 503, 403);
   queue.start();
-  await queue.enqueue('shop-1', 'message', { malformed: true });
-  await queue.enqueue('shop-1', 'message', { message_id: 'M2' });
+  await queue.enqueue('shop-1', 'ack', { message_id: 'A', ack: 'read' });
+  await waitFor(() => dashd.received.length === 1, { what: 'the event after ten attempts' });
+  assert.deepEqual(dashd.attempts.map((a) => a.status), [401, 404, 404, 408, 429, 500, 502, 503, 403, 200]);
+  assert.equal(dashd.received[0].data.message_id, 'A');
+  dashd.setDown(true);
+  await queue.enqueue('shop-1', 'ack', { message_id: 'B', ack: 'read' });
+  await waitFor(() => dashd.attempts.length >= 13, { what: 'attempts while dashd is down' });
+  dashd.setDown(false);
+  await waitFor(() => dashd.received.length === 2);
+  assert.equal(queue.dead(), 0);
+  assert.deepEqual(await deadOnDisk(dataDir, 'shop-1'), []);
+});
+
+test('refusalOf: only 400, 413 and a 404 naming unknown_session are permanent', () => {
+  const json = (/** @type {unknown} */ value) => Buffer.from(JSON.stringify(value));
+  const unknown = json({ error: { code: 'unknown_session', message: 'no bot owns session x' } });
+  assert.equal(refusalOf(400, Buffer.from('')).permanent, true);
+  assert.equal(refusalOf(413, Buffer.from('<html>too large</html>')).permanent, true);
+  assert.equal(refusalOf(404, unknown).permanent, true);
+  assert.deepEqual([refusalOf(404, unknown).code, refusalOf(404, unknown).message], ['unknown_session', 'no bot owns session x']);
+  for (const [status, body] of [
+    [404, json({ error: { code: 'not_found', message: 'no route' } })],
+    [404, Buffer.from('unknown_session')], // not JSON: not dashd's refusal
+    [404, json({ code: 'unknown_session' })], // not under error
+    [401, json({ error: { code: 'unauthorized' } })],
+    [408, Buffer.from('')],
+    [429, Buffer.from('')],
+    [500, unknown],
+    [503, Buffer.from('')],
+  ]) {
+    assert.equal(refusalOf(/** @type {number} */ (status), /** @type {Buffer} */ (body)).permanent, false, `${status} ${body}`);
+  }
+  assert.equal(refusalOf(502, Buffer.from('Bad Gateway')).message, 'Bad Gateway');
+});
+
+test('dead letters are counted across a restart and swept after their retention time', async (t) => {
+  const dashd = await fakeDashd(t);
+  const dataDir = await tempDir(t);
+  let clock = Date.now();
+  const now = () => clock;
+  const first = await openQueue(t, { dataDir, dashdUrl: dashd.url, now, timings: { deadTtlMs: 60000 } });
+  dashd.answerNext(400, 400);
+  first.start();
+  await first.enqueue('shop-1', 'message', { n: 1 });
+  await first.enqueue('shop-2', 'message', { n: 2 });
+  await waitFor(() => first.dead() === 2, { what: 'two dead letters' });
+  await first.close();
+
+  clock += 30000;
+  const second = await openQueue(t, { dataDir, dashdUrl: dashd.url, now, timings: { deadTtlMs: 60000 } });
+  assert.equal(second.dead(), 2, 'counted from disk');
+  dashd.setDown(true);
+  second.start();
+  await second.enqueue('shop-1', 'message', { n: 3 });
+  // Its sequence number follows the dead letters': a later refusal overwrites none.
+  assert.deepEqual(await filesOnDisk(dataDir, 'shop-1'), ['0000000000000003.json']);
+  dashd.setDown(false);
   await waitFor(() => dashd.received.length === 1);
-  assert.deepEqual(dashd.attempts.map((a) => a.status), [400, 200]);
-  assert.equal(dashd.received[0].data.message_id, 'M2');
-  await waitFor(async () => (await filesOnDisk(dataDir, 'shop-1')).length === 0);
+  await second.sweepDead();
+  assert.equal(second.dead(), 2, 'not yet expired');
+  clock += 31000;
+  await second.sweepDead();
+  assert.equal(second.dead(), 0);
+  assert.deepEqual([await deadOnDisk(dataDir, 'shop-1'), await deadOnDisk(dataDir, 'shop-2')], [[], []]);
+});
+
+test('a dead letter is kept its whole retention time, however long it waited in the queue', async (t) => {
+  const dashd = await fakeDashd(t);
+  const dataDir = await tempDir(t);
+  let clock = Date.now();
+  const queue = await openQueue(t, { dataDir, dashdUrl: dashd.url, now: () => clock, timings: { deadTtlMs: 60000 } });
+  dashd.setDown(true);
+  queue.start();
+  await queue.enqueue('shop-1', 'message', { n: 1 });
+  await waitFor(() => dashd.attempts.length >= 2);
+  clock += 50000; // dashd is down for most of the retention time
+  dashd.answerNext(413);
+  dashd.setDown(false);
+  await waitFor(() => queue.dead() === 1);
+  const [name] = await deadOnDisk(dataDir, 'shop-1');
+  const { mtimeMs } = await stat(join(dataDir, 'events', 'shop-1', 'dead', name));
+  assert.ok(Math.abs(mtimeMs - clock) < 2000, 'dated when refused');
+  clock += 30000;
+  await queue.sweepDead();
+  assert.equal(queue.dead(), 1, 'kept 60 s from its refusal, not from its creation');
 });
 
 test('events of a session arrive in order; a stuck session holds no other back', async (t) => {

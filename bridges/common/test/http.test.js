@@ -60,6 +60,19 @@ test('/health answers ok, library, version, uptime, memory and sessions by state
   assert.equal(health.sessions.max, 3);
   assert.deepEqual(health.sessions.by_state, { initializing: 0, qr: 1, authenticated: 0, ready: 1, disconnected: 0, logged_out: 0, failed: 0 });
   assert.equal(typeof health.events.pending, 'number');
+  assert.equal(health.events.dead, 0);
+});
+
+test('/health counts dead letters: events dashd refused for good', async (t) => {
+  const dashd = await fakeDashd(t);
+  dashd.answerNext({ status: 404, body: { error: { code: 'unknown_session', message: 'no bot owns session shop-1' } } }, 413);
+  const bridge = await startBridge(t, { dashdUrl: dashd.url });
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  await waitFor(() => dashd.events('qr').length === 1, { what: 'the first QR past the two refused states' });
+  const health = (await api(bridge, 'GET', '/health')).body;
+  assert.equal(health.events.dead, 2);
+  assert.equal(health.events.pending, 0);
+  assert.deepEqual(dashd.attempts.slice(0, 2).map((a) => [a.status, a.body.event]), [[404, 'state'], [413, 'state']]);
 });
 
 test('session lifecycle over HTTP: start, QR, status, list, delete', async (t) => {
@@ -145,11 +158,13 @@ test('send and send-media reach the driver and answer the message id', async (t)
     to: '15557654321',
     kind: 'image',
     url: 'https://example.com/menu.png',
+    data: null,
     caption: "Today's menu",
     filename: 'menu.png',
     mimeType: 'image/png',
     media: true,
   });
+  assert.deepEqual(driver.uploads, [], 'a URL send is no upload');
   const bare = await api(bridge, 'POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'document', url: 'http://example.com/a.pdf' });
   assert.equal(bare.status, 200);
   assert.deepEqual([driver.sent[3].caption, driver.sent[3].filename, driver.sent[3].mimeType], [null, null, null]);
@@ -174,6 +189,20 @@ test('errors answer the contract codes', async (t) => {
     ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'sticker', url: 'https://e.com/a' }, 400, 'invalid_request'],
     ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', url: 'file:///etc/passwd' }, 400, 'invalid_request'],
     ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', url: null, data: null }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', url: 'https://e.com/a.png', data: 'QUJD', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 'QUJD' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 'QUJD', mime_type: 'png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 'not base64!', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 'QUJD=', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 'QUJDR', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 'QQ=', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: '+/-_', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: '', mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'image', data: 42, mime_type: 'image/png' }, 400, 'invalid_request'],
+    ['POST', '/send-media', { session: 'waiting', to: '15557654321', kind: 'image', data: 'QUJD', mime_type: 'image/png' }, 409, 'session_not_ready'],
+    ['GET', '/media/shop-1/0123456789abcdef0123456789abcdef', undefined, 404, 'media_not_found'],
+    ['GET', '/media/shop-1/..%2Fsessions.json', undefined, 404, 'media_not_found'],
     ['POST', '/send', { session: 'nobody', to: '15557654321', text: 'x' }, 404, 'session_not_found'],
     ['POST', '/send', { session: 'waiting', to: '15557654321', text: 'x' }, 409, 'session_not_ready'],
     ['POST', '/send-media', { session: 'waiting', to: '15557654321', kind: 'image', url: 'https://e.com/a.png' }, 409, 'session_not_ready'],
@@ -199,6 +228,7 @@ test('errors answer the contract codes', async (t) => {
     assert.ok(answer.body.error.message.length > 0);
   }
   assert.equal(bridge.factory.latest('shop-1').sent.length, 0, 'no refused message reached the driver');
+  assert.equal(bridge.factory.latest('shop-1').uploads.length, 0);
   assert.equal((await api(bridge, 'POST', '/status/shop-1', {})).headers.allow, 'GET');
 });
 
@@ -249,16 +279,40 @@ test('a pairing phone reaches the driver; the pairing code shows in status and Q
   await api(bridge, 'POST', '/sessions/shop-1/start', { pairing_phone: '+15551234567' });
   const driver = bridge.factory.latest('shop-1');
   assert.equal(driver.context.pairingPhone, '15551234567');
-  await waitFor(() => driver.qrCount === 1);
+  // The test driver answers a pairing phone with a code, not a QR.
+  await waitFor(async () => (await api(bridge, 'GET', '/status/shop-1')).body.pairing_code === 'TEST-4567');
+  assert.equal(driver.qrCount, 0);
+  driver.showQr();
   driver.emit('pairing_code', { code: 'ABCD-EFGH' });
   const status = await api(bridge, 'GET', '/status/shop-1');
   assert.equal(status.body.state, 'qr');
   assert.equal(status.body.pairing_code, 'ABCD-EFGH');
   assert.equal((await api(bridge, 'GET', '/qr/shop-1')).body.pairing_code, 'ABCD-EFGH');
-  const event = await waitFor(() => dashd.events('pairing_code')[0]);
-  assert.equal(event.data.code, 'ABCD-EFGH');
+  await waitFor(() => dashd.events('pairing_code').length === 2);
+  assert.deepEqual(dashd.events('pairing_code').map((e) => e.data.code), ['TEST-4567', 'ABCD-EFGH']);
   await driver.pair('15551234567');
   assert.equal((await api(bridge, 'GET', '/status/shop-1')).body.pairing_code, undefined);
+});
+
+test('a pairing phone given to a session already waiting for a QR switches it to a pairing code', async (t) => {
+  const dashd = await fakeDashd(t);
+  const bridge = await startBridge(t, { dashdUrl: dashd.url });
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  const first = bridge.factory.latest('shop-1');
+  await waitFor(() => first.qrCount === 1);
+  const answer = await api(bridge, 'POST', '/sessions/shop-1/start', { pairing_phone: '15551234567' });
+  assert.equal(answer.status, 200);
+  const second = bridge.factory.latest('shop-1');
+  assert.notEqual(second, first, 'a new connection for the pairing code');
+  assert.equal(second.context.pairingPhone, '15551234567');
+  assert.ok(first.calls.includes('stop') && !first.calls.includes('logout'), first.calls.join());
+  await waitFor(async () => (await api(bridge, 'GET', '/status/shop-1')).body.pairing_code === 'TEST-4567');
+  // The same phone again changes nothing; a paired session is left alone.
+  await api(bridge, 'POST', '/sessions/shop-1/start', { pairing_phone: '15551234567' });
+  assert.equal(bridge.factory.latest('shop-1'), second);
+  await second.pair('15551234567');
+  await api(bridge, 'POST', '/sessions/shop-1/start', { pairing_phone: '15559999999' });
+  assert.equal(bridge.factory.latest('shop-1'), second);
 });
 
 test('a chunked body past the limit is refused with 413 while it streams', async (t) => {
@@ -283,4 +337,82 @@ test('a chunked body past the limit is refused with 413 while it streams', async
   assert.equal(answer.status, 413);
   assert.equal(answer.body.error.code, 'payload_too_large');
   assert.equal(bridge.factory.latest('shop-1').sent.length, 0);
+});
+
+test('send-media uploads: data in base64 (standard or URL-safe) reaches the driver as bytes', async (t) => {
+  const bridge = await readyBridge(t);
+  const driver = bridge.factory.latest('shop-1');
+  // Bytes whose base64 uses the alphabets' differing characters (+/ against -_).
+  const file = Buffer.from([0xfb, 0xff, 0xbf, 0x00, 0x25, 0x50, 0x44, 0x46, 0xfe, 0xfa]);
+  const standard = await api(bridge, 'POST', '/send-media', {
+    session: 'shop-1',
+    to: '15557654321',
+    kind: 'document',
+    data: file.toString('base64'),
+    mime_type: 'application/pdf',
+    filename: 'menu.pdf',
+    caption: 'The menu',
+    idempotency_key: 'upload-1',
+  });
+  assert.equal(standard.status, 200);
+  assert.match(standard.body.id, /^OUT-/);
+  assert.deepEqual(driver.sent[0], {
+    to: '15557654321',
+    kind: 'document',
+    url: null,
+    data: file,
+    caption: 'The menu',
+    filename: 'menu.pdf',
+    mimeType: 'application/pdf',
+    media: true,
+  });
+  assert.ok(Buffer.isBuffer(driver.sent[0].data));
+
+  const urlSafe = file.toString('base64url');
+  assert.match(urlSafe, /[-_]/);
+  const unpadded = await api(bridge, 'POST', '/send-media', { session: 'shop-1', to: '12345678901234@lid', kind: 'image', data: urlSafe, mime_type: 'image/jpeg' });
+  assert.equal(unpadded.status, 200);
+  const wrapped = file.toString('base64').replace(/(.{4})/g, '$1\r\n'); // MIME line breaks
+  assert.equal((await api(bridge, 'POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'audio', data: wrapped, mime_type: 'audio/ogg; codecs=opus' })).status, 200);
+
+  assert.deepEqual(
+    driver.uploads.map((u) => [u.to, u.kind, u.data.toString('hex'), u.mimeType, u.filename, u.caption]),
+    [
+      ['15557654321', 'document', file.toString('hex'), 'application/pdf', 'menu.pdf', 'The menu'],
+      ['12345678901234@lid', 'image', file.toString('hex'), 'image/jpeg', null, null],
+      ['15557654321', 'audio', file.toString('hex'), 'audio/ogg; codecs=opus', null, null],
+    ],
+  );
+  // The idempotency key works for uploads too.
+  const repeated = await api(bridge, 'POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'document', data: file.toString('base64'), mime_type: 'application/pdf', idempotency_key: 'upload-1' });
+  assert.deepEqual([repeated.status, repeated.body.id], [200, standard.body.id]);
+  assert.equal(driver.uploads.length, 3);
+});
+
+test('send-media has its own body limit (BRIDGE_MAX_UPLOAD_BYTES); other routes keep theirs', async (t) => {
+  const bridge = await readyBridge(t, { maxBodyBytes: 2048, maxUploadBytes: 8192 });
+  const driver = bridge.factory.latest('shop-1');
+  const upload = (/** @type {number} */ bytes) => ({ session: 'shop-1', to: '15557654321', kind: 'image', data: Buffer.alloc(bytes, 7).toString('base64'), mime_type: 'image/png' });
+  const fits = await api(bridge, 'POST', '/send-media', upload(4096)); // a body of about 5.5 KiB
+  assert.equal(fits.status, 200);
+  assert.equal(driver.uploads[0].data.length, 4096);
+  const over = await api(bridge, 'POST', '/send-media', upload(7000)); // about 9.4 KiB
+  assert.deepEqual([over.status, over.body.error.code], [413, 'payload_too_large']);
+  assert.match(over.body.error.message, /8192/);
+  const text = await api(bridge, 'POST', '/send', { session: 'shop-1', to: '15557654321', text: 'x'.repeat(4096) });
+  assert.deepEqual([text.status, text.body.error.code], [413, 'payload_too_large']);
+  const start = await api(bridge, 'POST', '/sessions/other/start', { pairing_phone: '15551234567', padding: 'x'.repeat(4096) });
+  assert.equal(start.status, 413);
+  assert.equal(driver.uploads.length, 1);
+});
+
+test('by default send-media takes uploads past 1 MiB, /send does not', async (t) => {
+  const bridge = await readyBridge(t);
+  const driver = bridge.factory.latest('shop-1');
+  const file = Buffer.alloc(3 * 1024 * 1024, 0xab);
+  const answer = await api(bridge, 'POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'video', data: file.toString('base64'), mime_type: 'video/mp4' });
+  assert.equal(answer.status, 200);
+  assert.ok(driver.uploads[0].data.equals(file));
+  const text = await api(bridge, 'POST', '/send', { session: 'shop-1', to: '15557654321', text: 'x'.repeat(1024 * 1024 + 1) });
+  assert.deepEqual([text.status, text.body.error.code], [413, 'payload_too_large']);
 });

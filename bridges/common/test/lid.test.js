@@ -68,3 +68,36 @@ test('a corrupt map file stops the bridge instead of silently forgetting', async
   const map = new LidMap({ dataDir });
   await assert.rejects(map.load(), /lid-map\.json is not valid JSON/);
 });
+
+test('a new or changed pair is posted as a lid_mapping event; a known one is not', async (t) => {
+  const dashd = await fakeDashd(t);
+  const bridge = await startBridge(t, { dashdUrl: dashd.url });
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  const driver = await waitFor(() => bridge.factory.latest('shop-1')?.qrCount === 1 && bridge.factory.latest('shop-1'));
+  await driver.pair();
+  const pairs = () => dashd.events('lid_mapping', 'shop-1').map((e) => e.data);
+
+  driver.emit('lid_mapping', { lid: '12345678901234:7@lid', phone: '15551234567@s.whatsapp.net' });
+  await waitFor(() => pairs().length === 1, { what: 'the first lid_mapping' });
+  assert.deepEqual(pairs()[0], { lid: '12345678901234@lid', phone: '+15551234567' });
+  driver.emit('lid_mapping', { lid: '12345678901234@lid', phone: '+15551234567' }); // known
+  driver.emit('lid_mapping', { lid: '15551234567@c.us', phone: '15551234567' }); // unusable
+  driver.emit('lid_mapping', { lid: '12345678901234@lid', phone: '15559999999' }); // the number changed
+  await waitFor(() => pairs().length === 2, { what: 'the changed pair' });
+  assert.deepEqual(pairs()[1], { lid: '12345678901234@lid', phone: '+15559999999' });
+
+  // A message carrying both identifiers: the pair is posted before the message, once.
+  driver.receive({ message_id: 'M1', chat_id: '22222222222222@lid', phone: '15552222222@s.whatsapp.net' });
+  driver.receive({ message_id: 'M2', chat_id: '22222222222222@lid', phone: '15552222222@s.whatsapp.net' });
+  driver.receive({ message_id: 'M3', chat_id: '15553333333@c.us', lid: '33333333333333@lid' });
+  await waitFor(() => dashd.events('message').length === 3);
+  await waitFor(() => pairs().length === 4);
+  const order = dashd.received
+    .filter((e) => e.event === 'lid_mapping' || e.event === 'message')
+    .map((e) => (e.event === 'message' ? e.data.message_id : `${e.data.lid}=${e.data.phone}`));
+  assert.deepEqual(order.slice(2), ['22222222222222@lid=+15552222222', 'M1', 'M2', '33333333333333@lid=+15553333333', 'M3']);
+  // Signed and delivered like every other event (the fake dashd acknowledges only verified ones).
+  assert.ok(dashd.attempts.filter((a) => a.body?.event === 'lid_mapping').every((a) => a.verified));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(pairs().length, 4, 'nothing posted twice');
+});

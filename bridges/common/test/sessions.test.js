@@ -274,3 +274,107 @@ test('delete logs out even when WhatsApp does not answer, and still deletes', as
   assert.ok(!(await exists(driver.dataDir)));
   assert.equal(driver.calls.at(-1), 'stop');
 });
+
+test('restart: the driver is stopped without logging out and a new one starts at once, credentials kept', async (t) => {
+  const dashd = await fakeDashd(t);
+  // A reconnection would wait 5 s: a restart does not.
+  const bridge = await startBridge(t, { dashdUrl: dashd.url, timings: { reconnectMinMs: 5000, reconnectMaxMs: 5000 } });
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  const old = await waitFor(() => bridge.factory.latest('shop-1')?.qrCount === 1 && bridge.factory.latest('shop-1'));
+  await old.pair('15551234567');
+  await waitFor(() => dashd.events('state').at(-1)?.data.state === 'ready');
+
+  const began = Date.now();
+  const restarted = await api(bridge, 'POST', '/sessions/shop-1/restart', {});
+  assert.equal(restarted.status, 200);
+  assert.deepEqual(Object.keys(restarted.body).sort(), ['phone', 'reason', 'session', 'since', 'state']);
+  assert.equal(restarted.body.session, 'shop-1');
+  assert.equal(restarted.body.phone, '+15551234567', 'the paired phone is kept');
+  assert.deepEqual(old.calls, ['start', 'stop'], 'stopped, not logged out');
+  assert.equal(bridge.factory.all('shop-1').length, 2);
+  assert.ok(await exists(join(old.dataDir, 'creds.json')), 'credentials kept');
+  await reaches(bridge, 'shop-1', 'ready'); // the new driver resumed from them
+  assert.ok(Date.now() - began < 2000, 'no backoff before the new driver');
+  assert.equal(bridge.factory.latest('shop-1').qrCount, 0, 'no new QR');
+  await waitFor(() => dashd.events('state').length === 7, { what: 'the states of the restart' });
+  const states = dashd.events('state').map((e) => e.data.state);
+  assert.deepEqual(states.slice(3), ['ready', 'initializing', 'authenticated', 'ready']);
+
+  // Events of the stopped driver are ignored.
+  old.receive({ message_id: 'GHOST' });
+  old.disconnect('late');
+  await sleep(30);
+  assert.equal((await status(bridge, 'shop-1')).state, 'ready');
+  assert.ok(!dashd.events('message').some((e) => e.data.message_id === 'GHOST'));
+});
+
+test('restart resets the count of reconnection attempts', async (t) => {
+  let disconnectsLeft = 2;
+  const factory = testDriverFactory({
+    onStart: (driver) => {
+      if (disconnectsLeft-- > 0) driver.disconnect('network unreachable');
+      // then: connecting, silently
+    },
+  });
+  const bridge = await startBridge(t, { factory, reconnectMaxAttempts: 2 });
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  await waitFor(() => factory.all('shop-1').length === 3, { what: 'two reconnections' });
+  assert.equal((await status(bridge, 'shop-1')).state, 'disconnected');
+  // One more loss would end in failed (3 > 2); a restart gives it its attempts back.
+  assert.equal((await api(bridge, 'POST', '/sessions/shop-1/restart', {})).status, 200);
+  await waitFor(() => factory.all('shop-1').length === 4);
+  factory.latest('shop-1').disconnect('again');
+  await waitFor(() => factory.all('shop-1').length === 5, { what: 'a reconnection, not failed' });
+  factory.latest('shop-1').disconnect('and again');
+  await waitFor(() => factory.all('shop-1').length === 6, { what: 'a second reconnection' });
+  assert.equal((await status(bridge, 'shop-1')).state, 'disconnected');
+  factory.latest('shop-1').disconnect('once too often');
+  await reaches(bridge, 'shop-1', 'failed');
+  assert.match((await status(bridge, 'shop-1')).reason, /gave up reconnecting after 2 attempts/);
+});
+
+test('restart starts a logged-out or failed session again, like start; an unknown one is 404', async (t) => {
+  const bridge = await startBridge(t);
+  for (const name of ['unpaired', 'broken']) await api(bridge, 'POST', `/sessions/${name}/start`, {});
+  await waitFor(() => ['unpaired', 'broken'].every((n) => bridge.factory.latest(n)?.qrCount === 1));
+  await bridge.factory.latest('unpaired').pair('15550000000');
+  bridge.factory.latest('unpaired').logoutFromPhone('LOGOUT');
+  await bridge.factory.latest('broken').pair('15551111111');
+  bridge.factory.latest('broken').fail('auth_failure');
+  await reaches(bridge, 'broken', 'failed');
+
+  const unpaired = await api(bridge, 'POST', '/sessions/unpaired/restart', {});
+  assert.deepEqual([unpaired.status, unpaired.body.state, unpaired.body.phone], [200, 'initializing', null]);
+  await waitFor(() => bridge.factory.all('unpaired').length === 2 && bridge.factory.latest('unpaired').qrCount === 1, { what: 'a fresh QR' });
+  const broken = await api(bridge, 'POST', '/sessions/broken/restart', {});
+  assert.equal(broken.status, 200);
+  await reaches(bridge, 'broken', 'ready'); // from the kept credentials
+  assert.equal(bridge.factory.all('broken').length, 2);
+
+  const unknown = await api(bridge, 'POST', '/sessions/nobody/restart', {});
+  assert.deepEqual([unknown.status, unknown.body.error.code], [404, 'session_not_found']);
+  assert.equal((await api(bridge, 'GET', '/status/nobody')).status, 404, 'nothing was created');
+  const wrongMethod = await api(bridge, 'GET', '/sessions/broken/restart');
+  assert.deepEqual([wrongMethod.status, wrongMethod.headers.allow], [405, 'POST']);
+});
+
+test('restart with a pairing phone hands it to the new driver', async (t) => {
+  const bridge = await startBridge(t);
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  await waitFor(() => bridge.factory.latest('shop-1')?.qrCount === 1);
+  assert.equal(bridge.factory.latest('shop-1').context.pairingPhone, null);
+  const bad = await api(bridge, 'POST', '/sessions/shop-1/restart', { pairing_phone: '12@lid' });
+  assert.deepEqual([bad.status, bad.body.error.code], [400, 'invalid_request']);
+  assert.equal(bridge.factory.all('shop-1').length, 1, 'a refused restart restarts nothing');
+  const answer = await api(bridge, 'POST', '/sessions/shop-1/restart', { pairing_phone: '+15551234567' });
+  assert.equal(answer.status, 200);
+  const driver = await waitFor(() => bridge.factory.all('shop-1').length === 2 && bridge.factory.latest('shop-1'));
+  assert.equal(driver.context.pairingPhone, '15551234567');
+  driver.emit('pairing_code', { code: 'ABCD-EFGH' });
+  assert.equal((await status(bridge, 'shop-1')).pairing_code, 'ABCD-EFGH');
+  // A later restart without one goes back to QR codes.
+  await api(bridge, 'POST', '/sessions/shop-1/restart', {});
+  const next = await waitFor(() => bridge.factory.all('shop-1').length === 3 && bridge.factory.latest('shop-1'));
+  assert.equal(next.context.pairingPhone, null);
+  assert.equal((await status(bridge, 'shop-1')).pairing_code, undefined, 'the old code is gone');
+});

@@ -65,6 +65,46 @@ test('SIGTERM: the bridge process stops its drivers, keeps its sessions and even
   assert.deepEqual(states.slice(0, 4), ['initializing', 'qr', 'authenticated', 'ready']);
 });
 
+test('the bridge process: a LID mapping told on stdin is posted; uploads and restarts show at exit', async (t) => {
+  const { createHash } = await import('node:crypto');
+  const dataDir = await tempDir(t);
+  const dashd = await fakeDashd(t);
+  const bridge = await spawnBridge(t, { BRIDGE_DATA_DIR: dataDir, DASHD_URL: dashd.url });
+  await api(bridge, 'POST', '/sessions/shop-1/start', {});
+  await waitFor(async () => (await api(bridge, 'GET', '/qr/shop-1')).status === 200, { what: 'a QR' });
+  bridge.tell({ session: 'shop-1', do: 'pair', phone: '15551234567' });
+  await waitFor(async () => (await api(bridge, 'GET', '/status/shop-1')).body.state === 'ready', { what: 'ready' });
+  bridge.tell({ session: 'shop-1', do: 'lid_mapping', lid: '12345678901234@lid', phone: '15557654321' });
+  const mapping = await waitFor(() => dashd.events('lid_mapping')[0], { what: 'the lid_mapping event' });
+  assert.deepEqual(mapping, { event: 'lid_mapping', session: 'shop-1', data: { lid: '12345678901234@lid', phone: '+15557654321' } });
+
+  const restarted = await api(bridge, 'POST', '/sessions/shop-1/restart', {});
+  assert.equal(restarted.status, 200);
+  await waitFor(async () => (await api(bridge, 'GET', '/status/shop-1')).body.state === 'ready', { what: 'ready again' });
+  const file = Buffer.from('%PDF-1.4 menu');
+  const sent = await api(bridge, 'POST', '/send-media', { session: 'shop-1', to: '15557654321', kind: 'document', data: file.toString('base64'), mime_type: 'application/pdf', filename: 'menu.pdf' });
+  assert.equal(sent.status, 200);
+
+  bridge.child.kill('SIGTERM');
+  const [code] = await once(bridge.child, 'exit');
+  assert.equal(code, 0);
+  const exited = await waitFor(() => bridge.output.find((o) => o.exited));
+  assert.deepEqual(exited.exited['shop-1'], ['start', 'stop', 'start', 'sendMedia', 'stop'], 'the restart stopped without logging out');
+  assert.deepEqual(exited.uploads, {
+    'shop-1': [
+      {
+        to: '15557654321',
+        kind: 'document',
+        mime_type: 'application/pdf',
+        filename: 'menu.pdf',
+        caption: null,
+        bytes: file.length,
+        sha256: createHash('sha256').update(file).digest('hex'),
+      },
+    ],
+  });
+});
+
 test('the bridge process refuses to start without a token', async () => {
   const { NODE_TEST_CONTEXT: _, ...inherited } = process.env;
   const child = spawn(process.execPath, [FIXTURE], { env: { ...inherited, BRIDGE_TOKEN: '', BRIDGE_TOKEN_FILE: '' }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -52,6 +52,8 @@ pub mod codes {
     pub const URI_TOO_LONG: &str = "uri_too_long";
     pub const HEADERS_TOO_LARGE: &str = "headers_too_large";
     pub const TIMEOUT: &str = "request_timeout";
+    /// A bridge event for a session no bot owns: the bridge sets it aside, no retry.
+    pub const UNKNOWN_SESSION: &str = "unknown_session";
 }
 
 /// `GET /v1/status`: what the daemon is and how it is doing.
@@ -1014,6 +1016,13 @@ pub struct SessionView {
     pub qr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qr_at: Option<DateTime<Utc>>,
+    /// When the QR code stops being valid, when the library says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr_expires_at: Option<DateTime<Utc>>,
+    /// The code to type on the phone (Linked devices > Link with phone number), when
+    /// pairing was started with a phone number and the library supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing_code: Option<String>,
     /// Since when the session is in this state.
     pub since: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

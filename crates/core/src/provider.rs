@@ -60,6 +60,12 @@ impl ProviderKind {
         )
     }
 
+    /// The providers paired with a phone by a QR code (or pairing code): the bridges and
+    /// Evolution instances. They have sessions (`dashctl session`).
+    pub fn is_paired(self) -> bool {
+        self.is_bridge() || self == ProviderKind::Evolution
+    }
+
     /// The settings this provider takes, secrets included.
     pub fn settings(self) -> &'static [SettingSpec] {
         match self {

@@ -66,7 +66,7 @@ pub enum Command {
     #[command(subcommand)]
     Provider(ProviderCommand),
     /// Pair phones and watch the WhatsApp Web sessions of the bridge providers (baileys,
-    /// venom, wwebjs).
+    /// venom, wwebjs) and Evolution instances.
     #[command(subcommand)]
     Session(SessionCommand),
     /// Talk to a bot as a customer would, through the sandbox provider: interactively,
@@ -337,7 +337,8 @@ pub enum ConversationCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
-    /// Every bot's bridge sessions: state, paired phone, since when, last error.
+    /// Every bot's paired sessions (bridges and Evolution instances): state, paired
+    /// phone, since when, last error.
     #[command(visible_alias = "ls")]
     List {
         /// Only this tenant's bots.
@@ -349,7 +350,8 @@ pub enum SessionCommand {
         /// TENANT/BOT or the bot's id.
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
-        /// The bridge (default: the first bridge in the bot's chain).
+        /// The provider: baileys, venom, wwebjs or evolution (default: the first of them in
+        /// the bot's chain).
         #[arg(long, value_name = "PROVIDER")]
         provider: Option<String>,
     },
@@ -358,36 +360,51 @@ pub enum SessionCommand {
     /// number) or the session fails (non-zero, with the reason).
     ///
     /// On WhatsApp: Settings > Linked devices > Link a device, then point the camera at
-    /// the code. Without a terminal the QR payload is printed as a line of text.
+    /// the code. Without a terminal the QR payload is printed as a line of text (and
+    /// written as a picture with --png). With --pairing-code no QR is needed: type the
+    /// code shown on the phone (Link a device > Link with phone number instead).
     Pair {
         /// TENANT/BOT or the bot's id.
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
-        /// The bridge (default: the first bridge in the bot's chain).
+        /// The provider: baileys, venom, wwebjs or evolution (default: the first of them in
+        /// the bot's chain).
         #[arg(long, value_name = "PROVIDER")]
         provider: Option<String>,
         /// Draw dark modules in the foreground colour (for light terminal themes).
         #[arg(long)]
         invert: bool,
+        /// Pair by a code typed on this phone (its number with country code, +15551234567)
+        /// instead of scanning a QR code, where the library supports it (Baileys,
+        /// whatsapp-web.js, Evolution).
+        #[arg(long, value_name = "+PHONE")]
+        pairing_code: Option<String>,
+        /// Also write each QR code as a PNG picture to FILE (replaced as it rotates).
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 300, value_name = "SECONDS")]
         timeout: u64,
     },
-    /// Log the session out on its bridge: the phone must pair again.
+    /// Log the session out on its bridge or instance: the phone must pair again.
     Logout {
         /// TENANT/BOT or the bot's id.
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
-        /// The bridge (default: the first bridge in the bot's chain).
+        /// The provider: baileys, venom, wwebjs or evolution (default: the first of them in
+        /// the bot's chain).
         #[arg(long, value_name = "PROVIDER")]
         provider: Option<String>,
     },
-    /// Start the session again on its bridge (a failed one, or after a bridge restart).
+    /// Drop the session's connection and connect again with its stored credentials (no
+    /// new pairing): for a stuck or failed session. A failed session gets its automatic
+    /// restarts again.
     Restart {
         /// TENANT/BOT or the bot's id.
         #[arg(value_parser = parse_bot_ref)]
         bot: BotRef,
-        /// The bridge (default: the first bridge in the bot's chain).
+        /// The provider: baileys, venom, wwebjs or evolution (default: the first of them in
+        /// the bot's chain).
         #[arg(long, value_name = "PROVIDER")]
         provider: Option<String>,
     },

@@ -76,6 +76,29 @@ impl Bridge {
     }
 }
 
+/// Puts the bridge in front of acme/ventas's chain (`baileys,sandbox`) with its token;
+/// the token file lives as long as the value returned.
+async fn use_bridge(env: &Env, url: &str) -> tempfile::NamedTempFile {
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), format!("{TOKEN}\n")).unwrap();
+    env.ctl(&["chain", "set", "acme/ventas", "baileys,sandbox"])
+        .await
+        .ok();
+    env.ctl(&[
+        "provider",
+        "set",
+        "acme/ventas",
+        "baileys",
+        "--set",
+        &format!("base_url={url}"),
+        "--secret",
+        &format!("token=@{}", token.path().display()),
+    ])
+    .await
+    .ok();
+    token
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -119,7 +142,7 @@ async fn transcript(env: &Env) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pair_through_a_bridge_then_talk_then_fail_over_and_come_back() {
-    let env = Env::start().await;
+    let mut env = Env::start().await;
     env.bot_with(Some(ECHO)).await;
     let session = env.bot_id().await.simple().to_string();
     let data = tempfile::tempdir().unwrap();
@@ -127,23 +150,7 @@ async fn pair_through_a_bridge_then_talk_then_fail_over_and_come_back() {
     let dashd_url = format!("http://{}", env.daemon().http_addr);
     let mut bridge = Bridge::start(data.path(), &dashd_url, port).await;
 
-    let token = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(token.path(), format!("{TOKEN}\n")).unwrap();
-    env.ctl(&["chain", "set", "acme/ventas", "baileys,sandbox"])
-        .await
-        .ok();
-    env.ctl(&[
-        "provider",
-        "set",
-        "acme/ventas",
-        "baileys",
-        "--set",
-        &format!("base_url={}", bridge.url),
-        "--secret",
-        &format!("token=@{}", token.path().display()),
-    ])
-    .await
-    .ok();
+    let _token = use_bridge(&env, &bridge.url).await;
 
     // `session pair`, without a terminal: the QR payloads as lines, then the number.
     let cwd = tempfile::tempdir().unwrap();
@@ -226,7 +233,182 @@ async fn pair_through_a_bridge_then_talk_then_fail_over_and_come_back() {
     wait_state(&env, "disconnected", Duration::from_secs(30)).await;
 
     // The bridge back on the same data: the session is restored and ready again.
-    let _bridge = Bridge::start(data.path(), &dashd_url, port).await;
+    let mut bridge = Bridge::start(data.path(), &dashd_url, port).await;
     wait_state(&env, "ready", Duration::from_secs(30)).await;
+
+    // No event lost: dashd stops; a customer writes; the bridge keeps the message in its
+    // on-disk queue, and is killed too. Both come back: the message reaches the flow and
+    // the reply goes out through the bridge.
+    let addr = env.stop_daemon().await;
+    bridge
+        .command(json!({"session": session, "do": "message", "message": {"text": "while dashd was down", "chat_id": "15557654321@c.us"}}))
+        .await;
+    eventually(Duration::from_secs(10), || async {
+        std::fs::read_dir(data.path().join("events").join(&session))
+            .map(|dir| {
+                dir.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    bridge.child.kill().await.unwrap();
+    let _bridge = Bridge::start(data.path(), &dashd_url, port).await;
+    env.start_again(addr).await;
+    eventually(Duration::from_secs(40), || async {
+        transcript(&env).await.iter().any(|m| {
+            m["direction"] == "out"
+                && m["body"]["text"] == "while dashd was down"
+                && m["state"] == "sent"
+                && m["provider"] == "baileys"
+        })
+    })
+    .await;
+    let inbound = transcript(&env)
+        .await
+        .iter()
+        .filter(|m| m["direction"] == "in" && m["body"]["text"] == "while dashd was down")
+        .count();
+    assert_eq!(inbound, 1, "the queued message arrived once");
+    env.stop().await;
+}
+
+/// `session pair --pairing-code`: the code to type on the phone instead of a QR, then the
+/// paired number; `--png` writes the QR as a picture; a bridge event for a session no
+/// bot owns is refused as such (404 `unknown_session`), so the bridge sets it aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pair_by_pairing_code_and_write_the_qr_as_png() {
+    let env = Env::start().await;
+    env.bot_with(Some(ECHO)).await;
+    let session = env.bot_id().await.simple().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let dashd_url = format!("http://{}", env.daemon().http_addr);
+    let mut bridge = Bridge::start(data.path(), &dashd_url, free_port()).await;
+    let _token = use_bridge(&env, &bridge.url).await;
+
+    // A bad number is refused before anything starts.
+    env.ctl(&["session", "pair", "acme/ventas", "--pairing-code", "12ab"])
+        .await
+        .fails(2, "country code");
+
+    let cwd = tempfile::tempdir().unwrap();
+    let socket = env.socket();
+    let cwd_path = cwd.path().to_owned();
+    let pair = tokio::spawn(async move {
+        run_ctl(
+            &cwd_path,
+            Some(&socket),
+            &[
+                "session",
+                "pair",
+                "acme/ventas",
+                "--pairing-code",
+                "+1 555 123-4567",
+                "--timeout",
+                "60",
+            ],
+        )
+        .await
+    });
+    eventually(Duration::from_secs(20), || async {
+        session_state(&env)
+            .await
+            .is_some_and(|s| s["pairing_code"] == "TEST-4567")
+    })
+    .await;
+    bridge
+        .command(json!({"session": session, "do": "pair", "phone": "15551234567"}))
+        .await;
+    let run = pair.await.unwrap().ok();
+    assert!(
+        run.stdout.contains("pairing code: TEST-4567"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("qr: "), "{}", run.stdout);
+    assert!(run.stdout.contains("+15551234567"), "{}", run.stdout);
+
+    // A customer known by phone; the library learns their LID: dashd links the two, so
+    // the LID finds the same conversation (one customer, one conversation).
+    bridge
+        .command(json!({"session": session, "do": "message", "message": {"text": "hola", "chat_id": "15557654321@c.us"}}))
+        .await;
+    eventually(Duration::from_secs(20), || async {
+        transcript(&env)
+            .await
+            .iter()
+            .any(|m| m["direction"] == "out")
+    })
+    .await;
+    bridge
+        .command(json!({"session": session, "do": "lid_mapping", "lid": "99887766554433@lid", "phone": "15557654321"}))
+        .await;
+    eventually(Duration::from_secs(20), || async {
+        let run = env
+            .ctl(&[
+                "-o",
+                "json",
+                "conversation",
+                "show",
+                "acme/ventas",
+                "99887766554433@lid",
+            ])
+            .await;
+        run.code == 0 && run.json()["contact"] == "+15557654321"
+    })
+    .await;
+
+    // Logged out, then paired again by QR with --png: the picture is the QR shown.
+    env.ctl(&["--yes", "session", "logout", "acme/ventas"])
+        .await
+        .ok();
+    let png = cwd.path().join("qr.png");
+    let socket = env.socket();
+    let cwd_path = cwd.path().to_owned();
+    let png_arg = png.to_str().unwrap().to_owned();
+    let pair = tokio::spawn(async move {
+        run_ctl(
+            &cwd_path,
+            Some(&socket),
+            &[
+                "session",
+                "pair",
+                "acme/ventas",
+                "--png",
+                &png_arg,
+                "--timeout",
+                "60",
+            ],
+        )
+        .await
+    });
+    eventually(Duration::from_secs(20), || async { png.exists() }).await;
+    bridge
+        .command(json!({"session": session, "do": "pair", "phone": "15551234567"}))
+        .await;
+    let run = pair.await.unwrap().ok();
+    let qr = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("qr: "))
+        .next_back()
+        .unwrap()
+        .to_owned();
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+    assert!(run.stdout.contains("qr png: "), "{}", run.stdout);
+    assert!(qr.starts_with("2@TEST-"), "{qr}");
+
+    // An event for a session nobody owns: 404 unknown_session, nothing stored.
+    let answer = reqwest::Client::new()
+        .post(format!("{dashd_url}/webhook/bridge/baileys"))
+        .header("content-type", "application/json")
+        .body(r#"{"event":"qr","session":"nobody","data":{"qr":"2@x"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unknown_session");
     env.stop().await;
 }

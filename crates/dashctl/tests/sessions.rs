@@ -39,10 +39,10 @@ async fn session_commands_explain_what_is_missing() {
     // The chain has no bridge.
     env.ctl(&["session", "pair", "acme/ventas"])
         .await
-        .fails(2, "has no bridge provider");
+        .fails(2, "has no provider paired by QR code");
     env.ctl(&["session", "pair", "acme/ventas", "--provider", "meta"])
         .await
-        .fails(2, "not a bridge provider");
+        .fails(2, "has no sessions to pair");
     // In the chain, but not configured.
     env.ctl(&["chain", "set", "acme/ventas", "baileys,sandbox"])
         .await

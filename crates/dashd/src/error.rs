@@ -22,6 +22,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// A bridge event names a session no bot owns (404 `unknown_session`).
+    #[error("{0}")]
+    UnknownSession(String),
     #[error("{message}")]
     Conflict {
         message: String,
@@ -81,6 +84,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND, None),
+            ApiError::UnknownSession(_) => (StatusCode::NOT_FOUND, codes::UNKNOWN_SESSION, None),
             ApiError::Conflict { field, .. } => (
                 StatusCode::CONFLICT,
                 codes::CONFLICT,

@@ -18,8 +18,9 @@ use dash_core::flow::document::MediaKind;
 use dash_core::provider::{ErrorClass, ProviderKind};
 use dashd::adapter::bridge::{Bridge, SessionQr, session_of};
 use dashd::adapter::{
-    Content, DeliveryStatus, MediaSource, OutboundMessage, ProviderConfig, ProviderEvent,
-    Recipient, Secret, SendError, SessionState, WebhookError, WebhookRequest, WhatsAppProvider,
+    ContactIds, Content, DeliveryStatus, MediaSource, OutboundMessage, ProviderConfig,
+    ProviderEvent, Recipient, Secret, SendError, SessionState, WebhookError, WebhookRequest,
+    WhatsAppProvider,
 };
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
@@ -376,8 +377,30 @@ async fn session_calls_follow_the_contract() {
     let bridge = bridge(&server);
 
     server.answer(200, r#"{"session":"shop-1","state":"initializing"}"#);
-    let started = bridge.start_session().await.unwrap();
+    let started = bridge.start_session(None).await.unwrap();
     assert_eq!(started.state, SessionState::Initializing);
+    // Pairing by phone number: the digits go in the body, the code comes back.
+    server.answer(
+        200,
+        r#"{"session":"shop-1","state":"qr","pairing_code":"ABCD-EFGH"}"#,
+    );
+    let started = bridge.start_session(Some("15551234567")).await.unwrap();
+    assert_eq!(started.pairing_code.as_deref(), Some("ABCD-EFGH"));
+    // Restart: the connection again, credentials kept.
+    server.answer(200, r#"{"session":"shop-1","state":"initializing"}"#);
+    let restarted = bridge.restart_session(None).await.unwrap();
+    assert_eq!(restarted.state, SessionState::Initializing);
+    let requests = server.requests();
+    let n = requests.len();
+    assert_eq!(requests[n - 3].path, "/sessions/shop-1/start");
+    assert_eq!(requests[n - 3].body, json!({}));
+    assert_eq!(requests[n - 2].path, "/sessions/shop-1/start");
+    assert_eq!(
+        requests[n - 2].body,
+        json!({"pairing_phone": "15551234567"})
+    );
+    assert_eq!(requests[n - 1].method, Method::POST);
+    assert_eq!(requests[n - 1].path, "/sessions/shop-1/restart");
 
     server.answer(
         200,
@@ -400,6 +423,7 @@ async fn session_calls_follow_the_contract() {
         Some(SessionQr {
             qr: "2@y8eK+bjtEjUWy9/FOM".into(),
             expires_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 1, 0).unwrap()),
+            pairing_code: None,
         })
     );
     server.answer(404, error_body("qr_not_available"));
@@ -446,6 +470,8 @@ async fn session_calls_follow_the_contract() {
     let requests = server.requests();
     let expected = [
         (Method::POST, "/sessions/shop-1/start"),
+        (Method::POST, "/sessions/shop-1/start"),
+        (Method::POST, "/sessions/shop-1/restart"),
         (Method::GET, "/status/shop-1"),
         (Method::GET, "/qr/shop-1"),
         (Method::GET, "/qr/shop-1"),
@@ -462,7 +488,7 @@ async fn session_calls_follow_the_contract() {
         assert_bridge_call(request, method, path);
     }
     assert_eq!(requests[0].body, json!({}));
-    assert_eq!(requests[1].body, Value::Null);
+    assert_eq!(requests[3].body, Value::Null);
 }
 
 #[tokio::test]
@@ -634,6 +660,8 @@ fn a_valid_signature_is_accepted() {
             session: SESSION.into(),
             state: SessionState::Qr,
             qr: Some("2@y8eK+bjtEjUWy9/FOM".into()),
+            qr_expires_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 1, 0).unwrap()),
+            pairing_code: None,
             phone: None,
             reason: None,
             at: now(),
@@ -1083,6 +1111,41 @@ fn acks_are_statuses() {
 }
 
 #[test]
+fn lid_mapping_events_link_a_lid_to_a_phone() {
+    let bridge = offline_bridge(ProviderKind::Baileys);
+    for phone in ["+15551234567", "15551234567", "15551234567@s.whatsapp.net"] {
+        let event = json!({"event": "lid_mapping", "session": SESSION, "data": {"lid": "12345678901234@lid", "phone": phone}});
+        assert_eq!(
+            only(deliver(&bridge, &event).unwrap()),
+            ProviderEvent::ContactLinked {
+                ids: ContactIds {
+                    phone: Some("+15551234567".into()),
+                    lid: Some("12345678901234@lid".into()),
+                    ..ContactIds::default()
+                },
+                at: now(),
+            },
+            "{phone}"
+        );
+    }
+    for data in [
+        json!({"lid": "15551234567@s.whatsapp.net", "phone": "+15551234567"}),
+        json!({"lid": "12345678901234@lid", "phone": "12345678901234@lid"}),
+        json!({"lid": "12345678901234@lid"}),
+        json!({"phone": "+15551234567"}),
+    ] {
+        let event = json!({"event": "lid_mapping", "session": SESSION, "data": data});
+        assert!(
+            matches!(
+                deliver(&bridge, &event).unwrap_err(),
+                WebhookError::Malformed(_)
+            ),
+            "{data}"
+        );
+    }
+}
+
+#[test]
 fn state_and_qr_events_are_session_events() {
     let bridge = offline_bridge(ProviderKind::Venom);
     let state = json!({"event": "state", "session": SESSION, "data": {"state": "logged_out", "phone": "+15551234567", "reason": "LOGOUT", "since": "2026-01-01T00:00:05Z"}});
@@ -1092,6 +1155,8 @@ fn state_and_qr_events_are_session_events() {
             session: SESSION.into(),
             state: SessionState::LoggedOut,
             qr: None,
+            qr_expires_at: None,
+            pairing_code: None,
             phone: Some("+15551234567".into()),
             reason: Some("LOGOUT".into()),
             at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 5).unwrap(),
@@ -1122,6 +1187,25 @@ fn state_and_qr_events_are_session_events() {
     assert!(matches!(
         only(deliver(&bridge, &qr).unwrap()),
         ProviderEvent::Session { state: SessionState::Qr, qr: Some(code), .. } if code == "2@abc"
+    ));
+    let code = json!({"event": "pairing_code", "session": SESSION, "data": {"code": "ABCD-EFGH", "expires_at": "2026-01-01T00:03:00Z"}});
+    assert_eq!(
+        only(deliver(&bridge, &code).unwrap()),
+        ProviderEvent::Session {
+            session: SESSION.into(),
+            state: SessionState::Qr,
+            qr: None,
+            qr_expires_at: Some(Utc.with_ymd_and_hms(2026, 1, 1, 0, 3, 0).unwrap()),
+            pairing_code: Some("ABCD-EFGH".into()),
+            phone: None,
+            reason: None,
+            at: now(),
+        }
+    );
+    let no_code = json!({"event": "pairing_code", "session": SESSION, "data": {}});
+    assert!(matches!(
+        deliver(&bridge, &no_code).unwrap_err(),
+        WebhookError::Malformed(_)
     ));
     let future = json!({"event": "call", "session": SESSION, "data": {}});
     assert!(matches!(

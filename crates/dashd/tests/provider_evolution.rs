@@ -20,6 +20,7 @@ use dash_core::api::Choice;
 use dash_core::api::Location;
 use dash_core::flow::document::MediaKind;
 use dash_core::provider::{ErrorClass, ProviderKind};
+use dashd::adapter::bridge::SessionQr;
 use dashd::adapter::evolution::{Evolution, webhook_set_body};
 use dashd::adapter::{
     Content, DeliveryStatus, MediaSource, OutboundMessage, ProviderConfig, ProviderEvent,
@@ -710,6 +711,127 @@ async fn probe_reads_the_connection_state() {
 }
 
 #[tokio::test]
+async fn instances_are_sessions_created_connected_restarted_and_logged_out() {
+    let server = Server::start().await;
+    let provider = evolution(&server);
+    let not_found = r#"{"status":404,"error":"Not Found","response":{"message":["The \"my-instance\" instance does not exist"]}}"#;
+
+    // Unknown to Evolution: status says so by its code, as the supervisor expects.
+    server.answer(404, not_found);
+    assert_eq!(
+        provider.session_status().await.unwrap_err().code.as_deref(),
+        Some("404")
+    );
+
+    // Start: created, then connected with the number for a pairing code.
+    server.answer(404, not_found);
+    server.answer(
+        201,
+        r#"{"instance":{"instanceName":"my-instance","status":"created"},"hash":"5A793D2C"}"#,
+    );
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"close"}}"#,
+    );
+    server.answer(
+        200,
+        r#"{"pairingCode":"WZYEH1YY","code":"2@y8eK+bjtEjUWy9/FOM...","count":1}"#,
+    );
+    let started = provider.start_session(Some("5531982968")).await.unwrap();
+    assert_eq!(started.state, SessionState::Qr);
+    assert_eq!(started.session, "my-instance");
+    assert_eq!(started.pairing_code.as_deref(), Some("WZYEH1YY"));
+    let requests = server.requests();
+    assert_evolution_call(
+        &requests[1],
+        Method::GET,
+        "/instance/connectionState/my-instance",
+    );
+    assert_evolution_call(&requests[2], Method::POST, "/instance/create");
+    assert_eq!(
+        requests[2].body,
+        json!({"instanceName": "my-instance", "qrcode": false, "integration": "WHATSAPP-BAILEYS", "number": "5531982968"})
+    );
+    assert_evolution_call(&requests[4], Method::GET, "/instance/connect/my-instance");
+    assert_eq!(requests[4].query.as_deref(), Some("number=5531982968"));
+
+    // States: open is ready (no connect call), connecting with a QR waits for a scan,
+    // close is disconnected.
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"open"}}"#,
+    );
+    assert_eq!(
+        provider.start_session(None).await.unwrap().state,
+        SessionState::Ready
+    );
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"connecting"}}"#,
+    );
+    server.answer(200, r#"{"code":"2@abc","count":2}"#);
+    assert_eq!(
+        provider.session_status().await.unwrap().state,
+        SessionState::Qr
+    );
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"connecting"}}"#,
+    );
+    server.answer(200, r#"{"count":0}"#);
+    assert_eq!(
+        provider.session_status().await.unwrap().state,
+        SessionState::Initializing
+    );
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"close"}}"#,
+    );
+    assert_eq!(
+        provider.session_status().await.unwrap().state,
+        SessionState::Disconnected
+    );
+
+    // Restart and logout; logging out an unknown instance is done already.
+    let before = server.requests().len();
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"connecting"}}"#,
+    );
+    server.answer(
+        200,
+        r#"{"instance":{"instanceName":"my-instance","state":"open"}}"#,
+    );
+    assert_eq!(
+        provider.restart_session().await.unwrap().state,
+        SessionState::Ready
+    );
+    server.answer(
+        200,
+        r#"{"status":"SUCCESS","error":false,"response":{"message":"Instance logged out"}}"#,
+    );
+    provider.logout().await.unwrap();
+    server.answer(404, not_found);
+    provider.logout().await.unwrap();
+    server.answer(
+        401,
+        r#"{"status":401,"error":"Unauthorized","response":{"message":"Unauthorized"}}"#,
+    );
+    assert!(provider.logout().await.is_err());
+    let requests = server.requests();
+    assert_evolution_call(
+        &requests[before],
+        Method::POST,
+        "/instance/restart/my-instance",
+    );
+    assert_evolution_call(
+        &requests[before + 2],
+        Method::DELETE,
+        "/instance/logout/my-instance",
+    );
+}
+
+#[tokio::test]
 async fn qr_reads_the_raw_code_from_connect() {
     let server = Server::start().await;
     let provider = evolution(&server);
@@ -718,15 +840,19 @@ async fn qr_reads_the_raw_code_from_connect() {
         r#"{"pairingCode":"WZYEH1YY","code":"2@y8eK+bjtEjUWy9/FOM...","count":1}"#,
     );
     assert_eq!(
-        provider.qr().await.unwrap().as_deref(),
-        Some("2@y8eK+bjtEjUWy9/FOM...")
+        provider.qr().await.unwrap(),
+        Some(SessionQr {
+            qr: "2@y8eK+bjtEjUWy9/FOM...".into(),
+            expires_at: None,
+            pairing_code: Some("WZYEH1YY".into()),
+        })
     );
     server.answer(
         200,
         r#"{"pairingCode":"FNPG5AYK","code":"2@friZvbL+GZxUgI","base64":"data:image/png;base64,iVBOR","count":1}"#,
     );
     assert_eq!(
-        provider.qr().await.unwrap().as_deref(),
+        provider.qr().await.unwrap().map(|qr| qr.qr).as_deref(),
         Some("2@friZvbL+GZxUgI")
     );
     server.answer(200, r#"{"count":0}"#);

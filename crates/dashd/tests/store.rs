@@ -473,6 +473,8 @@ mod cases {
                 reason: (state == "disconnected").then(|| "connection lost".into()),
                 phone: phone.map(str::to_owned),
                 qr: qr.map(str::to_owned),
+                qr_expires_at: qr.map(|_| t0 + chrono::Duration::seconds(secs + 60)),
+                pairing_code: None,
                 at: t0 + chrono::Duration::seconds(secs),
             };
         let (view, changed) = store
@@ -491,6 +493,20 @@ mod cases {
             .unwrap();
         assert!(!changed);
         assert_eq!((view.qr.as_deref(), view.since), (Some("2@two"), t0));
+        assert_eq!(view.qr_expires_at, Some(t0 + chrono::Duration::seconds(80)));
+        // A pairing code comes on its own report and stays beside the QR while pairing.
+        let (view, _) = store
+            .record_session(&SessionReport {
+                pairing_code: Some("ABCD-EFGH".into()),
+                ..report(a.id, "qr", None, None, 25)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            (view.qr.as_deref(), view.pairing_code.as_deref()),
+            (Some("2@two"), Some("ABCD-EFGH"))
+        );
+        assert_eq!(view.qr_expires_at, Some(t0 + chrono::Duration::seconds(80)));
         // Paired: the QR goes, the phone stays even when later reports omit it.
         let (view, _) = store
             .record_session(&report(a.id, "ready", None, Some("+15551234567"), 30))
@@ -500,6 +516,7 @@ mod cases {
             (view.qr, view.phone.as_deref()),
             (None, Some("+15551234567"))
         );
+        assert_eq!((view.qr_expires_at, view.pairing_code), (None, None));
         let (view, changed) = store
             .record_session(&report(a.id, "disconnected", None, None, 40))
             .await

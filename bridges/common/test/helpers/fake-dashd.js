@@ -1,6 +1,6 @@
 // A local HTTP server standing in for dashd's `/webhook/bridge/{provider}`: it checks
 // each event's signature and timestamp the way dashd does (401 when they do not hold),
-// records every attempt, answers scripted statuses, and can be down.
+// records every attempt, answers scripted statuses (and bodies), and can be down.
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
@@ -26,7 +26,7 @@ export async function startFakeDashd(options) {
   const attempts = [];
   /** @type {any[]} events acknowledged with a 2xx, in arrival order */
   const received = [];
-  /** @type {number[]} */
+  /** @type {{status: number, body?: unknown}[]} */
   const script = [];
   let down = false;
 
@@ -51,11 +51,13 @@ export async function startFakeDashd(options) {
         // recorded as null
       }
       if (verified) options.onRequest?.(body);
-      const status = verified ? (script.shift() ?? 200) : 401;
+      const answer = verified ? (script.shift() ?? { status: 200 }) : { status: 401 };
+      const status = answer.status;
       attempts.push({ path: req.url ?? '', status, verified, timestamp, signature, raw: raw.toString('utf8'), body, at: Date.now() });
       if (status >= 200 && status < 300) received.push(body);
       res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(status < 300 ? '{"ok":true}' : `{"error":{"code":"scripted","message":"scripted ${status}"}}`);
+      const scripted = { error: { code: 'scripted', message: `scripted ${status}` } };
+      res.end(JSON.stringify(answer.body ?? (status < 300 ? { ok: true } : scripted)));
     });
   });
 
@@ -76,9 +78,13 @@ export async function startFakeDashd(options) {
     port,
     attempts,
     received,
-    /** The next answers, in order (then 200 again). @param {...number} statuses */
-    answerNext(...statuses) {
-      script.push(...statuses);
+    /**
+     * The next answers, in order (then 200 again): a status, or a status and the JSON
+     * body to answer with (`{status: 404, body: {error: {code: 'unknown_session'}}}`).
+     * @param {...(number | {status: number, body?: unknown})} answers
+     */
+    answerNext(...answers) {
+      script.push(...answers.map((answer) => (typeof answer === 'number' ? { status: answer } : answer)));
     },
     /** Refuse (reset) every connection while down. @param {boolean} value */
     setDown(value) {

@@ -5,6 +5,7 @@
 // (authenticated, then ready with the stored phone) and otherwise shows a QR; the tests
 // then pair it, rotate its QR, make it receive messages, disconnect, log out or fail.
 
+import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
@@ -38,6 +39,9 @@ export function testDriverFactory(options = {}) {
   return factory;
 }
 
+// Message ids unique across processes too (a restarted bridge must not repeat one, as no
+// real library does: dashd drops a repeated id as a duplicate delivery).
+const RUN = randomBytes(3).toString('hex');
 let ids = 0;
 
 export class TestDriver {
@@ -54,6 +58,8 @@ export class TestDriver {
     this.calls = [];
     /** @type {any[]} */
     this.sent = [];
+    /** Files uploaded to /send-media (`data`), as the driver received them. @type {{to: string, kind: string, data: Buffer, mimeType: string, filename: string | null, caption: string | null}[]} */
+    this.uploads = [];
     this.qrCount = 0;
     /** @type {Error | null} */
     this.nextSendError = null;
@@ -71,6 +77,9 @@ export class TestDriver {
     if (creds) {
       this.emit('authenticated');
       this.emit('ready', { phone: creds.phone });
+    } else if (this.context.pairingPhone) {
+      // Pairing by phone number: a code to type on the phone instead of a QR.
+      this.emit('pairing_code', { code: `TEST-${this.context.pairingPhone.slice(-4)}` });
     } else {
       this.showQr();
     }
@@ -85,6 +94,10 @@ export class TestDriver {
   async sendMedia(/** @type {any} */ message) {
     this.calls.push('sendMedia');
     this.sent.push({ ...message, media: true });
+    if (Buffer.isBuffer(message.data)) {
+      const { to, kind, data, mimeType, filename, caption } = message;
+      this.uploads.push({ to, kind, data, mimeType, filename, caption });
+    }
     return this.#answer(message);
   }
 
@@ -143,7 +156,7 @@ export class TestDriver {
   receive(fields = {}) {
     ids += 1;
     const message = {
-      message_id: `IN-${ids}`,
+      message_id: `IN-${RUN}-${ids}`,
       chat_id: '15557654321@c.us',
       from_me: false,
       timestamp_s: 1767225600,
@@ -165,7 +178,7 @@ export class TestDriver {
       throw error;
     }
     ids += 1;
-    const id = `OUT-${ids}`;
+    const id = `OUT-${RUN}-${ids}`;
     if (this.options.echo) {
       this.emit('message', { message_id: id, chat_id: `${message.to}@c.us`, from_me: true, type: 'chat', text: message.text ?? '' });
     }

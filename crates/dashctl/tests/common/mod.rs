@@ -100,6 +100,22 @@ impl Env {
         sent.into_iter().map(|s| s.body.text).collect()
     }
 
+    /// Stops dashd (a clean shutdown) and leaves it down until [`Env::start_again`].
+    /// Returns the HTTP address it listened on.
+    pub async fn stop_daemon(&mut self) -> std::net::SocketAddr {
+        let daemon = self.daemon.take().expect("dashd is running");
+        let addr = daemon.http_addr;
+        daemon.shutdown().await.unwrap();
+        addr
+    }
+
+    /// Starts dashd again on the same data directory and HTTP address.
+    pub async fn start_again(&mut self, addr: std::net::SocketAddr) {
+        let mut config = config_in(self.dir.path());
+        config.server.listen = addr;
+        self.daemon = Some(dashd::start(config).await.unwrap());
+    }
+
     pub async fn stop(mut self) {
         if let Some(daemon) = self.daemon.take() {
             daemon.shutdown().await.unwrap();

@@ -59,6 +59,9 @@ pub struct SessionStatus {
     /// Since when the session is in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<DateTime<Utc>>,
+    /// The code to type on the phone, when pairing by phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing_code: Option<String>,
 }
 
 /// A QR code to pair a session (`GET /qr/{name}`).
@@ -68,6 +71,9 @@ pub struct SessionQr {
     pub qr: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The code to type on the phone, when pairing by phone number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairing_code: Option<String>,
 }
 
 /// What `GET /health` says about the bridge process.
@@ -127,10 +133,35 @@ impl Bridge {
     }
 
     /// `POST /sessions/{name}/start`: starts (or resumes) the session; the bridge answers
-    /// with its state, then posts `qr` and `state` events as pairing goes on.
-    pub async fn start_session(&self) -> Result<SessionStatus, SendError> {
-        let path = ["sessions", self.session.as_str(), "start"];
-        let answer = self.fetch(Method::POST, &path, Some(&json!({}))).await?;
+    /// with its state, then posts `qr` and `state` events as pairing goes on. With a
+    /// pairing phone (digits) the library is asked for a pairing code instead of a QR.
+    pub async fn start_session(
+        &self,
+        pairing_phone: Option<&str>,
+    ) -> Result<SessionStatus, SendError> {
+        self.session_call("start", pairing_phone).await
+    }
+
+    /// `POST /sessions/{name}/restart`: stops the session's connection without logging
+    /// out and connects again (credentials kept).
+    pub async fn restart_session(
+        &self,
+        pairing_phone: Option<&str>,
+    ) -> Result<SessionStatus, SendError> {
+        self.session_call("restart", pairing_phone).await
+    }
+
+    async fn session_call(
+        &self,
+        verb: &str,
+        pairing_phone: Option<&str>,
+    ) -> Result<SessionStatus, SendError> {
+        let path = ["sessions", self.session.as_str(), verb];
+        let body = match pairing_phone {
+            Some(phone) => json!({ "pairing_phone": phone }),
+            None => json!({}),
+        };
+        let answer = self.fetch(Method::POST, &path, Some(&body)).await?;
         self.decode(answer, "session status")
     }
 
@@ -430,6 +461,8 @@ impl WhatsAppProvider for Bridge {
             "ack" => ack_event(data, now)?,
             "state" => state_event(session, data, now)?,
             "qr" => qr_event(session, data, now)?,
+            "pairing_code" => pairing_code_event(session, data, now)?,
+            "lid_mapping" => lid_mapping_event(data, now)?,
             other => ProviderEvent::Ignored {
                 kind: format!("bridge {other}"),
             },
@@ -735,6 +768,8 @@ fn state_event(
         session: session.to_owned(),
         state,
         qr: None,
+        qr_expires_at: None,
+        pairing_code: None,
         phone: text("phone").and_then(super::e164),
         reason: text("reason").map(str::to_owned),
         at: text("since")
@@ -758,10 +793,73 @@ fn qr_event(
         session: session.to_owned(),
         state: SessionState::Qr,
         qr: Some(qr.to_owned()),
+        qr_expires_at: expires_at(data),
+        pairing_code: None,
         phone: None,
         reason: None,
         at: now,
     })
+}
+
+/// `pairing_code`: the code to type on the phone (pairing by phone number).
+fn pairing_code_event(
+    session: &str,
+    data: &Value,
+    now: DateTime<Utc>,
+) -> Result<ProviderEvent, WebhookError> {
+    let code = data
+        .get("code")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && s.len() <= 64)
+        .ok_or_else(|| WebhookError::Malformed("bridge pairing_code event without code".into()))?;
+    Ok(ProviderEvent::Session {
+        session: session.to_owned(),
+        state: SessionState::Qr,
+        qr: None,
+        qr_expires_at: expires_at(data),
+        pairing_code: Some(code.to_owned()),
+        phone: None,
+        reason: None,
+        at: now,
+    })
+}
+
+/// `lid_mapping`: the bridge learnt which phone number a LID stands for.
+fn lid_mapping_event(data: &Value, now: DateTime<Utc>) -> Result<ProviderEvent, WebhookError> {
+    let text = |name: &str| data.get(name).and_then(Value::as_str);
+    let lid = match text("lid").map(jid::Jid::parse) {
+        Some(jid::Jid::Lid(lid)) => lid,
+        _ => {
+            return Err(WebhookError::Malformed(
+                "bridge lid_mapping event without a LID (\"...@lid\")".into(),
+            ));
+        }
+    };
+    let phone = text("phone")
+        .and_then(|phone| match jid::Jid::parse(phone) {
+            jid::Jid::Phone(phone) => Some(phone),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            WebhookError::Malformed("bridge lid_mapping event without a phone number".into())
+        })?;
+    Ok(ProviderEvent::ContactLinked {
+        ids: ContactIds {
+            phone: Some(phone),
+            lid: Some(lid),
+            ..ContactIds::default()
+        },
+        at: now,
+    })
+}
+
+/// `expires_at` of a `qr` or `pairing_code` event (RFC 3339), when given.
+fn expires_at(data: &Value) -> Option<DateTime<Utc>> {
+    data.get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&Utc))
 }
 
 /// The address a bridge (or Evolution) sends to: phone digits without `+`

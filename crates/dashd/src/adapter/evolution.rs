@@ -27,7 +27,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
 use super::bridge::jid::Jid;
-use super::bridge::{address_of, media_kind_name, unix_seconds};
+use super::bridge::{SessionQr, SessionStatus, address_of, media_kind_name, unix_seconds};
 use super::signature;
 use super::{
     ConfigError, ContactIds, Content, DEFAULT_LIST_BUTTON, DeliveryStatus, MediaSource,
@@ -116,17 +116,151 @@ impl Evolution {
         })
     }
 
-    /// The instance's current QR (`GET /instance/connect/{instance}`): the raw QR string
-    /// (`code`), or None when there is none yet or the instance is already connected.
-    pub async fn qr(&self) -> Result<Option<String>, SendError> {
+    /// The instance's name (its session name in `dashctl session`).
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The instance's current QR (`GET /instance/connect/{instance}`, with `?number=`
+    /// for a pairing code): the raw QR string (`code`) and the pairing code, or None when
+    /// there is none yet or the instance is already connected.
+    pub async fn qr(&self) -> Result<Option<SessionQr>, SendError> {
+        self.connect(None).await
+    }
+
+    async fn connect(&self, pairing_phone: Option<&str>) -> Result<Option<SessionQr>, SendError> {
+        let mut url = self.url(&["instance", "connect", &self.instance]);
+        if let Some(phone) = pairing_phone {
+            url.query_pairs_mut().append_pair("number", phone);
+        }
+        let answer = self.call_url(Method::GET, url, None).await?;
+        let text = |name: &str| {
+            answer
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        Ok(text("code").map(|qr| SessionQr {
+            qr,
+            expires_at: None,
+            pairing_code: text("pairingCode"),
+        }))
+    }
+
+    /// The instance as a session (`GET /instance/connectionState/{instance}`): `open` is
+    /// ready; `connecting` waits for a scan (`qr` once a QR exists); `close` is
+    /// disconnected. An instance Evolution does not know answers the error with code 404.
+    pub async fn session_status(&self) -> Result<SessionStatus, SendError> {
         let answer = self
-            .call(Method::GET, &["instance", "connect", &self.instance], None)
+            .call(
+                Method::GET,
+                &["instance", "connectionState", &self.instance],
+                None,
+            )
             .await?;
-        Ok(answer
-            .get("code")
+        let state = answer
+            .pointer("/instance/state")
+            .or_else(|| answer.get("state"))
             .and_then(Value::as_str)
-            .filter(|code| !code.is_empty())
-            .map(str::to_owned))
+            .unwrap_or_default()
+            .to_owned();
+        let (state, reason) = match state.as_str() {
+            "open" => (SessionState::Ready, None),
+            "connecting" => match self.qr().await? {
+                Some(_) => (SessionState::Qr, None),
+                None => (SessionState::Initializing, None),
+            },
+            "close" => (
+                SessionState::Disconnected,
+                Some("instance closed: dashctl session pair connects it".to_owned()),
+            ),
+            "refused" => (SessionState::Failed, Some("refused".to_owned())),
+            other => {
+                return Err(SendError::broken(format!(
+                    "evolution connectionState answered an unknown state {}",
+                    excerpt(other)
+                )));
+            }
+        };
+        Ok(SessionStatus {
+            session: self.instance.clone(),
+            state,
+            phone: None,
+            reason,
+            since: None,
+            pairing_code: None,
+        })
+    }
+
+    /// Starts pairing: creates the instance when Evolution does not know it (which takes
+    /// the global API key), then connects it (`GET /instance/connect`, `?number=` for a
+    /// pairing code). Answers the state it is then in.
+    pub async fn start_session(
+        &self,
+        pairing_phone: Option<&str>,
+    ) -> Result<SessionStatus, SendError> {
+        let status = match self.session_status().await {
+            Ok(status) => status,
+            Err(err) if err.code.as_deref() == Some("404") => {
+                let mut body = json!({
+                    "instanceName": self.instance,
+                    "qrcode": false,
+                    "integration": "WHATSAPP-BAILEYS",
+                });
+                if let Some(phone) = pairing_phone {
+                    body["number"] = json!(phone);
+                }
+                self.call(Method::POST, &["instance", "create"], Some(&body))
+                    .await
+                    .map_err(|err| SendError {
+                        message: format!(
+                            "cannot create evolution instance {}: {} (creating instances takes the global API key)",
+                            self.instance, err.message
+                        ),
+                        ..err
+                    })?;
+                self.session_status().await?
+            }
+            Err(err) => return Err(err),
+        };
+        if status.state == SessionState::Ready {
+            return Ok(status);
+        }
+        let qr = self.connect(pairing_phone).await?;
+        Ok(SessionStatus {
+            state: if qr.is_some() {
+                SessionState::Qr
+            } else {
+                SessionState::Initializing
+            },
+            reason: None,
+            pairing_code: qr.and_then(|qr| qr.pairing_code),
+            ..status
+        })
+    }
+
+    /// `POST /instance/restart/{instance}`: reconnects without logging out.
+    pub async fn restart_session(&self) -> Result<SessionStatus, SendError> {
+        self.call(Method::POST, &["instance", "restart", &self.instance], None)
+            .await?;
+        self.session_status().await
+    }
+
+    /// `DELETE /instance/logout/{instance}`: unpairs the phone (the instance stays). An
+    /// instance Evolution does not know is already logged out.
+    pub async fn logout(&self) -> Result<(), SendError> {
+        match self
+            .call(
+                Method::DELETE,
+                &["instance", "logout", &self.instance],
+                None,
+            )
+            .await
+        {
+            Err(err) if err.code.as_deref() != Some("404") => Err(err),
+            _ => Ok(()),
+        }
     }
 
     /// Points the instance's webhook at `public_url` (`POST /webhook/set/{instance}`
@@ -157,9 +291,18 @@ impl Evolution {
         segments: &[&str],
         body: Option<&Value>,
     ) -> Result<Value, SendError> {
+        self.call_url(method, self.url(segments), body).await
+    }
+
+    async fn call_url(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&Value>,
+    ) -> Result<Value, SendError> {
         let mut request = self
             .http
-            .request(method, self.url(segments))
+            .request(method, url)
             .header("apikey", self.api_key.expose())
             .timeout(SEND_TIMEOUT);
         if let Some(body) = body {
@@ -962,6 +1105,8 @@ fn connection_event(instance: &str, data: &Value, now: DateTime<Utc>) -> Provide
         session: instance.to_owned(),
         state: session_state,
         qr: None,
+        qr_expires_at: None,
+        pairing_code: None,
         phone: (session_state == SessionState::Ready)
             .then(|| {
                 data.get("wuid")
@@ -1005,6 +1150,12 @@ fn qr_event(
             session: instance.to_owned(),
             state: SessionState::Qr,
             qr: Some(code.to_owned()),
+            qr_expires_at: None,
+            pairing_code: data
+                .pointer("/qrcode/pairingCode")
+                .and_then(Value::as_str)
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
             phone: None,
             reason: None,
             at: now,
@@ -1015,6 +1166,8 @@ fn qr_event(
             session: instance.to_owned(),
             state: SessionState::Failed,
             qr: None,
+            qr_expires_at: None,
+            pairing_code: None,
             phone: None,
             reason: Some(message.to_owned()),
             at: now,

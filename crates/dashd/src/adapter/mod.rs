@@ -13,6 +13,7 @@ pub mod evolution;
 pub mod meta;
 pub mod registry;
 pub mod sandbox;
+pub mod session;
 pub mod signature;
 pub mod twilio;
 
@@ -370,10 +371,17 @@ pub enum ProviderEvent {
         session: String,
         state: SessionState,
         qr: Option<String>,
+        /// When that QR code expires, when the library says.
+        qr_expires_at: Option<DateTime<Utc>>,
+        /// A code to type on the phone instead of scanning (pairing by phone number).
+        pairing_code: Option<String>,
         phone: Option<String>,
         reason: Option<String>,
         at: DateTime<Utc>,
     },
+    /// Two identifiers of one customer learnt apart from a message (a bridge's LID ↔
+    /// phone mapping): they become one contact.
+    ContactLinked { ids: ContactIds, at: DateTime<Utc> },
     /// The Cloud API issued a customer a new BSUID (`user_id_update`).
     ContactIdChanged {
         old_bsuid: String,

@@ -175,18 +175,24 @@ impl Registry {
         })
     }
 
-    /// A bot's bridge client for session control (start, status, QR, logout); None
-    /// when the bot has no settings for that bridge.
-    pub async fn bridge(
+    /// A bot's session client (start, status, QR, logout) for a bridge or Evolution;
+    /// None when the bot has no settings for that provider.
+    pub async fn session_client(
         &self,
         bot_id: Uuid,
         kind: ProviderKind,
-    ) -> anyhow::Result<Option<super::bridge::Bridge>> {
+    ) -> anyhow::Result<Option<super::session::SessionClient>> {
+        use super::session::SessionClient;
         let Some(config) = self.config(bot_id, kind).await? else {
             return Ok(None);
         };
         let http = self.pool_for(&config);
-        Ok(Some(super::bridge::Bridge::new(&config, http)?))
+        Ok(Some(match kind {
+            ProviderKind::Evolution => {
+                SessionClient::Evolution(super::evolution::Evolution::new(&config, http)?)
+            }
+            _ => SessionClient::Bridge(super::bridge::Bridge::new(&config, http)?),
+        }))
     }
 
     /// The shared connection pool for the host of the entry's `base_url`.

@@ -145,6 +145,10 @@ fn bot_routes(prefix: &str) -> Router<AppState> {
             post(sessions::start),
         )
         .route(
+            &format!("{prefix}/sessions/{{provider}}/restart"),
+            post(sessions::restart),
+        )
+        .route(
             &format!("{prefix}/sessions/{{provider}}/logout"),
             post(sessions::logout),
         )

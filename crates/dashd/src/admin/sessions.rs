@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::paths::BotPath;
 use crate::adapter::SessionState;
-use crate::adapter::bridge::Bridge;
+use crate::adapter::bridge::SessionStatus;
+use crate::adapter::session::SessionClient;
 use crate::error::{ApiError, Path, Query};
 use crate::pipeline::session_state_name;
 use crate::state::AppState;
@@ -85,11 +86,11 @@ fn bridge_param(params: &HashMap<String, String>) -> Result<ProviderKind, ApiErr
         .map(String::as_str)
         .unwrap_or_default();
     match name.parse::<ProviderKind>() {
-        Ok(kind) if kind.is_bridge() => Ok(kind),
+        Ok(kind) if kind.is_paired() => Ok(kind),
         _ => Err(ValidationError::new(
             "provider",
             format!(
-                "{} is not a bridge provider: use baileys, venom or wwebjs",
+                "{} has no sessions: use baileys, venom, wwebjs or evolution",
                 dash_core::validate::quoted(name)
             ),
         )
@@ -97,17 +98,21 @@ fn bridge_param(params: &HashMap<String, String>) -> Result<ProviderKind, ApiErr
     }
 }
 
-async fn bridge_of(state: &AppState, bot: &Bot, kind: ProviderKind) -> Result<Bridge, ApiError> {
+async fn client_of(
+    state: &AppState,
+    bot: &Bot,
+    kind: ProviderKind,
+) -> Result<SessionClient, ApiError> {
     state
         .pipeline
         .providers()
-        .bridge(bot.id, kind)
+        .session_client(bot.id, kind)
         .await
         .map_err(|err| ValidationError::new("settings", err.to_string()))?
         .ok_or_else(|| {
             ApiError::Conflict {
                 message: format!(
-                    "bot {} has no {kind} settings: dashctl provider set {} {kind} --secret token=@FILE",
+                    "bot {} has no {kind} settings: dashctl provider set {} {kind} ... (dashctl provider set --help lists them)",
                     bot.path(),
                     bot.path()
                 ),
@@ -132,14 +137,71 @@ fn in_chain(bot: &Bot, kind: ProviderKind) -> Result<(), ApiError> {
     }
 }
 
-/// A bridge call that failed: the bridge is unreachable or refused (503 with the reason).
+/// A bridge or Evolution call that failed: unreachable or refused (503 with the reason).
 fn bridge_failed(kind: ProviderKind, err: &crate::adapter::SendError) -> ApiError {
-    ApiError::Unavailable(format!("the {kind} bridge: {}", err.message))
+    let what = if kind.is_bridge() {
+        "bridge"
+    } else {
+        "instance"
+    };
+    ApiError::Unavailable(format!("the {kind} {what}: {}", err.message))
+}
+
+/// Body of `POST .../sessions/{provider}/start` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartSession {
+    /// Pair by a code typed on this phone (E.164) instead of a QR code.
+    pairing_phone: Option<String>,
 }
 
 /// Starts the session (or asks the bridge again for its state) and records it; the QR
-/// to scan follows in the session's state (`qr`).
+/// to scan (or, with `pairing_phone`, the pairing code) follows in the session's state.
 pub async fn start(
+    State(state): State<AppState>,
+    BotPath(bot): BotPath,
+    Path(params): Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<axum::Json<SessionView>, ApiError> {
+    let request: StartSession = if body.iter().all(u8::is_ascii_whitespace) {
+        StartSession::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|err| {
+            ApiError::BadRequest(format!(
+                "invalid JSON body: {}",
+                dash_core::validate::bounded(&err.to_string(), 200)
+            ))
+        })?
+    };
+    let pairing_phone = match request.pairing_phone.as_deref() {
+        Some(phone) => Some(
+            crate::adapter::e164(phone)
+                .map(|e164| e164.trim_start_matches('+').to_owned())
+                .ok_or_else(|| {
+                    ValidationError::new(
+                        "pairing_phone",
+                        "the phone number to pair, with its country code (+15551234567)",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let bot = state.store.bot(&bot).await?;
+    let kind = bridge_param(&params)?;
+    in_chain(&bot, kind)?;
+    let client = client_of(&state, &bot, kind).await?;
+    let status = client
+        .start(pairing_phone.as_deref())
+        .await
+        .map_err(|err| bridge_failed(kind, &err))?;
+    state.pipeline.session_restarted(bot.id, kind.as_str());
+    tracing::info!(bot = %bot.path(), provider = %kind, state = session_state_name(status.state), "session started by an operator");
+    record_status(&state, &bot, kind, &client, status).await
+}
+
+/// Drops the session's connection and connects again with its stored credentials (no
+/// new pairing); a failed session gets its full count of automatic restarts again.
+pub async fn restart(
     State(state): State<AppState>,
     BotPath(bot): BotPath,
     Path(params): Path<HashMap<String, String>>,
@@ -147,27 +209,49 @@ pub async fn start(
     let bot = state.store.bot(&bot).await?;
     let kind = bridge_param(&params)?;
     in_chain(&bot, kind)?;
-    let bridge = bridge_of(&state, &bot, kind).await?;
-    let status = bridge
-        .start_session()
-        .await
-        .map_err(|err| bridge_failed(kind, &err))?;
+    let client = client_of(&state, &bot, kind).await?;
+    let status = match client.restart().await {
+        Ok(status) => status,
+        // Not on the bridge (yet): restarting it is starting it.
+        Err(err) if matches!(err.code.as_deref(), Some("session_not_found" | "404")) => client
+            .start(None)
+            .await
+            .map_err(|err| bridge_failed(kind, &err))?,
+        Err(err) => return Err(bridge_failed(kind, &err)),
+    };
+    state.pipeline.session_restarted(bot.id, kind.as_str());
+    tracing::info!(bot = %bot.path(), provider = %kind, state = session_state_name(status.state), "session restarted by an operator");
+    record_status(&state, &bot, kind, &client, status).await
+}
+
+/// Records what the bridge answered (with its QR, when one waits) and returns it.
+async fn record_status(
+    state: &AppState,
+    bot: &Bot,
+    kind: ProviderKind,
+    client: &SessionClient,
+    status: SessionStatus,
+) -> Result<axum::Json<SessionView>, ApiError> {
     let qr = if status.state == SessionState::Qr {
-        bridge.qr().await.ok().flatten().map(|qr| qr.qr)
+        client.qr().await.ok().flatten()
     } else {
         None
     };
-    tracing::info!(bot = %bot.path(), provider = %kind, state = session_state_name(status.state), "session started by an operator");
+    let pairing_code = status
+        .pairing_code
+        .or_else(|| qr.as_ref().and_then(|q| q.pairing_code.clone()));
     let view = state
         .pipeline
         .record_session(&SessionReport {
             bot_id: bot.id,
             provider: kind.as_str().to_owned(),
-            session: bridge.session().to_owned(),
+            session: client.session().to_owned(),
             state: session_state_name(status.state).to_owned(),
             reason: status.reason,
             phone: status.phone,
-            qr,
+            qr_expires_at: qr.as_ref().and_then(|q| q.expires_at),
+            qr: qr.map(|q| q.qr),
+            pairing_code,
             at: chrono::Utc::now(),
         })
         .await?;
@@ -182,8 +266,8 @@ pub async fn logout(
 ) -> Result<axum::Json<SessionView>, ApiError> {
     let bot = state.store.bot(&bot).await?;
     let kind = bridge_param(&params)?;
-    let bridge = bridge_of(&state, &bot, kind).await?;
-    bridge
+    let client = client_of(&state, &bot, kind).await?;
+    client
         .logout()
         .await
         .map_err(|err| bridge_failed(kind, &err))?;
@@ -202,11 +286,13 @@ pub async fn logout(
         .record_session(&SessionReport {
             bot_id: bot.id,
             provider: kind.as_str().to_owned(),
-            session: bridge.session().to_owned(),
+            session: client.session().to_owned(),
             state: "logged_out".to_owned(),
             reason: Some("logged out by an operator".to_owned()),
             phone: None,
             qr: None,
+            qr_expires_at: None,
+            pairing_code: None,
             at: now,
         })
         .await?;

@@ -286,8 +286,11 @@ async fn post_bridge(
             Ok(bot) => bot,
             Err(err) => return ApiError::from(err).into_response(),
         },
+        // Answered apart from a bad signature: a bridge sets these events aside rather
+        // than retrying them for ever (nothing is learnt that the session name did not
+        // already tell, and nothing is stored).
         Ok(None) => {
-            return ApiError::Unauthorized(format!(
+            return ApiError::UnknownSession(format!(
                 "no bot has {kind} session {session:?}: the event cannot be verified"
             ))
             .into_response();

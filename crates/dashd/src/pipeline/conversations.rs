@@ -35,7 +35,7 @@ pub(crate) struct Conversations {
 /// Tenants whose semaphores are kept before idle ones are dropped.
 const TENANTS_KEPT: usize = 1024;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The maps stay consistent even if a holder panicked (no await inside).
     match mutex.lock() {
         Ok(guard) => guard,

@@ -158,6 +158,8 @@ pub(crate) struct Inner {
     pub(crate) ignored_events: std::sync::atomic::AtomicU64,
     /// Session state changes, for watchers.
     pub(crate) session_hub: broadcast::Sender<SessionView>,
+    /// Restarts of failed sessions by the supervisor, per (bot, provider).
+    pub(crate) session_restarts: Mutex<HashMap<(Uuid, String), sessions::Restarts>>,
 }
 
 /// Why an operator's resume or reset did not happen, as it is.
@@ -265,6 +267,7 @@ impl Pipeline {
             backlog,
             ignored_events: std::sync::atomic::AtomicU64::new(0),
             session_hub: broadcast::channel(1024).0,
+            session_restarts: Mutex::default(),
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
         let mut tasks = JoinSet::new();
@@ -447,6 +450,8 @@ impl Pipeline {
                 session,
                 state,
                 qr,
+                qr_expires_at,
+                pairing_code,
                 phone,
                 reason,
                 at,
@@ -459,6 +464,8 @@ impl Pipeline {
                     reason: reason.clone(),
                     phone,
                     qr,
+                    qr_expires_at,
+                    pairing_code,
                     at,
                 })
                 .await?;
@@ -477,6 +484,22 @@ impl Pipeline {
                         .report(bot.id, provider, policy, Ok(Duration::ZERO), at);
                     self.inner.dispatch.notify_one();
                 }
+                Ok(())
+            }
+            ProviderEvent::ContactLinked { ids, at } => {
+                if ids.phone.is_none() || ids.lid.is_none() {
+                    return Ok(());
+                }
+                let identity = ContactIdentity {
+                    contact: String::new(),
+                    phone: ids.phone,
+                    bsuid: ids.bsuid,
+                    parent_bsuid: ids.parent_bsuid,
+                    lid: ids.lid,
+                    username: ids.username,
+                    name: ids.name,
+                };
+                store.resolve_contact(bot.id, &identity, at).await?;
                 Ok(())
             }
             ProviderEvent::ContactIdChanged {
@@ -501,6 +524,12 @@ impl Pipeline {
     /// its QR code) changed.
     pub async fn record_session(&self, report: &SessionReport) -> Result<SessionView, StoreError> {
         self.inner.record_session(report).await
+    }
+
+    /// An operator restarted or paired a session: the supervisor's restart count of a
+    /// failed one starts again.
+    pub fn session_restarted(&self, bot_id: Uuid, provider: &str) {
+        sessions::forget_restarts(&self.inner, bot_id, provider);
     }
 
     /// Session changes, live (`dashctl session watch`, `pair`).
@@ -691,7 +720,7 @@ impl Inner {
         report: &SessionReport,
     ) -> Result<SessionView, StoreError> {
         let (view, changed) = self.store.record_session(report).await?;
-        if changed || report.qr.is_some() {
+        if changed || report.qr.is_some() || report.pairing_code.is_some() {
             // Nobody watching is fine.
             let _ = self.session_hub.send(view.clone());
         }

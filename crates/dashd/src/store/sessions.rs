@@ -21,6 +21,10 @@ pub struct SessionReport {
     pub phone: Option<String>,
     /// A new QR code (kept while the state stays `qr`, dropped otherwise).
     pub qr: Option<String>,
+    /// When that QR code expires.
+    pub qr_expires_at: Option<DateTime<Utc>>,
+    /// A pairing code (kept like the QR code).
+    pub pairing_code: Option<String>,
     pub at: DateTime<Utc>,
 }
 
@@ -60,6 +64,8 @@ macro_rules! session_store {
                 phone: row.try_get("phone")?,
                 qr: row.try_get("qr")?,
                 qr_at: row.try_get("qr_at")?,
+                qr_expires_at: row.try_get("qr_expires_at")?,
+                pairing_code: row.try_get("pairing_code")?,
                 since: row.try_get("since")?,
                 updated_at: row.try_get("updated_at")?,
                 history: Vec::new(),
@@ -67,7 +73,7 @@ macro_rules! session_store {
         }
 
         const SESSION_SELECT: &str = "SELECT s.bot_id, t.slug AS tenant, b.name, s.provider, s.session, s.state, s.reason, \
-             s.phone, s.qr, s.qr_at, s.since, s.updated_at \
+             s.phone, s.qr, s.qr_at, s.qr_expires_at, s.pairing_code, s.since, s.updated_at \
              FROM bot_sessions s JOIN bots b ON b.id = s.bot_id JOIN tenants t ON t.id = b.tenant_id ";
 
         #[async_trait::async_trait]
@@ -89,8 +95,8 @@ macro_rules! session_store {
                 // The QR is kept only while the session waits for pairing.
                 let qr_kept = r.state == "qr";
                 sqlx::query(
-                    "INSERT INTO bot_sessions (bot_id, provider, session, state, reason, phone, qr, qr_at, since, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 IS NULL THEN NULL ELSE $8 END, $8, $8) \
+                    "INSERT INTO bot_sessions (bot_id, provider, session, state, reason, phone, qr, qr_at, qr_expires_at, pairing_code, since, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7 IS NULL THEN NULL ELSE $8 END, $10, $11, $8, $8) \
                      ON CONFLICT (bot_id, provider) DO UPDATE SET \
                        session = excluded.session, \
                        state = excluded.state, \
@@ -98,6 +104,8 @@ macro_rules! session_store {
                        phone = COALESCE(excluded.phone, bot_sessions.phone), \
                        qr = CASE WHEN $9 THEN COALESCE(excluded.qr, bot_sessions.qr) ELSE NULL END, \
                        qr_at = CASE WHEN $9 THEN COALESCE(excluded.qr_at, bot_sessions.qr_at) ELSE NULL END, \
+                       qr_expires_at = CASE WHEN NOT $9 THEN NULL WHEN excluded.qr IS NOT NULL THEN excluded.qr_expires_at ELSE bot_sessions.qr_expires_at END, \
+                       pairing_code = CASE WHEN $9 THEN COALESCE(excluded.pairing_code, bot_sessions.pairing_code) ELSE NULL END, \
                        since = CASE WHEN bot_sessions.state = excluded.state THEN bot_sessions.since ELSE excluded.since END, \
                        updated_at = excluded.updated_at",
                 )
@@ -110,6 +118,8 @@ macro_rules! session_store {
                 .bind(&r.qr)
                 .bind(r.at)
                 .bind(qr_kept)
+                .bind(r.qr_expires_at)
+                .bind(&r.pairing_code)
                 .execute(&mut *tx)
                 .await?;
                 if changed {

@@ -15,6 +15,8 @@ use serde_json::Value;
 pub struct Recorded {
     pub method: Method,
     pub path: String,
+    /// The query string, when there is one.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     /// The body as JSON (Null when empty).
     pub body: Value,
@@ -71,6 +73,7 @@ async fn record(
     server.log.lock().unwrap().push(Recorded {
         method,
         path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
         headers,
         body,
     });
