@@ -20,7 +20,7 @@ test: ## Run the whole test suite: Rust (PostgreSQL suite too when DASHD_TEST_DA
 	fi
 	$(CARGO) test --workspace --locked
 	@command -v node >/dev/null || { echo "error: Node 20 is needed for the bridge tests (bridges/)" >&2; exit 1; }
-	for bridge in bridges/common bridges/baileys-http bridges/wwebjs-http; do \
+	for bridge in bridges/common bridges/baileys-http bridges/venom-http bridges/wwebjs-http; do \
 	  (cd $$bridge && npm ci --no-audit --no-fund --loglevel=error && npm test) || exit 1; \
 	done
 

@@ -1,7 +1,7 @@
 // The shared part of every DashOffice bridge: the contract server and what drivers use.
 
 export { createBridge, CONTRACT_VERSION } from './server.js';
-export { runBridge } from './run.js';
+export { runBridge, installedVersion } from './run.js';
 export { loadConfig, ConfigError, ENV_VARIABLES } from './config.js';
 export { SessionManager, SESSION_STATES, SESSION_NAME } from './sessions.js';
 export { EventQueue, signEvent } from './events.js';

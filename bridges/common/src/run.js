@@ -4,6 +4,8 @@
 //   import { runBridge } from '@dashoffice/bridge-common';
 //   await runBridge({ library: 'wwebjs', version, driverFactory, defaults: { port: 3014 } });
 
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { createBridge } from './server.js';
@@ -83,4 +85,20 @@ export async function runBridge(options) {
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   return bridge;
+}
+
+/**
+ * The version of a package as installed for the module at `fromUrl` (a bridge's
+ * `import.meta.url`): what `GET /health` reports of the library. `unknown` when it
+ * cannot be read.
+ * @param {string} fromUrl
+ * @param {string} packageName
+ */
+export function installedVersion(fromUrl, packageName) {
+  try {
+    const path = createRequire(fromUrl).resolve(`${packageName}/package.json`);
+    return JSON.parse(readFileSync(path, 'utf8')).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

@@ -99,6 +99,113 @@ async fn use_bridge(env: &Env, url: &str) -> tempfile::NamedTempFile {
     token
 }
 
+/// Runs dashctl in a pseudo-terminal (util-linux `script`), as an operator would; returns
+/// its exit code and everything the terminal showed.
+async fn run_ctl_in_terminal(socket: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let command = std::iter::once(env!("CARGO_BIN_EXE_dashctl"))
+        .chain(args.iter().copied())
+        .map(|arg| format!("'{}'", arg.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("DASHCTL_SOCKET", socket)
+        .env("TERM", "xterm-256color")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("util-linux script runs dashctl in a terminal");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The screen's text without terminal control sequences (cursor moves, colours), with
+/// what a carriage return overwrote dropped.
+fn plain_lines(screen: &str) -> Vec<String> {
+    let mut text = String::new();
+    let mut chars = screen.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            text.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters, then one final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    text.split('\n')
+        .map(|line| {
+            let line = line.trim_end_matches('\r');
+            line.rsplit('\r').next().unwrap_or(line).to_owned()
+        })
+        .collect()
+}
+
+/// Each QR code drawn on the screen: runs of lines made only of half-blocks.
+fn drawings(screen: &str) -> Vec<Vec<String>> {
+    let mut found = Vec::new();
+    let mut current: Vec<String> = Vec::new();
+    for line in plain_lines(screen) {
+        let blocks = line.chars().count() >= 21 && line.chars().all(|c| " ▀▄█".contains(c));
+        if blocks {
+            current.push(line);
+        } else if !current.is_empty() {
+            found.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        found.push(current);
+    }
+    found
+}
+
+/// Reads a drawn QR code as a phone camera would: the half-blocks back into modules
+/// (drawn characters are the light ones, the terminal's default), a picture of them, and
+/// a QR decoder on the picture. Returns the payload.
+fn decode(lines: &[String]) -> String {
+    let mut light: Vec<Vec<bool>> = Vec::new();
+    for line in lines {
+        let (mut top, mut bottom) = (Vec::new(), Vec::new());
+        for c in line.chars() {
+            top.push(matches!(c, '█' | '▀'));
+            bottom.push(matches!(c, '█' | '▄'));
+        }
+        light.push(top);
+        light.push(bottom);
+    }
+    const SCALE: usize = 4;
+    let height = light.len();
+    let width = light.iter().map(Vec::len).max().unwrap_or(0);
+    let mut picture =
+        rqrr::PreparedImage::prepare_from_greyscale(width * SCALE, height * SCALE, |x, y| {
+            let row = &light[y / SCALE];
+            if row.get(x / SCALE).copied().unwrap_or(true) {
+                255
+            } else {
+                0
+            }
+        });
+    let grids = picture.detect_grids();
+    assert_eq!(
+        grids.len(),
+        1,
+        "one QR code in the drawing:\n{}",
+        lines.join("\n")
+    );
+    let (_, payload) = grids[0].decode().expect("the drawing decodes");
+    payload
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
@@ -152,14 +259,12 @@ async fn pair_through_a_bridge_then_talk_then_fail_over_and_come_back() {
 
     let _token = use_bridge(&env, &bridge.url).await;
 
-    // `session pair`, without a terminal: the QR payloads as lines, then the number.
-    let cwd = tempfile::tempdir().unwrap();
+    // `session pair` in a terminal, as an operator runs it: the QR drawn in half-blocks,
+    // redrawn when it rotates, then the paired number.
     let socket = env.socket();
-    let cwd_path = cwd.path().to_owned();
     let pair = tokio::spawn(async move {
-        run_ctl(
-            &cwd_path,
-            Some(&socket),
+        run_ctl_in_terminal(
+            &socket,
             &["session", "pair", "acme/ventas", "--timeout", "60"],
         )
         .await
@@ -175,22 +280,25 @@ async fn pair_through_a_bridge_then_talk_then_fail_over_and_come_back() {
             .is_some_and(|s| s["qr"] != first_qr && s["qr"].is_string())
     })
     .await;
+    let rotated_qr = session_state(&env).await.unwrap()["qr"].clone();
+    // Give the terminal a moment to draw the rotated code before the phone scans.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     bridge
         .command(json!({"session": session, "do": "pair", "phone": "15551234567"}))
         .await;
-    let run = pair.await.unwrap().ok();
-    let qrs: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("qr: "))
-        .collect();
-    assert!(qrs.len() >= 2, "{}", run.stdout);
-    assert_ne!(qrs[0], qrs[qrs.len() - 1], "the rotated QR was shown");
-    assert!(qrs.iter().all(|q| q.starts_with("2@TEST-")), "{qrs:?}");
+    let (code, screen) = pair.await.unwrap();
+    assert_eq!(code, 0, "{screen}");
+    let drawn: Vec<String> = drawings(&screen).iter().map(|d| decode(d)).collect();
+    assert!(drawn.len() >= 2, "{screen}");
+    assert_eq!(drawn[0], first_qr.as_str().unwrap(), "the first QR scans");
+    assert_eq!(
+        drawn[drawn.len() - 1],
+        rotated_qr.as_str().unwrap(),
+        "the rotated QR was redrawn and scans"
+    );
     assert!(
-        run.stdout.contains("paired") && run.stdout.contains("15551234567"),
-        "{}",
-        run.stdout
+        screen.contains("paired") && screen.contains("15551234567"),
+        "{screen}"
     );
     let ready = session_state(&env).await.unwrap();
     assert_eq!(ready["state"], "ready");

@@ -188,6 +188,13 @@ pub async fn start(
     };
     let bot = state.store.bot(&bot).await?;
     let kind = bridge_param(&params)?;
+    if pairing_phone.is_some() && kind == ProviderKind::Venom {
+        return Err(ValidationError::new(
+            "pairing_phone",
+            "venom cannot pair by code: scan the QR code (pair without a phone number)",
+        )
+        .into());
+    }
     in_chain(&bot, kind)?;
     let client = client_of(&state, &bot, kind).await?;
     let status = client
