@@ -202,6 +202,10 @@ fn show(view: &SessionView) -> String {
             "pairing code",
             view.pairing_code.clone().unwrap_or_else(|| "-".into()),
         ),
+        (
+            "qr expires",
+            view.qr_expires_at.as_ref().map_or_else(|| "-".into(), time),
+        ),
         ("since", time(&view.since)),
         ("reason", view.reason.clone().unwrap_or_else(|| "-".into())),
     ]);
@@ -293,6 +297,11 @@ async fn pair(
             screen.status(&view);
             match view.state.as_str() {
                 "ready" => {
+                    if view.phone.is_none() {
+                        // A status check can see the session open a moment before the
+                        // event that carries the number: wait a little for it.
+                        view = await_phone(&mut stream, view).await;
+                    }
                     screen.finish();
                     let phone = view
                         .phone
@@ -345,6 +354,20 @@ async fn pair(
             },
         };
     }
+}
+
+/// The same session's next report with the paired number, within a few seconds; the
+/// report given otherwise.
+async fn await_phone(stream: &mut crate::client::EventStream, ready: SessionView) -> SessionView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while let Ok(Ok(Some(next))) =
+        tokio::time::timeout_at(deadline, stream.next::<SessionView>()).await
+    {
+        if next.provider == ready.provider && next.phone.is_some() {
+            return next;
+        }
+    }
+    ready
 }
 
 /// Where `pair` shows things: on a terminal, the QR drawn in place under a spinner;

@@ -248,6 +248,8 @@ async fn evolution_instances_pair_like_bridge_sessions() {
     let hook = dir.path().join("webhook_token");
     std::fs::write(&key, evolution::API_KEY).unwrap();
     std::fs::write(&hook, "evolution-hook-token").unwrap();
+    // Past the supervisor's first check: what follows is started on the change itself.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     env.ctl(&["chain", "set", "acme/ventas", "evolution,sandbox"])
         .await
         .ok();
@@ -268,6 +270,27 @@ async fn evolution_instances_pair_like_bridge_sessions() {
     .await
     .ok();
 
+    // The supervisor creates the missing instance as soon as the chain uses it.
+    common::eventually(std::time::Duration::from_secs(5), || async {
+        instance
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .any(|c| c.starts_with("create"))
+    })
+    .await;
+    let shown = || async {
+        let run = env
+            .ctl(&["-o", "json", "session", "show", "acme/ventas"])
+            .await;
+        (run.code == 0).then(|| run.json())
+    };
+    common::eventually(std::time::Duration::from_secs(10), || async {
+        shown().await.is_some_and(|s| s["state"] == "qr")
+    })
+    .await;
+    let first_qr = shown().await.unwrap()["qr"].clone();
     let socket = env.socket();
     let cwd = dir.path().to_owned();
     let pair = tokio::spawn(async move {
@@ -278,13 +301,15 @@ async fn evolution_instances_pair_like_bridge_sessions() {
         )
         .await
     });
+    // `pair` connected the instance again: a QR of its own to show (the supervisor may
+    // rotate it too, so give `pair` time to have drawn one before the phone scans).
     common::eventually(std::time::Duration::from_secs(20), || async {
-        let run = env
-            .ctl(&["-o", "json", "session", "show", "acme/ventas"])
-            .await;
-        run.code == 0 && run.json()["state"] == "qr"
+        shown()
+            .await
+            .is_some_and(|s| s["state"] == "qr" && s["qr"] != first_qr)
     })
     .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     // The phone scans: Evolution posts connection.update `open` to the bot's webhook.
     instance.lock().unwrap().state = "open".into();
     let answer = reqwest::Client::new()

@@ -158,6 +158,8 @@ pub(crate) struct Inner {
     pub(crate) ignored_events: std::sync::atomic::AtomicU64,
     /// Session state changes, for watchers.
     pub(crate) session_hub: broadcast::Sender<SessionView>,
+    /// Wakes the session supervisor: a bot, its chain or its provider settings changed.
+    pub(crate) sessions_wake: Notify,
     /// Restarts of failed sessions by the supervisor, per (bot, provider).
     pub(crate) session_restarts: Mutex<HashMap<(Uuid, String), sessions::Restarts>>,
 }
@@ -267,6 +269,7 @@ impl Pipeline {
             backlog,
             ignored_events: std::sync::atomic::AtomicU64::new(0),
             session_hub: broadcast::channel(1024).0,
+            sessions_wake: Notify::new(),
             session_restarts: Mutex::default(),
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
@@ -612,6 +615,8 @@ impl Pipeline {
     pub fn bots_changed(&self) {
         self.inner.bots_epoch.fetch_add(1, Ordering::Relaxed);
         self.inner.dispatch.notify_one();
+        // A chain that gained a bridge gets its session started now, not at the next check.
+        self.inner.sessions_wake.notify_one();
     }
 
     /// Validates a flow document for import in a flow worker, within its memory and time

@@ -1,6 +1,7 @@
 //! Session supervision for the providers paired by QR code (the bridges and Evolution):
 //! for every bot whose chain has one (with settings), the session is started on its
-//! bridge or instance and its state is checked periodically (besides the provider's own
+//! bridge or instance (at start, and as soon as a bot's chain or settings change) and its
+//! state is checked periodically (besides the provider's own
 //! events, which arrive as webhooks). Each state and QR code is stored and streamed
 //! ([`super::Pipeline::record_session`]); a session that is not ready is a broken
 //! provider for its bot, so its messages fail over; a failed session is restarted with
@@ -46,6 +47,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         tokio::select! {
             () = inner.shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
+            () = inner.sessions_wake.notified() => {
+                // Settings often change in a burst (chain, then provider): let it settle.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
         if let Err(err) = check_all(&inner).await {
             tracing::warn!(error = %err, "cannot check paired sessions");

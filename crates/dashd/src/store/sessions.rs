@@ -32,7 +32,8 @@ pub struct SessionReport {
 #[async_trait]
 pub trait SessionStore {
     /// Records a report; a change of state is added to the history. Returns the
-    /// session as stored and whether its state changed.
+    /// session as stored and whether its state or its paired phone changed (what
+    /// watchers are told about).
     async fn record_session(&self, report: &SessionReport) -> StoreResult<(SessionView, bool)>;
     /// Sessions of every bot, or of one tenant's bots.
     async fn sessions(&self, tenant: Option<Uuid>) -> StoreResult<Vec<SessionView>>;
@@ -84,14 +85,16 @@ macro_rules! session_store {
             ) -> StoreResult<(dash_core::api::SessionView, bool)> {
                 use sqlx::Row;
                 let mut tx = self.write().await?;
-                let previous: Option<String> = sqlx::query("SELECT state FROM bot_sessions WHERE bot_id = $1 AND provider = $2")
+                let previous: Option<(String, Option<String>)> = sqlx::query("SELECT state, phone FROM bot_sessions WHERE bot_id = $1 AND provider = $2")
                     .bind(($id)(r.bot_id))
                     .bind(&r.provider)
                     .fetch_optional(&mut *tx)
                     .await?
-                    .map(|row| row.try_get("state"))
+                    .map(|row| Ok::<_, sqlx::Error>((row.try_get("state")?, row.try_get("phone")?)))
                     .transpose()?;
-                let changed = previous.as_deref() != Some(r.state.as_str());
+                let changed = previous.as_ref().map(|(state, _)| state.as_str()) != Some(r.state.as_str());
+                let new_phone = r.phone.is_some()
+                    && previous.as_ref().and_then(|(_, phone)| phone.as_ref()) != r.phone.as_ref();
                 // The QR is kept only while the session waits for pairing.
                 let qr_kept = r.state == "qr";
                 sqlx::query(
@@ -140,7 +143,7 @@ macro_rules! session_store {
                     .await?;
                 let view = session_from_row(&row)?;
                 tx.commit().await?;
-                Ok((view, changed))
+                Ok((view, changed || new_phone))
             }
 
             async fn sessions(&self, tenant: Option<uuid::Uuid>) -> StoreResult<Vec<dash_core::api::SessionView>> {
