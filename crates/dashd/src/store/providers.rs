@@ -39,6 +39,21 @@ pub struct ContactIdentity {
     pub name: Option<String>,
 }
 
+/// Whether these identifiers add nothing to the one contact found by them (none found,
+/// or two to merge, is something to write).
+pub(crate) fn adds_nothing(found: &[ContactIdentity], ids: &ContactIdentity) -> bool {
+    let [known] = found else {
+        return false;
+    };
+    let adds = |new: &Option<String>, old: &Option<String>| new.is_some() && new != old;
+    !(adds(&ids.phone, &known.phone)
+        || adds(&ids.bsuid, &known.bsuid)
+        || adds(&ids.parent_bsuid, &known.parent_bsuid)
+        || adds(&ids.lid, &known.lid)
+        || adds(&ids.username, &known.username)
+        || adds(&ids.name, &known.name))
+}
+
 /// One try at sending an outbox entry through one provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendAttempt {
@@ -272,11 +287,24 @@ macro_rules! provider_store {
                 ids: &$crate::store::providers::ContactIdentity,
                 now: chrono::DateTime<chrono::Utc>,
             ) -> StoreResult<String> {
+                const FIND: &str = "SELECT contact, phone, bsuid, parent_bsuid, lid, username, name FROM contacts \
+                     WHERE bot_id = $1 AND (phone = $2 OR bsuid = $3 OR lid = $4) ORDER BY created_at, contact";
+                // The usual case, a known customer writing again with nothing new, is
+                // answered from a read: no write transaction.
+                let known = sqlx::query(FIND)
+                    .bind(($id)(bot_id))
+                    .bind(&ids.phone)
+                    .bind(&ids.bsuid)
+                    .bind(&ids.lid)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let known: Vec<$crate::store::providers::ContactIdentity> =
+                    known.iter().map(contact_from_row).collect::<StoreResult<_>>()?;
+                if $crate::store::providers::adds_nothing(&known, ids) {
+                    return Ok(known[0].contact.clone());
+                }
                 let mut tx = self.write().await?;
-                let found = sqlx::query(
-                    "SELECT contact, phone, bsuid, parent_bsuid, lid, username, name FROM contacts \
-                     WHERE bot_id = $1 AND (phone = $2 OR bsuid = $3 OR lid = $4) ORDER BY created_at, contact",
-                )
+                let found = sqlx::query(FIND)
                 .bind(($id)(bot_id))
                 .bind(&ids.phone)
                 .bind(&ids.bsuid)
@@ -338,6 +366,10 @@ macro_rules! provider_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                }
+                if $crate::store::providers::adds_nothing(&found, ids) {
+                    tx.commit().await?;
+                    return Ok(keep.contact.clone());
                 }
                 sqlx::query(
                     "UPDATE contacts SET phone = COALESCE($3, phone), bsuid = COALESCE($4, bsuid), \

@@ -1,0 +1,280 @@
+//! SQL statements and commits per message, on each backend: a bot on the Cloud API
+//! answers signed webhooks through a loopback Graph server while every statement sqlx
+//! runs is counted (its query log, read by a tracing layer). The ceilings are what the
+//! pipeline costs today; lowering them is the work of the group-commit issue, and a
+//! change that raises them fails here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+#![allow(clippy::print_stdout)] // the measured mix is the report (cargo test -- --nocapture)
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::Method;
+use serde_json::{Value, json};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+const ACCESS_TOKEN: &str = "EAAG-statements-token";
+const APP_SECRET: &str = "statements-app-secret";
+const PHONE_NUMBER_ID: &str = "277321005464405";
+/// Messages measured, after the warm-up ones.
+const MEASURED: u64 = 40;
+const WARM_UP: u64 = 5;
+
+/// What today's pipeline costs per message (webhook in, flow step, reply out, sent
+/// mark), with a little room for the periodic tasks that may run meanwhile.
+/// Measured on both backends: 24 statements and 5 commits (25 and 6 before a known
+/// customer's contact stopped costing a write transaction).
+const MAX_STATEMENTS_PER_MESSAGE: f64 = 25.0;
+const MAX_COMMITS_PER_MESSAGE: f64 = 5.25;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+/// Each statement's text (its first line) and how often it ran, for the report.
+static SEEN: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+/// One backend measured at a time (the counters are the process's).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Counts sqlx's query-log events: COMMITs apart, BEGIN and ROLLBACK not counted.
+struct Counter;
+
+#[derive(Default)]
+struct Statement(String);
+
+impl Visit for Statement {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "summary" || (self.0.is_empty() && field.name() == "db.statement") {
+            self.0 = value.to_owned();
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "summary" {
+            self.0 = format!("{value:?}").trim_matches('"').to_owned();
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counter {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if !COUNTING.load(Ordering::SeqCst) || event.metadata().target() != "sqlx::query" {
+            return;
+        }
+        let mut statement = Statement::default();
+        event.record(&mut statement);
+        let head = statement.0.trim_start().to_ascii_uppercase();
+        if head.starts_with("COMMIT") {
+            COMMITS.fetch_add(1, Ordering::SeqCst);
+        } else if !(head.starts_with("BEGIN") || head.starts_with("ROLLBACK")) {
+            STATEMENTS.fetch_add(1, Ordering::SeqCst);
+            let text: String = statement.0.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text: String = text.chars().take(90).collect();
+            let mut seen = SEEN.lock().unwrap();
+            match seen.iter_mut().find(|(known, _)| *known == text) {
+                Some((_, count)) => *count += 1,
+                None => seen.push((text, 1)),
+            }
+        }
+    }
+}
+
+fn install_counter() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::registry().with(Counter);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+}
+
+/// Graph's `/messages`: answers a message id and counts the sends.
+async fn graph(State(sends): State<Arc<Mutex<u64>>>, method: Method) -> axum::Json<Value> {
+    let mut sends = sends.lock().unwrap();
+    if method == Method::POST {
+        *sends += 1;
+    }
+    axum::Json(
+        json!({"messaging_product": "whatsapp", "contacts": [{"input": "+972544401243", "wa_id": "972544401243"}], "messages": [{"id": format!("wamid.S{}", *sends)}]}),
+    )
+}
+
+fn inbound(n: u64) -> Vec<u8> {
+    serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "264937493375603", "changes": [{"value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550953877", "phone_number_id": PHONE_NUMBER_ID},
+        "contacts": [{"profile": {"name": "Maria"}, "wa_id": "972544401243"}],
+        "messages": [{"from": "972544401243", "id": format!("wamid.IN{n}"), "timestamp": "1730231903", "text": {"body": format!("hola {n}")}, "type": "text"}]}, "field": "messages"}]}]}))
+    .unwrap()
+}
+
+fn sign(body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        dashd::adapter::signature::hex(&dashd::adapter::signature::hmac_sha256(
+            APP_SECRET.as_bytes(),
+            body
+        ))
+    )
+}
+
+/// Statements and commits per message on the backend `config` names.
+async fn per_message(mut config: dash_core::config::Config, dir: &std::path::Path) -> (f64, f64) {
+    install_counter();
+    // No periodic probe during the measurement.
+    config.providers.probe_interval_s = 3600;
+    if config.database.url.is_some() {
+        // PostgreSQL is migrated apart (`dashd migrate`); SQLite at start.
+        drop(
+            dashd::store::open(&config, Some(dashd::store::MigrationPolicy::Apply))
+                .await
+                .unwrap(),
+        );
+    }
+    let daemon = dashd::start(config).await.unwrap();
+    let admin = common::Admin::new(dir);
+    admin
+        .call("POST", "/v1/tenants", json!({"slug": "acme"}))
+        .await;
+    let bot = admin
+        .call("POST", "/v1/tenants/acme/bots", json!({"name": "sales"}))
+        .await;
+    admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots/sales/flows",
+            json!({"source": common::ECHO, "activate": true}),
+        )
+        .await;
+    let sends = Arc::new(Mutex::new(0u64));
+    let app = Router::new().fallback(graph).with_state(Arc::clone(&sends));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let graph_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    admin
+        .call(
+            "PUT",
+            "/v1/tenants/acme/bots/sales/providers/meta",
+            json!({"settings": {"base_url": graph_url, "phone_number_id": PHONE_NUMBER_ID},
+                   "secrets": {"access_token": ACCESS_TOKEN, "app_secret": APP_SECRET, "verify_token": "v"}}),
+        )
+        .await;
+    admin
+        .call(
+            "PUT",
+            "/v1/tenants/acme/bots/sales/chain",
+            json!({"chain": ["meta"]}),
+        )
+        .await;
+    let url = format!(
+        "http://{}/webhook/meta/{}",
+        daemon.http_addr,
+        bot["id"].as_str().unwrap()
+    );
+    let http = reqwest::Client::new();
+    let send = |n: u64| {
+        let body = inbound(n);
+        let signature = sign(&body);
+        let request = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body);
+        async move {
+            assert_eq!(request.send().await.unwrap().status(), 200);
+        }
+    };
+    let answered = |count: u64| {
+        let sends = Arc::clone(&sends);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while *sends.lock().unwrap() < count {
+                assert!(Instant::now() < deadline, "{count} replies expected");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    for n in 0..WARM_UP {
+        send(n).await;
+        answered(n + 1).await;
+    }
+    // Let the last reply's sent mark land before counting starts.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    STATEMENTS.store(0, Ordering::SeqCst);
+    COMMITS.store(0, Ordering::SeqCst);
+    SEEN.lock().unwrap().clear();
+    COUNTING.store(true, Ordering::SeqCst);
+    for n in WARM_UP..WARM_UP + MEASURED {
+        send(n).await;
+        answered(n + 1).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    COUNTING.store(false, Ordering::SeqCst);
+    daemon.shutdown().await.unwrap();
+    #[allow(clippy::cast_precision_loss)] // small counts
+    let per = |total: &AtomicU64| total.load(Ordering::SeqCst) as f64 / MEASURED as f64;
+    (per(&STATEMENTS), per(&COMMITS))
+}
+
+fn check(backend: &str, (statements, commits): (f64, f64)) {
+    println!("{backend}: {statements:.2} statements and {commits:.2} commits per message");
+    for (text, count) in SEEN.lock().unwrap().iter() {
+        #[allow(clippy::cast_precision_loss)] // small counts
+        let per = *count as f64 / MEASURED as f64;
+        println!("  {per:5.2}  {text}");
+    }
+    assert!(
+        statements > 3.0 && commits >= 1.0,
+        "{backend}: the counter sees nothing ({statements} statements, {commits} commits)"
+    );
+    assert!(
+        statements <= MAX_STATEMENTS_PER_MESSAGE,
+        "{backend}: {statements:.2} statements per message (ceiling {MAX_STATEMENTS_PER_MESSAGE})"
+    );
+    assert!(
+        commits <= MAX_COMMITS_PER_MESSAGE,
+        "{backend}: {commits:.2} commits per message (ceiling {MAX_COMMITS_PER_MESSAGE})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_and_commits_per_message_on_sqlite() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::config(dir.path());
+    check("sqlite", per_message(config, dir.path()).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    not(dashd_pg_tests),
+    ignore = "set DASHD_TEST_DATABASE_URL to run the PostgreSQL suite"
+)]
+async fn statements_and_commits_per_message_on_postgres() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let admin_url = std::env::var("DASHD_TEST_DATABASE_URL").unwrap();
+    let name = format!("dashd_stmt_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.database.url = Some(dash_core::config::Secret::new(format!("{base}/{name}")));
+    let measured = per_message(config, dir.path()).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+    check("postgres", measured);
+}
