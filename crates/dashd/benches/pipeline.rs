@@ -589,17 +589,20 @@ fn write_report(r: &Value) {
          this machine), growing with the compiled flows it caches, at most\n\
          `pipeline.flow_cache_mb` (64 MiB), and capped by `pipeline.flow_memory_mb`.\n\n\
          ## Where the time goes\n\n\
-         On the embedded SQLite backend each message costs about twenty SQL statements and\n\
-         five write transactions (store inbound, commit the step, claim, record in the sandbox,\n\
-         mark sent), queued on one writer: that, not the flow engine, bounds throughput.\n\
+         Each message costs 20 SQL statements and 5 commits on either backend, counted by\n\
+         `crates/dashd/tests/statements.rs` on the Cloud-API path (store inbound, commit the\n\
+         step, claim, mark sent, and the attempt record; 25 and 6 before bots were cached for\n\
+         the message path and a known contact stopped costing a write), queued on one writer\n\
+         with SQLite: that, not the flow engine, bounds throughput. Inbound messages that\n\
+         arrive together share one commit (group commit: 64 concurrent webhooks took 7\n\
+         commits in that test); the step, claim and sent-mark writes do not batch yet.\n\
          The flow step runs in a `dashd flow-worker` process; the pipe costs about 20 µs a\n\
          step, and running the steps in threads instead (`pipeline.flow_isolation =\n\
          \"thread\"`) gives the same throughput within noise. The hardening (steps in\n\
          worker processes, compare-and-set transitions, leases, one task per conversation)\n\
          cost about a fifth of the throughput: `BENCH_ONLY=throughput` on this machine, same\n\
          hour, 5,000 messages, gave 419 and 432 replies/s before it and 340 to 373 after.\n\
-         Group commit (batching the writes of many messages into one transaction) is the\n\
-         next step to raise it.\n\n\
+         Batching the other writes (steps, claims, sent marks) is the next step to raise it.\n\n\
          The whole benchmark took {total} s (build not included).\n",
         machine = r["machine"].as_str().unwrap_or_default(),
         bots = l["bots"],

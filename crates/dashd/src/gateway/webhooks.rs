@@ -17,8 +17,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use dash_core::Bot;
 use dash_core::provider::ProviderKind;
-use dash_core::{Bot, BotRef};
 use uuid::Uuid;
 
 use crate::adapter::{WebhookError, WebhookRequest, bridge, meta};
@@ -86,7 +86,11 @@ impl Delivery {
 /// A bot from the path, or 404.
 async fn bot_of(state: &AppState, id: &str) -> Result<Bot, ApiError> {
     let id = Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("bot {id} not found")))?;
-    Ok(state.store.bot(&BotRef::Id(id)).await?)
+    state
+        .pipeline
+        .bot(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("bot {id} not found")))
 }
 
 fn refused(err: WebhookError) -> ApiError {
@@ -215,8 +219,9 @@ async fn meta_shared(
             .bot_by_route(ProviderKind::Meta.as_str(), &id)
             .await
         {
-            Ok(Some(bot_id)) => match state.store.bot(&BotRef::Id(bot_id)).await {
-                Ok(bot) => bots.push(bot),
+            Ok(Some(bot_id)) => match state.pipeline.bot(bot_id).await {
+                Ok(Some(bot)) => bots.push(bot),
+                Ok(None) => {}
                 Err(err) => return ApiError::from(err).into_response(),
             },
             Ok(None) => {
@@ -282,8 +287,14 @@ async fn post_bridge(
         .into_response();
     };
     let bot = match state.store.bot_by_route(kind.as_str(), &session).await {
-        Ok(Some(bot_id)) => match state.store.bot(&BotRef::Id(bot_id)).await {
-            Ok(bot) => bot,
+        Ok(Some(bot_id)) => match state.pipeline.bot(bot_id).await {
+            Ok(Some(bot)) => bot,
+            Ok(None) => {
+                return ApiError::UnknownSession(format!(
+                    "no bot has {kind} session {session:?}: the event cannot be verified"
+                ))
+                .into_response();
+            }
             Err(err) => return ApiError::from(err).into_response(),
         },
         // Answered apart from a bad signature: a bridge sets these events aside rather

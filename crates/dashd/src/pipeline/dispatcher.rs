@@ -69,6 +69,10 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 continue;
             }
         };
+        // A batch smaller than asked for holds everything due now: once it is dealt
+        // with, the dispatcher waits for a wake (new work, a finished send) or for the
+        // next deferred entry, instead of asking again at once.
+        let whole = due.len() < BATCH as usize;
         let mut started = 0;
         for item in due {
             if inner.shutdown.is_cancelled() {
@@ -178,7 +182,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             });
             started += 1;
         }
-        if started == 0 {
+        if started == 0 || whole {
             let next = inner.store.next_outbound_due(now_ms).await.ok().flatten();
             let wait = next.map_or(60_000, |at| at.saturating_sub(now_ms).clamp(1, 60_000));
             sleep_or_wake(

@@ -29,6 +29,7 @@
 mod backlog;
 mod conversations;
 pub mod dispatcher;
+mod group;
 pub mod http;
 mod leases;
 mod probes;
@@ -40,6 +41,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dash_core::Bot;
 use dash_core::api::SandboxEvent;
 use dash_core::config::{Config, FlowIsolation};
 use dash_core::flow::engine::HttpOutcome;
@@ -125,6 +127,23 @@ pub struct Pipeline {
     tasks: tokio::sync::Mutex<JoinSet<()>>,
 }
 
+/// How long a bot read for the message path is trusted (a change made through this
+/// dashd is seen at once; one made through another dashd on the same database after
+/// this long at most).
+pub(crate) const BOT_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Bots kept in that cache, at most (it is emptied past this).
+const BOT_CACHE_MAX: usize = 100_000;
+
+/// A bot as [`Inner::cached_bot`] keeps it.
+#[derive(Debug)]
+pub(crate) struct CachedBot {
+    bot: Bot,
+    tenant_active: bool,
+    /// `bots_epoch` when it was read.
+    epoch: u64,
+    read_at: std::time::Instant,
+}
+
 /// What every pipeline task shares.
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -160,6 +179,10 @@ pub(crate) struct Inner {
     pub(crate) session_hub: broadcast::Sender<SessionView>,
     /// Wakes the session supervisor: a bot, its chain or its provider settings changed.
     pub(crate) sessions_wake: Notify,
+    /// Bots (with their tenant's status) as the message path reads them.
+    pub(crate) bot_cache: Mutex<HashMap<Uuid, CachedBot>>,
+    /// Inbound messages on their way to a shared commit.
+    pub(crate) ingest: group::IngestQueue,
     /// Restarts of failed sessions by the supervisor, per (bot, provider).
     pub(crate) session_restarts: Mutex<HashMap<(Uuid, String), sessions::Restarts>>,
 }
@@ -270,6 +293,8 @@ impl Pipeline {
             ignored_events: std::sync::atomic::AtomicU64::new(0),
             session_hub: broadcast::channel(1024).0,
             sessions_wake: Notify::new(),
+            bot_cache: Mutex::default(),
+            ingest: group::IngestQueue::new(),
             session_restarts: Mutex::default(),
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
@@ -302,6 +327,7 @@ impl Pipeline {
                 "outbox entries interrupted by a restart will be sent again"
             );
         }
+        tasks.spawn(group::run(inner.clone()));
         tasks.spawn(dispatcher::run(inner.clone()));
         tasks.spawn(scheduler::run(inner.clone()));
         tasks.spawn(leases::run(inner.clone()));
@@ -334,7 +360,7 @@ impl Pipeline {
         let bot_id = message.bot_id;
         let contact = message.contact.clone();
         let reservation = self.inner.backlog.reserve(bot_id)?;
-        let ingested = self.inner.store.ingest(&message).await?;
+        let ingested = self.inner.ingest.store(message).await?;
         if ingested.duplicate {
             drop(reservation);
         } else {
@@ -354,7 +380,7 @@ impl Pipeline {
     /// phone are logged, never answered.
     pub async fn provider_event(
         &self,
-        bot: &dash_core::Bot,
+        bot: &Bot,
         provider: ProviderKind,
         event: ProviderEvent,
     ) -> Result<(), IngestError> {
@@ -529,6 +555,17 @@ impl Pipeline {
         self.inner.record_session(report).await
     }
 
+    /// Commits of inbound messages and messages so committed since start (their ratio is
+    /// the mean group-commit batch).
+    pub fn ingest_commits(&self) -> (u64, u64) {
+        self.inner.ingest.counts()
+    }
+
+    /// A bot as the message path reads it (cached briefly; see [`BOT_CACHE_TTL`]).
+    pub async fn bot(&self, bot_id: Uuid) -> Result<Option<Bot>, StoreError> {
+        Ok(self.inner.cached_bot(bot_id).await?.map(|(bot, _)| bot))
+    }
+
     /// An operator restarted or paired a session: the supervisor's restart count of a
     /// failed one starts again.
     pub fn session_restarted(&self, bot_id: Uuid, provider: &str) {
@@ -558,7 +595,7 @@ impl Pipeline {
     }
 
     /// The breaker threshold and cooldown (ms) of a bot.
-    pub fn fallback_policy(&self, bot: &dash_core::Bot) -> (u32, i64) {
+    pub fn fallback_policy(&self, bot: &Bot) -> (u32, i64) {
         self.inner.fallback_policy(bot)
     }
 
@@ -720,6 +757,52 @@ fn owner_name() -> String {
 
 impl Inner {
     /// See [`Pipeline::record_session`].
+    /// A bot and whether its tenant is active, as the message path needs them for every
+    /// message: read from the store at most every [`BOT_CACHE_TTL`] (another dashd on the
+    /// same database may change them), and at once after a change made here. None when
+    /// the bot does not exist.
+    pub(crate) async fn cached_bot(&self, bot_id: Uuid) -> Result<Option<(Bot, bool)>, StoreError> {
+        let epoch = self.bots_epoch.load(Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        if let Some(cached) = conversations::lock(&self.bot_cache).get(&bot_id)
+            && cached.epoch == epoch
+            && now.duration_since(cached.read_at) < BOT_CACHE_TTL
+        {
+            return Ok(Some((cached.bot.clone(), cached.tenant_active)));
+        }
+        let bot = match self.store.bot(&dash_core::BotRef::Id(bot_id)).await {
+            Ok(bot) => bot,
+            Err(StoreError::NotFound { .. }) => {
+                conversations::lock(&self.bot_cache).remove(&bot_id);
+                return Ok(None);
+            }
+            Err(err) => return Err(err),
+        };
+        let tenant_active = match self
+            .store
+            .tenant(&crate::store::TenantRef::Id(bot.tenant_id))
+            .await
+        {
+            Ok(tenant) => tenant.status == dash_core::TenantStatus::Active,
+            Err(StoreError::NotFound { .. }) => false,
+            Err(err) => return Err(err),
+        };
+        let mut cache = conversations::lock(&self.bot_cache);
+        if cache.len() >= BOT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(
+            bot_id,
+            CachedBot {
+                bot: bot.clone(),
+                tenant_active,
+                epoch,
+                read_at: now,
+            },
+        );
+        Ok(Some((bot, tenant_active)))
+    }
+
     pub(crate) async fn record_session(
         &self,
         report: &SessionReport,
@@ -733,7 +816,7 @@ impl Inner {
     }
 
     /// The breaker threshold and cooldown (ms) a bot's settings give.
-    pub(crate) fn fallback_policy(&self, bot: &dash_core::Bot) -> (u32, i64) {
+    pub(crate) fn fallback_policy(&self, bot: &Bot) -> (u32, i64) {
         let (threshold, cooldown_s) = dash_core::provider::fallback_of(&bot.settings);
         (
             threshold,

@@ -19,14 +19,13 @@ use chrono::{DateTime, Utc};
 use dash_core::api::{Choice, MessageBody};
 use dash_core::flow::engine::{ConversationState, Effect, Event, Waiting};
 use dash_core::ratelimit::backoff;
-use dash_core::{Bot, BotRef, BotStatus, TenantStatus};
+use dash_core::{Bot, BotRef, BotStatus};
 use futures_util::FutureExt;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::{Inner, Work};
 use crate::flow_runner::{FlowSource, StepContext, StepRequest};
-use crate::store::TenantRef;
 use crate::store::pipeline::{NewOutbound, StepCommit, TimerRow};
 
 /// Handles one unit of a conversation's work. A panic must not take the conversation's
@@ -441,11 +440,7 @@ pub(crate) async fn pending_request(inner: &Inner, bot_id: Uuid, contact: &str) 
 }
 
 async fn load_bot(inner: &Inner, bot_id: Uuid) -> anyhow::Result<Option<Bot>> {
-    match inner.store.bot(&BotRef::Id(bot_id)).await {
-        Ok(bot) => Ok(Some(bot)),
-        Err(crate::store::StoreError::NotFound { .. }) => Ok(None),
-        Err(err) => Err(err.into()),
-    }
+    Ok(inner.cached_bot(bot_id).await?.map(|(bot, _)| bot))
 }
 
 async fn load_state(
@@ -721,8 +716,5 @@ fn spawn_http(
 }
 
 async fn tenant_active(inner: &Inner, bot: &Bot) -> bool {
-    match inner.store.tenant(&TenantRef::Id(bot.tenant_id)).await {
-        Ok(tenant) => tenant.status == TenantStatus::Active,
-        Err(_) => false,
-    }
+    matches!(inner.cached_bot(bot.id).await, Ok(Some((_, true))))
 }

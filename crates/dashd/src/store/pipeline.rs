@@ -12,7 +12,7 @@ use dash_core::api::{
 };
 use uuid::Uuid;
 
-use super::StoreResult;
+use super::{StoreError, StoreResult};
 
 /// A message from a contact, normalised by its provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,16 @@ pub struct Lease<'a> {
 #[async_trait]
 pub trait PipelineStore: Send + Sync {
     /// Stores an inbound message unless the same provider message was stored before.
-    async fn ingest(&self, msg: &NewInbound) -> StoreResult<Ingested>;
+    async fn ingest(&self, msg: &NewInbound) -> StoreResult<Ingested> {
+        let mut stored = self.ingest_batch(std::slice::from_ref(msg)).await?;
+        stored
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("the store answered no row".into()))
+    }
+    /// Stores inbound messages in one transaction (group commit), each unless the same
+    /// provider message was stored before (in an earlier batch or earlier in this one).
+    /// One answer per message, in order; an error stores none of them.
+    async fn ingest_batch(&self, msgs: &[NewInbound]) -> StoreResult<Vec<Ingested>>;
     /// Inbound messages not handled yet (after a restart), oldest first.
     async fn unprocessed_inbound(&self) -> StoreResult<Vec<InboundWork>>;
     /// Work in the pipeline per bot: inbound messages not handled yet plus outbound ones
@@ -377,38 +386,42 @@ macro_rules! pipeline_store {
 
         #[async_trait::async_trait]
         impl $crate::store::pipeline::PipelineStore for $store {
-            async fn ingest(&self, msg: &$crate::store::pipeline::NewInbound) -> StoreResult<$crate::store::pipeline::Ingested> {
+            async fn ingest_batch(&self, msgs: &[$crate::store::pipeline::NewInbound]) -> StoreResult<Vec<$crate::store::pipeline::Ingested>> {
                 let mut tx = self.write().await?;
-                let id = uuid::Uuid::now_v7();
-                let inserted = sqlx::query(
-                    "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, provider, provider_message_id, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, 'in', $5, 'received', $6, $7, $8, $8) \
-                     ON CONFLICT (bot_id, provider, provider_message_id) WHERE direction = 'in' AND provider_message_id IS NOT NULL DO NOTHING \
-                     RETURNING id",
-                )
-                .bind(($id)(id))
-                .bind(($id)(msg.bot_id))
-                .bind(($id)(msg.tenant_id))
-                .bind(&msg.contact)
-                .bind(sqlx::types::Json(&msg.body))
-                .bind(&msg.provider)
-                .bind(&msg.provider_message_id)
-                .bind(msg.received_at)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if inserted.is_none() {
-                    let existing = sqlx::query("SELECT id FROM messages WHERE bot_id = $1 AND provider = $2 AND provider_message_id = $3 AND direction = 'in'")
-                        .bind(($id)(msg.bot_id))
-                        .bind(&msg.provider)
-                        .bind(&msg.provider_message_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    tx.commit().await?;
-                    return Ok($crate::store::pipeline::Ingested { id: $get_id(&existing, "id")?, duplicate: true });
+                let mut stored = Vec::with_capacity(msgs.len());
+                for msg in msgs {
+                    let id = uuid::Uuid::now_v7();
+                    let inserted = sqlx::query(
+                        "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, provider, provider_message_id, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, 'in', $5, 'received', $6, $7, $8, $8) \
+                         ON CONFLICT (bot_id, provider, provider_message_id) WHERE direction = 'in' AND provider_message_id IS NOT NULL DO NOTHING \
+                         RETURNING id",
+                    )
+                    .bind(($id)(id))
+                    .bind(($id)(msg.bot_id))
+                    .bind(($id)(msg.tenant_id))
+                    .bind(&msg.contact)
+                    .bind(sqlx::types::Json(&msg.body))
+                    .bind(&msg.provider)
+                    .bind(&msg.provider_message_id)
+                    .bind(msg.received_at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if inserted.is_none() {
+                        let existing = sqlx::query("SELECT id FROM messages WHERE bot_id = $1 AND provider = $2 AND provider_message_id = $3 AND direction = 'in'")
+                            .bind(($id)(msg.bot_id))
+                            .bind(&msg.provider)
+                            .bind(&msg.provider_message_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        stored.push($crate::store::pipeline::Ingested { id: $get_id(&existing, "id")?, duplicate: true });
+                        continue;
+                    }
+                    add_event(&mut *tx, id, "received", None, msg.received_at).await?;
+                    stored.push($crate::store::pipeline::Ingested { id, duplicate: false });
                 }
-                add_event(&mut *tx, id, "received", None, msg.received_at).await?;
                 tx.commit().await?;
-                Ok($crate::store::pipeline::Ingested { id, duplicate: false })
+                Ok(stored)
             }
 
             async fn unprocessed_inbound(&self) -> StoreResult<Vec<$crate::store::pipeline::InboundWork>> {
