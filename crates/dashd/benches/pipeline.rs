@@ -570,9 +570,10 @@ fn write_report(r: &Value) {
          minimal server on the same HTTP stack (axum on hyper) that verifies the same signed\n\
          webhook and answers 200, {cceil} requests/s. dashd delivers **{cratio}** of the ceiling\n\
          (each of its messages is stored, handled by the flow, committed to the outbox and sent\n\
-         to Graph; group commit, the next step, targets this ratio). On this path each\n\
-         message costs two write transactions more than through the sandbox: the contact's\n\
-         identifiers (resolved on every webhook) and the record of the send attempt.\n\n\
+         to Graph; inbound messages are group-committed, the step, claim and sent-mark\n\
+         writes are not yet, and the target is 0.20). On this path each message costs one\n\
+         write transaction more than through the sandbox: the record of the send attempt (a\n\
+         customer's contact costs a write only when its identifiers change).\n\n\
          Failover: with Graph answering 500, the time from the failing Graph attempt to the\n\
          same reply's request at Twilio, in the same dispatch: p50 {cf50} ms, max {cfmax} ms\n\
          (20 messages).\n\n\
@@ -600,7 +601,7 @@ fn write_report(r: &Value) {
          step, and running the steps in threads instead (`pipeline.flow_isolation =\n\
          \"thread\"`) gives the same throughput within noise. The hardening (steps in\n\
          worker processes, compare-and-set transitions, leases, one task per conversation)\n\
-         cost about a fifth of the throughput: `BENCH_ONLY=throughput` on this machine, same\n\
+         cost about a fifth of the throughput: `BENCH_ONLY=throughput` on a 2 × AMD EPYC, same\n\
          hour, 5,000 messages, gave 419 and 432 replies/s before it and 340 to 373 after.\n\
          Batching the other writes (steps, claims, sent marks) is the next step to raise it.\n\n\
          The whole benchmark took {total} s (build not included).\n",
