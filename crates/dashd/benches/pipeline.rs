@@ -571,9 +571,10 @@ fn write_report(r: &Value) {
          webhook and answers 200, {cceil} requests/s. dashd delivers **{cratio}** of the ceiling\n\
          (each of its messages is stored, handled by the flow, committed to the outbox and sent\n\
          to Graph; inbound messages are group-committed, the step, claim and sent-mark\n\
-         writes are not yet, and the target is 0.20). On this path each message costs one\n\
-         write transaction more than through the sandbox: the record of the send attempt (a\n\
-         customer's contact costs a write only when its identifiers change).\n\n\
+         writes are not yet, and the target is 0.20). On this path each message costs four\n\
+         write transactions: inbound (shared with what arrives with it), the step, the claim, and\n\
+         the attempt with the sent mark (a contact costs one more only when its identifiers\n\
+         change).\n\n\
          Failover: with Graph answering 500, the time from the failing Graph attempt to the\n\
          same reply's request at Twilio, in the same dispatch: p50 {cf50} ms, max {cfmax} ms\n\
          (20 messages).\n\n\
@@ -590,9 +591,9 @@ fn write_report(r: &Value) {
          this machine), growing with the compiled flows it caches, at most\n\
          `pipeline.flow_cache_mb` (64 MiB), and capped by `pipeline.flow_memory_mb`.\n\n\
          ## Where the time goes\n\n\
-         Each message costs 20 SQL statements and 5 commits on either backend, counted by\n\
+         Each message costs 20 SQL statements and 4 commits on either backend, counted by\n\
          `crates/dashd/tests/statements.rs` on the Cloud-API path (store inbound, commit the\n\
-         step, claim, mark sent, and the attempt record; 25 and 6 before bots were cached for\n\
+         step, claim, and the attempt with the sent mark; 25 and 6 before bots were cached for\n\
          the message path and a known contact stopped costing a write), queued on one writer\n\
          with SQLite: that, not the flow engine, bounds throughput. Inbound messages that\n\
          arrive together share one commit (group commit: 64 concurrent webhooks took 7\n\

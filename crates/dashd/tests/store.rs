@@ -376,12 +376,36 @@ mod cases {
         assert_eq!(store.unfinished_outbound(a.id).await.unwrap(), 1);
         // Delivery reports apply only to the bot's own messages.
         assert!(store.claim(next.id, &lease(), now).await.unwrap());
+        // The successful attempt and the sent mark go together; only the holder marks.
+        let sent = SendAttempt {
+            provider: "meta".into(),
+            outcome: "sent".into(),
+            error_code: None,
+            error: None,
+            latency_ms: 7,
+            at: now,
+        };
         assert!(
-            store
-                .mark_sent(next.id, OWNER, "meta", "wamid.Y", now)
+            !store
+                .mark_sent_after(next.id, "someone-else", "wamid.Z", &sent)
                 .await
                 .unwrap()
         );
+        assert!(
+            store
+                .mark_sent_after(next.id, OWNER, "wamid.Y", &sent)
+                .await
+                .unwrap()
+        );
+        let entry = store.queue_entry(next.id).await.unwrap();
+        assert_eq!(entry.message.state, MessageState::Sent);
+        assert_eq!(
+            entry.message.provider_message_id.as_deref(),
+            Some("wamid.Y")
+        );
+        let attempts = store.attempts(next.id).await.unwrap();
+        assert_eq!(attempts.len(), 2, "each attempt is recorded");
+        assert_eq!(attempts[1].outcome, "sent");
         assert!(
             !store
                 .apply_status(b.id, "meta", "wamid.Y", MessageState::Delivered, now)

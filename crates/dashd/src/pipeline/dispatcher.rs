@@ -319,15 +319,12 @@ async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) 
                 inner
                     .providers
                     .report(item.bot_id, kind, settings.policy, Ok(latency), now);
-                attempt(inner, &item, kind, "sent", None, latency).await;
+                // The attempt and the sent mark in one transaction.
+                let sent = attempt_of(inner, kind, "sent", None, latency);
                 record(inner, &item, "sent", true, || {
-                    inner.store.mark_sent(
-                        item.id,
-                        claim,
-                        kind.as_str(),
-                        &receipt.provider_message_id,
-                        inner.clock.now(),
-                    )
+                    inner
+                        .store
+                        .mark_sent_after(item.id, claim, &receipt.provider_message_id, &sent)
                 })
                 .await;
                 inner.announce_if_idle(item.bot_id, &item.contact).await;
@@ -409,16 +406,26 @@ async fn attempt(
     error: Option<&SendError>,
     latency: Duration,
 ) {
-    let attempt = SendAttempt {
+    let attempt = attempt_of(inner, kind, outcome, error, latency);
+    if let Err(err) = inner.store.record_attempt(item.id, &attempt).await {
+        tracing::warn!(message = %item.id, error = %err, "cannot record a send attempt");
+    }
+}
+
+fn attempt_of(
+    inner: &Inner,
+    kind: ProviderKind,
+    outcome: &str,
+    error: Option<&SendError>,
+    latency: Duration,
+) -> SendAttempt {
+    SendAttempt {
         provider: kind.as_str().to_owned(),
         outcome: outcome.to_owned(),
         error_code: error.and_then(|e| e.code.clone()),
         error: error.map(|e| e.message.clone()),
         latency_ms: u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
         at: inner.clock.now(),
-    };
-    if let Err(err) = inner.store.record_attempt(item.id, &attempt).await {
-        tracing::warn!(message = %item.id, error = %err, "cannot record a send attempt");
     }
 }
 

@@ -370,6 +370,36 @@ macro_rules! pipeline_store {
             })
         }
 
+        /// `processing` (held by `owner`) → `sent`, with its event, in the caller's
+        /// transaction; false when the entry is not ours any more.
+        async fn set_sent(
+            conn: &mut <<$store as $crate::store::pipeline::Backend>::Db as sqlx::Database>::Connection,
+            id: uuid::Uuid,
+            owner: &str,
+            provider: &str,
+            provider_message_id: &str,
+            now: chrono::DateTime<chrono::Utc>,
+        ) -> StoreResult<bool> {
+            let changed = sqlx::query(
+                "UPDATE messages SET state = 'sent', provider = $2, provider_message_id = $3, attempts = attempts + 1, \
+                 next_attempt_ms = NULL, last_error = NULL, sent_at = $4, updated_at = $4, lease_owner = NULL, lease_until_ms = NULL \
+                 WHERE id = $1 AND state = 'processing' AND lease_owner = $5",
+            )
+            .bind(($id)(id))
+            .bind(provider)
+            .bind(provider_message_id)
+            .bind(now)
+            .bind(owner)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+                > 0;
+            if changed {
+                add_event(&mut *conn, id, "sent", Some(&format!("via {provider}")), now).await?;
+            }
+            Ok(changed)
+        }
+
         async fn add_event<'c, E>(exec: E, id: uuid::Uuid, state: &str, detail: Option<&str>, at: chrono::DateTime<chrono::Utc>) -> StoreResult<()>
         where
             E: sqlx::Executor<'c, Database = <$store as $crate::store::pipeline::Backend>::Db>,
@@ -845,23 +875,7 @@ macro_rules! pipeline_store {
 
             async fn mark_sent(&self, id: uuid::Uuid, owner: &str, provider: &str, provider_message_id: &str, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
                 let mut tx = self.write().await?;
-                let changed = sqlx::query(
-                    "UPDATE messages SET state = 'sent', provider = $2, provider_message_id = $3, attempts = attempts + 1, \
-                     next_attempt_ms = NULL, last_error = NULL, sent_at = $4, updated_at = $4, lease_owner = NULL, lease_until_ms = NULL \
-                     WHERE id = $1 AND state = 'processing' AND lease_owner = $5",
-                )
-                .bind(($id)(id))
-                .bind(provider)
-                .bind(provider_message_id)
-                .bind(now)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                    > 0;
-                if changed {
-                    add_event(&mut *tx, id, "sent", Some(&format!("via {provider}")), now).await?;
-                }
+                let changed = set_sent(&mut *tx, id, owner, provider, provider_message_id, now).await?;
                 tx.commit().await?;
                 Ok(changed)
             }

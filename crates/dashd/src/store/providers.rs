@@ -117,6 +117,16 @@ pub trait ProviderStore {
 
     /// Records one send attempt of an outbox entry.
     async fn record_attempt(&self, message_id: Uuid, attempt: &SendAttempt) -> StoreResult<()>;
+    /// A successful send: its attempt recorded and the entry `owner` holds marked `sent`
+    /// (with `provider_message_id`), in one transaction. False (the attempt still
+    /// recorded) when the entry is not ours any more.
+    async fn mark_sent_after(
+        &self,
+        id: Uuid,
+        owner: &str,
+        provider_message_id: &str,
+        attempt: &SendAttempt,
+    ) -> StoreResult<bool>;
     /// An entry's attempts, oldest first.
     async fn attempts(&self, message_id: Uuid) -> StoreResult<Vec<SendAttempt>>;
     /// An entry `owner` holds was refused for good by a provider (bad recipient, outside
@@ -166,6 +176,28 @@ macro_rules! provider_store {
                 route_key: row.try_get("route_key")?,
                 updated_at: row.try_get("updated_at")?,
             })
+        }
+
+        /// One send attempt, in the caller's transaction.
+        async fn insert_attempt(
+            conn: &mut <<$store as $crate::store::pipeline::Backend>::Db as sqlx::Database>::Connection,
+            message_id: uuid::Uuid,
+            attempt: &$crate::store::providers::SendAttempt,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "INSERT INTO send_attempts (message_id, provider, outcome, error_code, error, latency_ms, at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(($id)(message_id))
+            .bind(&attempt.provider)
+            .bind(&attempt.outcome)
+            .bind(&attempt.error_code)
+            .bind(&attempt.error)
+            .bind(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX))
+            .bind(attempt.at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
         }
 
         fn contact_from_row(
@@ -440,21 +472,23 @@ macro_rules! provider_store {
 
             async fn record_attempt(&self, message_id: uuid::Uuid, attempt: &$crate::store::providers::SendAttempt) -> StoreResult<()> {
                 let mut tx = self.write().await?;
-                sqlx::query(
-                    "INSERT INTO send_attempts (message_id, provider, outcome, error_code, error, latency_ms, at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(($id)(message_id))
-                .bind(&attempt.provider)
-                .bind(&attempt.outcome)
-                .bind(&attempt.error_code)
-                .bind(&attempt.error)
-                .bind(i64::try_from(attempt.latency_ms).unwrap_or(i64::MAX))
-                .bind(attempt.at)
-                .execute(&mut *tx)
-                .await?;
+                insert_attempt(&mut *tx, message_id, attempt).await?;
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn mark_sent_after(
+                &self,
+                id: uuid::Uuid,
+                owner: &str,
+                provider_message_id: &str,
+                attempt: &$crate::store::providers::SendAttempt,
+            ) -> StoreResult<bool> {
+                let mut tx = self.write().await?;
+                insert_attempt(&mut *tx, id, attempt).await?;
+                let changed = set_sent(&mut *tx, id, owner, &attempt.provider, provider_message_id, attempt.at).await?;
+                tx.commit().await?;
+                Ok(changed)
             }
 
             async fn attempts(&self, message_id: uuid::Uuid) -> StoreResult<Vec<$crate::store::providers::SendAttempt>> {
