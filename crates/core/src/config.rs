@@ -270,6 +270,8 @@ pub struct DatabaseConfig {
     pub url: Option<Secret>,
     /// Upper bound of the connection pool.
     pub max_connections: u32,
+    /// SQLite only: when a commit reaches the disk (SQLite's `synchronous` in WAL mode).
+    pub sqlite_synchronous: SqliteSynchronous,
 }
 
 impl Default for DatabaseConfig {
@@ -277,8 +279,22 @@ impl Default for DatabaseConfig {
         Self {
             url: None,
             max_connections: 8,
+            sqlite_synchronous: SqliteSynchronous::Normal,
         }
     }
+}
+
+/// SQLite's `synchronous` setting, in WAL mode (the only mode dashd uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqliteSynchronous {
+    /// A commit is in the write-ahead log before it returns; the log is synced to disk
+    /// at checkpoints. Committed data survives a crash or `kill -9` of dashd; a power
+    /// loss or operating-system crash may lose the last commits (never the file).
+    Normal,
+    /// The log is synced at every commit: committed data also survives a power loss. One
+    /// sync per commit, which group commit shares among the messages committed together.
+    Full,
 }
 
 /// Logging.
@@ -609,6 +625,20 @@ impl Serialize for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sqlite_synchronous_is_normal_unless_full_is_asked_for() {
+        assert_eq!(
+            Config::default().database.sqlite_synchronous,
+            SqliteSynchronous::Normal
+        );
+        let full: Config = toml::from_str("[database]\nsqlite_synchronous = \"full\"\n").unwrap();
+        assert_eq!(full.database.sqlite_synchronous, SqliteSynchronous::Full);
+        let err = toml::from_str::<Config>("[database]\nsqlite_synchronous = \"off\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("normal") && err.contains("full"), "{err}");
+    }
 
     #[test]
     fn defaults_are_the_embedded_setup() {

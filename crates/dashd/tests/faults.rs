@@ -49,6 +49,7 @@ async fn open_at(path: &Path, options: SqliteConnectOptions, connections: u32) -
         options.filename(path),
         path.display().to_string(),
         connections,
+        dash_core::config::SqliteSynchronous::Normal,
     )
     .await
     .unwrap();

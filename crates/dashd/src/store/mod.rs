@@ -377,7 +377,9 @@ pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResu
                     .filename(config.data_dir.join("dashd.db")),
             };
             let location = dash_core::config::redact_url(&url);
-            let store = SqliteStore::open(options, location, max).await?;
+            let store =
+                SqliteStore::open(options, location, max, config.database.sqlite_synchronous)
+                    .await?;
             store
                 .prepare(policy.unwrap_or(MigrationPolicy::Apply))
                 .await?;

@@ -176,6 +176,7 @@ impl SqliteStore {
         options: SqliteConnectOptions,
         location: String,
         max_connections: u32,
+        synchronous: dash_core::config::SqliteSynchronous,
     ) -> StoreResult<Self> {
         // Lock before SQLite touches the file: a second daemon must not even migrate it.
         let file = match sqlite_file::on_disk(&options) {
@@ -186,8 +187,11 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL is durable across process crashes; only a power loss can drop
-            // the last transactions, never corrupt the file.
-            .synchronous(SqliteSynchronous::Normal)
+            // the last transactions, never corrupt the file. FULL survives that too.
+            .synchronous(match synchronous {
+                dash_core::config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+                dash_core::config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+            })
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
