@@ -74,6 +74,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         // next deferred entry, instead of asking again at once.
         let whole = due.len() < BATCH as usize;
         let mut started = 0;
+        let mut ready: Vec<Ready> = Vec::new();
         for item in due {
             if inner.shutdown.is_cancelled() {
                 break;
@@ -139,49 +140,36 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 None => continue,
             }
             // A place for the send first: waiting for one must not eat into the lease, and
-            // a stop meanwhile must not start a send.
-            let slot = tokio::select! {
-                () = inner.shutdown.cancelled() => break,
-                slot = slots.clone().acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break,
-                },
-            };
-            // Each claim has its own token: an outcome recorded late (after the lease
-            // ran out and the entry was claimed again) can never pass for the new claim's.
-            let claim = format!("{}/{}", inner.owner, Uuid::new_v4().simple());
-            let lease = Lease {
-                owner: &claim,
-                until_ms: inner
-                    .clock
-                    .now_ms()
-                    .saturating_add(i64::try_from(config.lease_ms).unwrap_or(i64::MAX)),
-            };
-            match inner.store.claim(item.id, &lease, inner.clock.now()).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot claim an outbox entry");
-                    continue;
+            // a stop meanwhile must not start a send. With no place free, what is ready
+            // is claimed and started first (it frees places as it finishes).
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    started += launch(&inner, &mut ready, &config).await;
+                    tokio::select! {
+                        () = inner.shutdown.cancelled() => break,
+                        slot = slots.clone().acquire_owned() => match slot {
+                            Ok(slot) => slot,
+                            Err(_) => break,
+                        },
+                    }
                 }
-            }
+            };
+            // Counted against the limits now, so the next entries of this round see it
+            // (a claim lost to another dashd counts too: the limit errs on the safe side).
             if settings.limit > 0 {
                 bot_window.record(elapsed);
             }
             if let Some(window) = tenant_window {
                 window.record(elapsed);
             }
-            let task = inner.clone();
-            let settings = settings.clone();
-            // Tracked, and not cancelled by shutdown: a send that started finishes and
-            // its outcome is recorded.
-            inner.in_flight.spawn(async move {
-                send(&task, item, &settings, &claim).await;
-                drop(slot);
-                task.dispatch.notify_one();
+            ready.push(Ready {
+                item,
+                settings: settings.clone(),
+                slot,
             });
-            started += 1;
         }
+        started += launch(&inner, &mut ready, &config).await;
         if started == 0 || whole {
             let next = inner.store.next_outbound_due(now_ms).await.ok().flatten();
             let wait = next.map_or(60_000, |at| at.saturating_sub(now_ms).clamp(1, 60_000));
@@ -192,6 +180,79 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             .await;
         }
     }
+}
+
+/// An entry that passed the limits and holds a place to be sent from.
+struct Ready {
+    item: OutboxItem,
+    settings: BotSend,
+    slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Claims the ready entries in one transaction, each under a lease of its own, and starts
+/// the sends of those claimed; returns how many started.
+async fn launch(
+    inner: &Arc<Inner>,
+    ready: &mut Vec<Ready>,
+    config: &dash_core::config::DispatcherConfig,
+) -> usize {
+    // Stopping: no new send starts; the entries stay due for the next start.
+    if ready.is_empty() || inner.shutdown.is_cancelled() {
+        ready.clear();
+        return 0;
+    }
+    // Each claim has its own token: an outcome recorded late (after the lease ran out
+    // and the entry was claimed again) can never pass for the new claim's.
+    let tokens: Vec<String> = ready
+        .iter()
+        .map(|_| format!("{}/{}", inner.owner, Uuid::new_v4().simple()))
+        .collect();
+    let until_ms = inner
+        .clock
+        .now_ms()
+        .saturating_add(i64::try_from(config.lease_ms).unwrap_or(i64::MAX));
+    let claims: Vec<(Uuid, Lease<'_>)> = ready
+        .iter()
+        .zip(&tokens)
+        .map(|(r, token)| {
+            (
+                r.item.id,
+                Lease {
+                    owner: token,
+                    until_ms,
+                },
+            )
+        })
+        .collect();
+    let taken = match inner.store.claim_batch(&claims, inner.clock.now()).await {
+        Ok(taken) => taken,
+        Err(err) => {
+            tracing::error!(error = %err, entries = ready.len(), "cannot claim outbox entries");
+            ready.clear();
+            return 0;
+        }
+    };
+    let mut started = 0;
+    for ((entry, claim), taken) in ready.drain(..).zip(tokens).zip(taken) {
+        if !taken {
+            continue;
+        }
+        let task = inner.clone();
+        let Ready {
+            item,
+            settings,
+            slot,
+        } = entry;
+        // Tracked, and not cancelled by shutdown: a send that started finishes and its
+        // outcome is recorded.
+        inner.in_flight.spawn(async move {
+            send(&task, item, &settings, &claim).await;
+            drop(slot);
+            task.dispatch.notify_one();
+        });
+        started += 1;
+    }
+    started
 }
 
 async fn sleep_or_wake(inner: &Inner, wait: Duration) {

@@ -233,7 +233,17 @@ pub trait PipelineStore: Send + Sync {
     /// The earliest due time after `now_ms` among pending and failed entries.
     async fn next_outbound_due(&self, now_ms: i64) -> StoreResult<Option<i64>>;
     /// `pending`/`failed` → `processing` under `lease`; false if someone else took it.
-    async fn claim(&self, id: Uuid, lease: &Lease<'_>, now: DateTime<Utc>) -> StoreResult<bool>;
+    async fn claim(&self, id: Uuid, lease: &Lease<'_>, now: DateTime<Utc>) -> StoreResult<bool> {
+        let claimed = self.claim_batch(&[(id, lease.clone())], now).await?;
+        Ok(claimed.first().copied().unwrap_or(false))
+    }
+    /// Claims several entries, each under its own lease, in one transaction: for each,
+    /// whether it was ours to take (as [`PipelineStore::claim`]).
+    async fn claim_batch(
+        &self,
+        claims: &[(Uuid, Lease<'_>)],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>>;
     /// Postpones a pending entry (rate limit) without counting an attempt.
     async fn defer(&self, id: Uuid, until_ms: i64) -> StoreResult<()>;
     /// `processing` (held by `owner`) → `sent`; false when the entry is not ours any more
@@ -841,25 +851,33 @@ macro_rules! pipeline_store {
                 Ok(next)
             }
 
-            async fn claim(&self, id: uuid::Uuid, lease: &$crate::store::pipeline::Lease<'_>, now: chrono::DateTime<chrono::Utc>) -> StoreResult<bool> {
+            async fn claim_batch(
+                &self,
+                claims: &[(uuid::Uuid, $crate::store::pipeline::Lease<'_>)],
+                now: chrono::DateTime<chrono::Utc>,
+            ) -> StoreResult<Vec<bool>> {
                 let mut tx = self.write().await?;
-                let claimed = sqlx::query(
-                    "UPDATE messages SET state = 'processing', lease_owner = $3, lease_until_ms = $4, updated_at = $2 \
-                     WHERE id = $1 AND direction = 'out' AND state IN ('pending', 'failed')",
-                )
-                    .bind(($id)(id))
+                let mut taken = Vec::with_capacity(claims.len());
+                for (id, lease) in claims {
+                    let claimed = sqlx::query(
+                        "UPDATE messages SET state = 'processing', lease_owner = $3, lease_until_ms = $4, updated_at = $2 \
+                         WHERE id = $1 AND direction = 'out' AND state IN ('pending', 'failed')",
+                    )
+                    .bind(($id)(*id))
                     .bind(now)
                     .bind(lease.owner)
                     .bind(lease.until_ms)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected()
-                    > 0;
-                if claimed {
-                    add_event(&mut *tx, id, "processing", None, now).await?;
+                        > 0;
+                    if claimed {
+                        add_event(&mut *tx, *id, "processing", None, now).await?;
+                    }
+                    taken.push(claimed);
                 }
                 tx.commit().await?;
-                Ok(claimed)
+                Ok(taken)
             }
 
             async fn defer(&self, id: uuid::Uuid, until_ms: i64) -> StoreResult<()> {
