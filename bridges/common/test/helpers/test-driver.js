@@ -34,8 +34,16 @@ export function testDriverFactory(options = {}) {
   factory.drivers = drivers;
   /** @param {string} session */
   factory.all = (session) => drivers.filter((d) => d.session === session);
-  /** @param {string} session */
-  factory.latest = (session) => factory.all(session).at(-1);
+  /**
+   * The session's current driver: the last one made that was not stopped (a driver made
+   * for a start that a restart overtook is stopped at once, and may be made after the
+   * new one).
+   * @param {string} session
+   */
+  factory.latest = (session) => {
+    const all = factory.all(session);
+    return all.filter((d) => !d.calls.includes('stop')).at(-1) ?? all.at(-1);
+  };
   return factory;
 }
 
