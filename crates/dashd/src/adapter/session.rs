@@ -2,9 +2,20 @@
 //! bridges and Evolution instances. One client type over both, so the session supervisor
 //! and `dashctl session` treat them alike.
 
-use super::SendError;
+use chrono::{DateTime, Utc};
+use dash_core::provider::ProviderKind;
+use uuid::Uuid;
+
 use super::bridge::{Bridge, SessionQr, SessionStatus};
 use super::evolution::Evolution;
+use super::{SendError, SessionState};
+use crate::store::sessions::SessionReport;
+
+/// Whether a call failed because the bridge (`session_not_found`) or Evolution (404)
+/// does not know the session.
+pub fn is_unknown_session(err: &SendError) -> bool {
+    matches!(err.code.as_deref(), Some("session_not_found" | "404"))
+}
 
 /// A paired session's client.
 #[derive(Debug, Clone)]
@@ -61,6 +72,36 @@ impl SessionClient {
         match self {
             SessionClient::Bridge(bridge) => bridge.logout().await,
             SessionClient::Evolution(evolution) => evolution.logout().await,
+        }
+    }
+
+    /// What to record of a status: with the QR (and its expiry) fetched while one waits
+    /// to be scanned, and the pairing code from the status or the QR answer.
+    pub async fn report(
+        &self,
+        bot_id: Uuid,
+        provider: ProviderKind,
+        status: SessionStatus,
+        at: DateTime<Utc>,
+    ) -> SessionReport {
+        let qr = if status.state == SessionState::Qr {
+            self.qr().await.ok().flatten()
+        } else {
+            None
+        };
+        SessionReport {
+            bot_id,
+            provider: provider.as_str().to_owned(),
+            session: self.session().to_owned(),
+            state: crate::pipeline::session_state_name(status.state).to_owned(),
+            reason: status.reason,
+            phone: status.phone,
+            pairing_code: status
+                .pairing_code
+                .or_else(|| qr.as_ref().and_then(|q| q.pairing_code.clone())),
+            qr_expires_at: qr.as_ref().and_then(|q| q.expires_at),
+            qr: qr.map(|q| q.qr),
+            at,
         }
     }
 }

@@ -15,9 +15,8 @@ use dash_core::{Bot, ValidationError};
 use serde::Deserialize;
 
 use super::paths::BotPath;
-use crate::adapter::SessionState;
 use crate::adapter::bridge::SessionStatus;
-use crate::adapter::session::SessionClient;
+use crate::adapter::session::{SessionClient, is_unknown_session};
 use crate::error::{ApiError, Path, Query};
 use crate::pipeline::session_state_name;
 use crate::state::AppState;
@@ -220,7 +219,7 @@ pub async fn restart(
     let status = match client.restart().await {
         Ok(status) => status,
         // Not on the bridge (yet): restarting it is starting it.
-        Err(err) if matches!(err.code.as_deref(), Some("session_not_found" | "404")) => client
+        Err(err) if is_unknown_session(&err) => client
             .start(None)
             .await
             .map_err(|err| bridge_failed(kind, &err))?,
@@ -239,30 +238,10 @@ async fn record_status(
     client: &SessionClient,
     status: SessionStatus,
 ) -> Result<axum::Json<SessionView>, ApiError> {
-    let qr = if status.state == SessionState::Qr {
-        client.qr().await.ok().flatten()
-    } else {
-        None
-    };
-    let pairing_code = status
-        .pairing_code
-        .or_else(|| qr.as_ref().and_then(|q| q.pairing_code.clone()));
-    let view = state
-        .pipeline
-        .record_session(&SessionReport {
-            bot_id: bot.id,
-            provider: kind.as_str().to_owned(),
-            session: client.session().to_owned(),
-            state: session_state_name(status.state).to_owned(),
-            reason: status.reason,
-            phone: status.phone,
-            qr_expires_at: qr.as_ref().and_then(|q| q.expires_at),
-            qr: qr.map(|q| q.qr),
-            pairing_code,
-            at: chrono::Utc::now(),
-        })
-        .await?;
-    Ok(axum::Json(view))
+    let report = client
+        .report(bot.id, kind, status, chrono::Utc::now())
+        .await;
+    Ok(axum::Json(state.pipeline.record_session(&report).await?))
 }
 
 /// Logs the session out on its bridge (the phone must pair again).

@@ -18,8 +18,7 @@ use uuid::Uuid;
 use super::conversations::lock;
 use super::{Inner, session_state_name};
 use crate::adapter::SessionState;
-use crate::adapter::bridge::SessionStatus;
-use crate::adapter::session::SessionClient;
+use crate::adapter::session::{SessionClient, is_unknown_session};
 use crate::store::sessions::SessionReport;
 
 /// Between two checks of every session.
@@ -87,21 +86,16 @@ async fn check_all(inner: &Inner) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether a status call failed because the bridge or Evolution does not know the session.
-fn unknown_session(err: &crate::adapter::SendError) -> bool {
-    matches!(err.code.as_deref(), Some("session_not_found" | "404"))
-}
-
 async fn check(inner: &Inner, bot: &Bot, kind: ProviderKind, client: &SessionClient) {
     let now = inner.clock.now();
     let key = (bot.id, kind.as_str().to_owned());
     let policy = inner.fallback_policy(bot);
-    let status = match client.status().await {
+    let mut status = match client.status().await {
         Ok(status) => status,
         // The bridge does not know the session (first start, or it restarted without
         // its data), or the Evolution instance does not exist: start it, unless it was
         // logged out on purpose (an operator pairs it again with `dashctl session pair`).
-        Err(err) if unknown_session(&err) => {
+        Err(err) if is_unknown_session(&err) => {
             let stored = inner
                 .store
                 .bot_sessions(bot.id, Some(kind.as_str()), 0)
@@ -124,14 +118,7 @@ async fn check(inner: &Inner, bot: &Bot, kind: ProviderKind, client: &SessionCli
             return;
         }
     };
-    let SessionStatus {
-        mut state,
-        mut reason,
-        phone,
-        pairing_code,
-        ..
-    } = status;
-    if state == SessionState::Failed {
+    if status.state == SessionState::Failed {
         let restart = {
             let mut restarts = lock(&inner.session_restarts);
             let entry = restarts.entry(key.clone()).or_insert(Restarts {
@@ -139,9 +126,9 @@ async fn check(inner: &Inner, bot: &Bot, kind: ProviderKind, client: &SessionCli
                 next_at: now,
             });
             if entry.count >= MAX_RESTARTS {
-                reason = Some(format!(
+                status.reason = Some(format!(
                     "gave up after {MAX_RESTARTS} restarts ({}); dashctl session restart tries again",
-                    reason.take().unwrap_or_else(|| "failed".into())
+                    status.reason.take().unwrap_or_else(|| "failed".into())
                 ));
                 None
             } else if now >= entry.next_at {
@@ -155,35 +142,14 @@ async fn check(inner: &Inner, bot: &Bot, kind: ProviderKind, client: &SessionCli
         if let Some(attempt) = restart {
             tracing::info!(bot = %bot.path(), provider = %kind, attempt, "restarting a failed session");
             if let Ok(restarted) = client.start(None).await {
-                state = restarted.state;
-                reason = restarted.reason;
+                status = restarted;
             }
         }
-    } else if state == SessionState::Ready {
+    } else if status.state == SessionState::Ready {
         forget_restarts(inner, bot.id, kind.as_str());
     }
-    let qr = if state == SessionState::Qr {
-        client.qr().await.ok().flatten()
-    } else {
-        None
-    };
-    let pairing_code = pairing_code.or_else(|| qr.as_ref().and_then(|q| q.pairing_code.clone()));
-    record(
-        inner,
-        SessionReport {
-            bot_id: bot.id,
-            provider: kind.as_str().to_owned(),
-            session: client.session().to_owned(),
-            state: session_state_name(state).to_owned(),
-            reason,
-            phone,
-            qr_expires_at: qr.as_ref().and_then(|q| q.expires_at),
-            qr: qr.map(|q| q.qr),
-            pairing_code,
-            at: now,
-        },
-    )
-    .await;
+    let state = status.state;
+    record(inner, client.report(bot.id, kind, status, now).await).await;
     if state == SessionState::Ready {
         if inner
             .providers
