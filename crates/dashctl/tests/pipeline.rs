@@ -129,7 +129,7 @@ async fn a_duplicate_delivery_gets_one_reply() {
     // A provider retrying its webhook delivers the same message (same id) twice.
     let mut outcomes = Vec::new();
     for _ in 0..2 {
-        let message = dashd::store::pipeline::NewInbound {
+        let message = dashd::store::inbound::NewInbound {
             bot_id: bot.id,
             tenant_id: bot.tenant_id,
             contact: "+5491100000009".into(),
@@ -196,7 +196,7 @@ async fn two_hundred_messages_from_one_contact_are_handled_in_order() {
         .unwrap();
     let pipeline = env.daemon().pipeline();
     for i in 0..200 {
-        let message = dashd::store::pipeline::NewInbound {
+        let message = dashd::store::inbound::NewInbound {
             bot_id: record.id,
             tenant_id: record.tenant_id,
             contact: "+5491100000007".into(),

@@ -15,8 +15,10 @@ use dash_core::api::{CreateBot, CreateTenant};
 use dash_core::config::Config;
 use dash_core::flow::Format;
 use dashd::state::AppState;
+use dashd::store::flows::FlowStore;
+use dashd::store::tenants::TenantStore;
 use dashd::store::{
-    self, MigrationPolicy, NewFlowVersion, SqliteStore, Store, StoreError, StoreHealth, TenantRef,
+    self, MigrationPolicy, NewFlowVersion, SqlStore, Store, StoreError, StoreHealth, TenantRef,
 };
 use serde_json::{Value, json};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -44,8 +46,8 @@ fn bot_ref() -> BotRef {
     }
 }
 
-async fn open_at(path: &Path, options: SqliteConnectOptions, connections: u32) -> SqliteStore {
-    let store = SqliteStore::open(
+async fn open_at(path: &Path, options: SqliteConnectOptions, connections: u32) -> SqlStore {
+    let store = SqlStore::open_sqlite(
         options.filename(path),
         path.display().to_string(),
         connections,

@@ -12,9 +12,10 @@ use dash_core::api::{MessageBody, MessageState};
 use dash_core::config::Config;
 use dash_core::flow::Format;
 use dash_core::{BotRef, BotStatus, TenantStatus};
-use dashd::store::pipeline::{
-    DueTimer, Ingested, Lease, NewInbound, NewOutbound, QueueQuery, StepCommit, TimerRow,
-};
+use dashd::store::conversations::{NewOutbound, StepCommit, TimerRow};
+use dashd::store::inbound::{Ingested, NewInbound};
+use dashd::store::outbox::{Lease, QueueQuery};
+use dashd::store::timers::DueTimer;
 use dashd::store::{self, MigrationPolicy, NewFlowVersion, Store, StoreError, TenantRef};
 use serde_json::json;
 
@@ -155,7 +156,9 @@ mod cases {
     use super::*;
 
     pub async fn providers_contacts_and_attempts(store: Arc<dyn Store>, _: Arc<TestDb>) {
-        use dashd::store::providers::{ContactIdentity, SendAttempt, StoredProvider};
+        use dashd::store::contacts::ContactIdentity;
+        use dashd::store::outbox::SendAttempt;
+        use dashd::store::providers::StoredProvider;
         store.create_tenant(&tenant("acme")).await.unwrap();
         let a = store
             .create_bot(&slug("acme"), &bot("a", None))

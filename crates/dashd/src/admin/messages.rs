@@ -20,7 +20,8 @@ use super::paths::BotPath;
 use crate::error::{ApiError, Json, Path, Query};
 use crate::pipeline::{IngestError, OperatorError};
 use crate::state::AppState;
-use crate::store::pipeline::{NewInbound, QueueQuery};
+use crate::store::inbound::NewInbound;
+use crate::store::outbox::QueueQuery;
 
 pub async fn send(
     State(state): State<AppState>,

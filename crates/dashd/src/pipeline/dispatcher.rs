@@ -22,8 +22,8 @@ use uuid::Uuid;
 
 use super::Inner;
 use crate::adapter::{Content, OutboundMessage, Recipient, SendError, e164};
-use crate::store::pipeline::{Lease, OutboxItem};
-use crate::store::providers::SendAttempt;
+use crate::store::outbox::SendAttempt;
+use crate::store::outbox::{Lease, OutboxItem};
 
 /// Entries fetched per round.
 const BATCH: u32 = 256;

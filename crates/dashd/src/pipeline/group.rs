@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Inner;
 use crate::store::StoreError;
-use crate::store::pipeline::{Ingested, NewInbound};
+use crate::store::inbound::{Ingested, NewInbound};
 
 /// Messages committed together, at most.
 pub(crate) const MAX_BATCH: usize = 256;

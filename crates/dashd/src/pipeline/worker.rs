@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::{Inner, Work};
 use crate::flow_runner::{FlowSource, StepContext, StepRequest};
-use crate::store::pipeline::{NewOutbound, StepCommit, TimerRow};
+use crate::store::conversations::{NewOutbound, StepCommit, TimerRow};
 
 /// Handles one unit of a conversation's work. A panic must not take the conversation's
 /// task down (nor leave its work unaccounted): it is logged, and the work it stood for is
@@ -360,7 +360,7 @@ async fn inbound(inner: &Arc<Inner>, bot_id: Uuid, contact: &str) {
 
 /// Marks an inbound message `failed` for good, with the reason; the contact's next
 /// messages are handled.
-async fn give_up(inner: &Inner, message: &crate::store::pipeline::InboundWork, error: &str) {
+async fn give_up(inner: &Inner, message: &crate::store::inbound::InboundWork, error: &str) {
     tracing::error!(bot_id = %message.bot_id, message = %message.id, error, "message skipped: it cannot be handled");
     match inner
         .store

@@ -1,24 +1,31 @@
-//! Storage: one [`Store`] trait for every record `dashd` keeps, one implementation per
-//! backend (SQLite for the embedded default, PostgreSQL for production), chosen once at
-//! start-up from the database URL's scheme. Each backend has its own migrations under
+//! Storage: one implementation, [`SqlStore`], over either backend (SQLite for the
+//! embedded default, PostgreSQL for production), chosen once at start-up from the
+//! database URL's scheme. Its SQL is written once (see [`sql`]); the interface is split
+//! by aggregate into one trait per file ([`tenants`], [`flows`], [`inbound`],
+//! [`conversations`], [`outbox`], [`timers`], [`contacts`], [`providers`], [`sessions`],
+//! [`sandbox`]), gathered by [`Store`]. Each backend has its own migrations under
 //! `migrations/<backend>/`; both pass the same conformance suite (`tests/store.rs`).
 
-pub mod pipeline;
+pub mod contacts;
+pub mod conversations;
+pub mod flows;
+pub mod inbound;
+pub mod outbox;
 mod postgres;
 pub mod providers;
+pub mod sandbox;
 pub mod sessions;
+mod sql;
 mod sqlite;
 mod sqlite_file;
+pub mod tenants;
+pub mod timers;
 
 use async_trait::async_trait;
-use dash_core::api::{CreateBot, CreateTenant, UpdateBot, UpdateTenant};
 use dash_core::config::{Backend, Config};
-use dash_core::flow::Format;
-use dash_core::{Bot, BotRef, Tenant};
 use uuid::Uuid;
 
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use flows::{NewFlowVersion, StoredFlowVersion};
 
 /// Everything that can go wrong in storage, in terms the API can map to a status.
 #[derive(Debug, thiserror::Error)]
@@ -242,13 +249,20 @@ impl std::fmt::Display for TenantRef {
     }
 }
 
-/// Records of tenants and bots. Requests reaching a `Store` are already validated
-/// (see `dash_core::api`); the store enforces uniqueness and references.
+/// Everything `dashd` keeps, and the database's own controls. Callers hold an
+/// `Arc<dyn Store>`; the aggregate traits' methods are callable on it directly.
 #[async_trait]
 pub trait Store:
-    pipeline::PipelineStore
+    tenants::TenantStore
+    + flows::FlowStore
+    + inbound::InboundStore
+    + conversations::ConversationStore
+    + outbox::OutboxStore
+    + timers::TimerStore
+    + contacts::ContactStore
     + providers::ProviderStore
     + sessions::SessionStore
+    + sandbox::SandboxStore
     + Send
     + Sync
     + std::fmt::Debug
@@ -265,90 +279,102 @@ pub trait Store:
     /// Closes the pool, waiting for connections to be returned.
     async fn close(&self);
     /// Whether the database can do its work now: it answers, and writes go through
-    /// (after a failed write, a backend may probe with a tiny write of its own).
-    async fn health(&self) -> StoreHealth {
-        match self.ping().await {
-            Ok(()) => StoreHealth::Ok,
-            Err(err) => StoreHealth::Degraded {
-                reason: format!("the database is not answering: {err}"),
-            },
+    /// (after a failed write, a backend probes with a tiny write of its own).
+    async fn health(&self) -> StoreHealth;
+    /// Cancelled when the store hits a fault it cannot recover from (its database file
+    /// replaced or deleted): the daemon should stop. Never cancelled on PostgreSQL.
+    fn fatal(&self) -> tokio_util::sync::CancellationToken;
+}
+
+/// The store: the same statements over either backend's pool.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: sql::Pool,
+    location: String,
+}
+
+impl SqlStore {
+    /// Opens (creating if missing) the SQLite database `options` name, holding an
+    /// exclusive lock on its file for as long as the store lives; `location` is what
+    /// status output shows. Call [`SqlStore::prepare`] next.
+    pub async fn open_sqlite(
+        options: sqlx::sqlite::SqliteConnectOptions,
+        location: String,
+        max_connections: u32,
+        synchronous: dash_core::config::SqliteSynchronous,
+    ) -> StoreResult<Self> {
+        let db = sqlite::SqliteDb::open(options, max_connections, synchronous).await?;
+        Ok(Self {
+            pool: sql::Pool::Sqlite(db),
+            location,
+        })
+    }
+
+    /// Connects to the PostgreSQL database at `url`. Call [`SqlStore::prepare`] next.
+    pub async fn open_postgres(url: &str, max_connections: u32) -> StoreResult<Self> {
+        let pool = postgres::open(url, max_connections).await?;
+        Ok(Self {
+            pool: sql::Pool::Postgres(pool),
+            location: dash_core::config::redact_url(url),
+        })
+    }
+
+    /// Applies or checks migrations according to `policy`.
+    pub async fn prepare(&self, policy: MigrationPolicy) -> StoreResult<()> {
+        match &self.pool {
+            sql::Pool::Sqlite(db) => db.prepare(policy).await,
+            sql::Pool::Postgres(pool) => postgres::prepare(pool, policy).await,
         }
     }
-    /// Cancelled when the store hits a fault it cannot recover from (its database file
-    /// replaced or deleted): the daemon should stop. Never cancelled by default.
-    fn fatal(&self) -> tokio_util::sync::CancellationToken {
-        tokio_util::sync::CancellationToken::new()
+
+    /// Begins a write transaction.
+    async fn write(&self) -> StoreResult<sql::Tx> {
+        self.pool.write().await
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        self.pool.backend()
     }
 
-    async fn create_tenant(&self, req: &CreateTenant) -> StoreResult<Tenant>;
-    async fn list_tenants(&self) -> StoreResult<Vec<Tenant>>;
-    async fn tenant(&self, tenant: &TenantRef) -> StoreResult<Tenant>;
-    async fn update_tenant(
-        &self,
-        tenant: &TenantRef,
-        changes: &UpdateTenant,
-    ) -> StoreResult<Tenant>;
-    /// Deletes a tenant. With bots left, refuses unless `force`, which deletes them too;
-    /// returns the tenant and how many bots went with it.
-    async fn delete_tenant(&self, tenant: &TenantRef, force: bool) -> StoreResult<(Tenant, u64)>;
+    fn location(&self) -> String {
+        self.location.clone()
+    }
 
-    async fn create_bot(&self, tenant: &TenantRef, req: &CreateBot) -> StoreResult<Bot>;
-    /// All bots, or one tenant's, ordered by tenant slug then name.
-    async fn list_bots(&self, tenant: Option<&TenantRef>) -> StoreResult<Vec<Bot>>;
-    async fn bot(&self, bot: &BotRef) -> StoreResult<Bot>;
-    async fn update_bot(&self, bot: &BotRef, changes: &UpdateBot) -> StoreResult<Bot>;
-    async fn delete_bot(&self, bot: &BotRef) -> StoreResult<Bot>;
-    /// Number of tenants and bots.
-    async fn counts(&self) -> StoreResult<(u64, u64)>;
+    async fn ping(&self) -> StoreResult<()> {
+        sql::sql("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
 
-    /// Stores a new version of a bot's flows (numbered after the highest so far),
-    /// optionally making it the active one. The document is already validated.
-    async fn create_flow_version(
-        &self,
-        bot: &BotRef,
-        new: &NewFlowVersion,
-        activate: bool,
-    ) -> StoreResult<StoredFlowVersion>;
-    /// All versions of a bot's flows, oldest first.
-    async fn list_flow_versions(&self, bot: &BotRef) -> StoreResult<Vec<StoredFlowVersion>>;
-    /// One version; `None` means the active one.
-    async fn flow_version(
-        &self,
-        bot: &BotRef,
-        version: Option<u32>,
-    ) -> StoreResult<StoredFlowVersion>;
-    /// Makes `version` the one new conversations start on.
-    async fn activate_flow_version(
-        &self,
-        bot: &BotRef,
-        version: u32,
-    ) -> StoreResult<StoredFlowVersion>;
-    /// Deletes a version that is not active.
-    async fn delete_flow_version(
-        &self,
-        bot: &BotRef,
-        version: u32,
-    ) -> StoreResult<StoredFlowVersion>;
-}
+    async fn schema_version(&self) -> StoreResult<i64> {
+        match &self.pool {
+            sql::Pool::Sqlite(db) => db.schema_version().await,
+            sql::Pool::Postgres(pool) => postgres::schema_version(pool).await,
+        }
+    }
 
-/// A flow document about to be stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewFlowVersion {
-    pub format: Format,
-    pub source: String,
-    /// The parsed document, as JSON.
-    pub document: serde_json::Value,
-}
+    async fn close(&self) {
+        match &self.pool {
+            sql::Pool::Sqlite(db) => db.close().await,
+            sql::Pool::Postgres(pool) => pool.close().await,
+        }
+    }
 
-/// A stored version of a bot's flows.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredFlowVersion {
-    pub version: u32,
-    pub active: bool,
-    pub format: Format,
-    pub source: String,
-    pub document: serde_json::Value,
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    async fn health(&self) -> StoreHealth {
+        match &self.pool {
+            sql::Pool::Sqlite(db) => db.health().await,
+            sql::Pool::Postgres(pool) => postgres::health(pool).await,
+        }
+    }
+
+    fn fatal(&self) -> tokio_util::sync::CancellationToken {
+        match &self.pool {
+            sql::Pool::Sqlite(db) => db.fatal(),
+            sql::Pool::Postgres(_) => tokio_util::sync::CancellationToken::new(),
+        }
+    }
 }
 
 /// Whether migrations are applied when the store opens.
@@ -365,10 +391,10 @@ pub enum MigrationPolicy {
 pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResult<Box<dyn Store>> {
     let url = config.database_url();
     let max = config.database.max_connections;
-    match config
+    let backend = config
         .backend()
-        .map_err(|err| StoreError::Schema(err.to_string()))?
-    {
+        .map_err(|err| StoreError::Schema(err.to_string()))?;
+    let (store, default_policy) = match backend {
         Backend::Sqlite => {
             // The default file is opened by path, so any character in data_dir is fine.
             let options = match &config.database.url {
@@ -378,21 +404,17 @@ pub async fn open(config: &Config, policy: Option<MigrationPolicy>) -> StoreResu
             };
             let location = dash_core::config::redact_url(&url);
             let store =
-                SqliteStore::open(options, location, max, config.database.sqlite_synchronous)
+                SqlStore::open_sqlite(options, location, max, config.database.sqlite_synchronous)
                     .await?;
-            store
-                .prepare(policy.unwrap_or(MigrationPolicy::Apply))
-                .await?;
-            Ok(Box::new(store))
+            (store, MigrationPolicy::Apply)
         }
-        Backend::Postgres => {
-            let store = PostgresStore::open(&url, max).await?;
-            store
-                .prepare(policy.unwrap_or(MigrationPolicy::Require))
-                .await?;
-            Ok(Box::new(store))
-        }
-    }
+        Backend::Postgres => (
+            SqlStore::open_postgres(&url, max).await?,
+            MigrationPolicy::Require,
+        ),
+    };
+    store.prepare(policy.unwrap_or(default_policy)).await?;
+    Ok(Box::new(store))
 }
 
 /// How the database's schema compares with the migrations compiled into this binary.
@@ -470,154 +492,6 @@ fn schema_error(state: &SchemaState) -> Option<StoreError> {
     Some(StoreError::Schema(message))
 }
 
-/// Maps a unique-constraint violation to a conflict naming the field, by constraint name.
-fn conflict(err: sqlx::Error, tenant_slug: &str, bot: Option<(&str, Option<&str>)>) -> StoreError {
-    let Some(db) = err.as_database_error() else {
-        return StoreError::Database(err);
-    };
-    if !db.is_unique_violation() {
-        return StoreError::Database(err);
-    }
-    // PostgreSQL reports the constraint name; SQLite only the columns in the message.
-    let what = db.constraint().unwrap_or_else(|| db.message()).to_owned();
-    match bot {
-        Some((_, Some(phone))) if what.contains("phone") => StoreError::Conflict {
-            message: format!("phone {phone} is already used by another bot"),
-            field: Some("phone"),
-        },
-        Some((name, _)) => StoreError::Conflict {
-            message: format!("bot {tenant_slug}/{name} already exists"),
-            field: Some("name"),
-        },
-        None => StoreError::Conflict {
-            message: format!("tenant {tenant_slug} already exists"),
-            field: Some("slug"),
-        },
-    }
-}
-
-fn bot_not_found(bot: &BotRef) -> StoreError {
-    StoreError::NotFound {
-        what: format!("bot {bot}"),
-    }
-}
-
-fn flow_version_not_found(bot: &Bot, version: Option<u32>) -> StoreError {
-    match version {
-        Some(version) => StoreError::NotFound {
-            what: format!("flow version {version} of bot {}", bot.path()),
-        },
-        None => StoreError::NotFound {
-            what: format!("active flow version of bot {}", bot.path()),
-        },
-    }
-}
-
-fn active_version_conflict(bot: &Bot, version: u32) -> StoreError {
-    StoreError::Conflict {
-        message: format!(
-            "flow version {version} is the active version of bot {}: activate another version first",
-            bot.path()
-        ),
-        field: Some("version"),
-    }
-}
-
-fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::Toml => "toml",
-        Format::Json => "json",
-    }
-}
-
-fn parse_format(value: &str) -> StoreResult<Format> {
-    match value {
-        "toml" => Ok(Format::Toml),
-        "json" => Ok(Format::Json),
-        other => Err(StoreError::Schema(format!(
-            "unknown flow format {other:?} in the database"
-        ))),
-    }
-}
-
-fn has_bots(slug: &str, count: u64) -> StoreError {
-    StoreError::Conflict {
-        message: format!(
-            "tenant {slug} still has {count} bot{}: delete them first, or force the deletion (dashctl tenant delete {slug} --force)",
-            if count == 1 { "" } else { "s" }
-        ),
-        field: None,
-    }
-}
-
-/// Builds a new tenant record from a validated request.
-fn new_tenant(req: &CreateTenant) -> Tenant {
-    let now = now();
-    Tenant {
-        id: Uuid::now_v7(),
-        slug: req.slug.clone(),
-        name: req.name.clone().unwrap_or_else(|| req.slug.clone()),
-        status: dash_core::TenantStatus::Active,
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-/// Applies a validated update to a tenant record.
-fn apply_tenant_update(tenant: &mut Tenant, changes: &UpdateTenant) {
-    if let Some(name) = &changes.name {
-        tenant.name.clone_from(name);
-    }
-    if let Some(status) = changes.status {
-        tenant.status = status;
-    }
-    tenant.updated_at = now();
-}
-
-/// Builds a new bot record from a validated request.
-fn new_bot(tenant: &Tenant, req: &CreateBot) -> Bot {
-    let now = now();
-    Bot {
-        id: Uuid::now_v7(),
-        tenant_id: tenant.id,
-        tenant: tenant.slug.clone(),
-        name: req.name.clone(),
-        phone: req.phone.clone(),
-        timezone: req.timezone.clone().unwrap_or_else(|| "UTC".to_owned()),
-        status: dash_core::BotStatus::Active,
-        settings: req
-            .settings
-            .clone()
-            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
-        flow_version: None,
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-/// Applies a validated update to a bot record.
-fn apply_bot_update(bot: &mut Bot, changes: &UpdateBot) {
-    if let Some(name) = &changes.name {
-        bot.name.clone_from(name);
-    }
-    if let Some(phone) = &changes.phone {
-        bot.phone.clone_from(phone);
-    }
-    if let Some(timezone) = &changes.timezone {
-        bot.timezone.clone_from(timezone);
-    }
-    if let Some(status) = changes.status {
-        bot.status = status;
-    }
-    if let Some(settings) = &changes.settings {
-        bot.settings = settings.clone();
-    }
-    if let (Some(chain), Some(settings)) = (&changes.chain, bot.settings.as_object_mut()) {
-        settings.insert("chain".into(), serde_json::json!(chain));
-    }
-    bot.updated_at = now();
-}
-
 /// The current time, truncated to microseconds so that every backend stores and returns
 /// exactly the same value (PostgreSQL keeps microseconds).
 pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
@@ -625,11 +499,6 @@ pub(crate) fn now() -> chrono::DateTime<chrono::Utc> {
     let now = chrono::Utc::now();
     now.duration_trunc(TimeDelta::microseconds(1))
         .unwrap_or(now)
-}
-
-/// Converts a stored version number.
-fn version_of(value: Option<i64>) -> Option<u32> {
-    value.and_then(|v| u32::try_from(v).ok())
 }
 
 pub(crate) fn parse_status<T: std::str::FromStr>(value: &str) -> StoreResult<T> {

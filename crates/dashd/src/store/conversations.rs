@@ -1,0 +1,344 @@
+//! Conversations: each contact's engine state, written with its step's outbound
+//! messages and timers in one transaction guarded by the version the step read.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use dash_core::api::{ConversationDetail, ConversationSummary, MessageBody};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::outbox::{add_event, message_columns, message_from_row};
+use super::sql::{Row, sql};
+use super::{SqlStore, StoreResult};
+
+/// A conversation's stored state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationRow {
+    pub state: serde_json::Value,
+    pub contact_name: Option<String>,
+    /// Raised by every write; a step commits only over the version it read.
+    pub version: i64,
+}
+
+/// A message the engine wants sent, with its pause before sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutbound {
+    pub body: MessageBody,
+    pub delay_ms: u64,
+}
+
+/// A flow timer to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerRow {
+    pub timer_id: u64,
+    pub kind: String,
+    pub due_ms: i64,
+}
+
+/// Everything one engine step changes, written in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCommit {
+    pub bot_id: Uuid,
+    pub tenant_id: Uuid,
+    pub contact: String,
+    pub contact_name: Option<String>,
+    pub state: serde_json::Value,
+    /// `idle`, `active`, `handoff` or `waiting_http`.
+    pub status: &'static str,
+    pub flow: Option<String>,
+    pub step: Option<String>,
+    pub flow_version: Option<u32>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// The conversation version the step read (`None`: there was no conversation row).
+    /// The commit is refused when the row changed meanwhile.
+    pub expected_version: Option<i64>,
+    /// The inbound message this step handled: `received` → `processed`, refused if it is
+    /// not `received` any more.
+    pub processed_inbound: Option<Uuid>,
+    /// The timer this step fired: its row is deleted, refused if it is gone.
+    pub fired_timer: Option<u64>,
+    pub outbound: Vec<NewOutbound>,
+    pub timers_add: Vec<TimerRow>,
+    pub timers_remove: Vec<u64>,
+    pub now: DateTime<Utc>,
+}
+
+/// Storage of conversations and the results of their steps.
+#[async_trait]
+pub trait ConversationStore: Send + Sync {
+    async fn conversation_row(
+        &self,
+        bot_id: Uuid,
+        contact: &str,
+    ) -> StoreResult<Option<ConversationRow>>;
+    /// Writes a step's new state, outbound messages and timers atomically; returns the
+    /// new outbox ids, or `None` (nothing written) when the conversation, the inbound
+    /// message or the fired timer changed since the step read them.
+    async fn commit_step(&self, commit: &StepCommit) -> StoreResult<Option<Vec<Uuid>>>;
+    /// Forgets a conversation's state and timers; true if there was one.
+    async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
+    async fn list_conversations(&self, bot_id: Uuid) -> StoreResult<Vec<ConversationSummary>>;
+    async fn conversation(
+        &self,
+        bot_id: Uuid,
+        contact: &str,
+    ) -> StoreResult<Option<ConversationDetail>>;
+    /// Conversations still running on a flow version.
+    async fn conversations_on_version(&self, bot_id: Uuid, version: u32) -> StoreResult<u64>;
+    /// Conversations waiting for an HTTP result (after a restart those are lost).
+    async fn waiting_http(&self) -> StoreResult<Vec<(Uuid, String)>>;
+    /// No inbound message left to handle and no outbound message left to send.
+    async fn contact_idle(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
+}
+
+fn summary_from_row(row: &Row) -> StoreResult<ConversationSummary> {
+    Ok(ConversationSummary {
+        contact: row.try_get("contact")?,
+        contact_name: row.try_get("contact_name")?,
+        status: row.try_get("status")?,
+        flow: row.try_get("flow")?,
+        step: row.try_get("step")?,
+        flow_version: row
+            .try_get::<Option<i64>>("flow_version")?
+            .and_then(|v| u32::try_from(v).ok()),
+        last_message_at: row.try_get("last_message_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+#[async_trait]
+impl ConversationStore for SqlStore {
+    async fn conversation_row(
+        &self,
+        bot_id: Uuid,
+        contact: &str,
+    ) -> StoreResult<Option<ConversationRow>> {
+        let row = sql("SELECT state, contact_name, version FROM conversations WHERE bot_id = $1 AND contact = $2")
+            .bind(bot_id)
+            .bind(contact)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(ConversationRow {
+                state: row.try_get::<Json<serde_json::Value>>("state")?.0,
+                contact_name: row.try_get("contact_name")?,
+                version: row.try_get("version")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn commit_step(&self, c: &StepCommit) -> StoreResult<Option<Vec<Uuid>>> {
+        let mut tx = self.write().await?;
+        // Each guard is one conditional statement; when one matches nothing, the
+        // transaction is dropped (rolled back) and the caller runs the step again
+        // on fresh state.
+        let written = match c.expected_version {
+            None => sql(
+                "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, flow_version, last_message_at, updated_at, version) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 + 1) ON CONFLICT (bot_id, contact) DO NOTHING",
+            ),
+            Some(_) => sql(
+                "UPDATE conversations SET contact_name = COALESCE($3, contact_name), state = $4, status = $5, flow = $6, \
+                   step = $7, flow_version = $8, last_message_at = COALESCE($9, last_message_at), updated_at = $10, \
+                   version = version + 1 \
+                 WHERE bot_id = $1 AND contact = $2 AND version = $11",
+            ),
+        }
+        .bind(c.bot_id)
+        .bind(&c.contact)
+        .bind(&c.contact_name)
+        .bind(Json(&c.state))
+        .bind(c.status)
+        .bind(&c.flow)
+        .bind(&c.step)
+        .bind(c.flow_version.map(i64::from))
+        .bind(c.last_message_at)
+        .bind(c.now)
+        .bind(c.expected_version.unwrap_or(0))
+        .execute(&mut tx)
+        .await?;
+        if written == 0 {
+            return Ok(None);
+        }
+        if let Some(inbound) = c.processed_inbound {
+            let processed = sql("UPDATE messages SET state = 'processed', updated_at = $2 WHERE id = $1 AND state = 'received'")
+                .bind(inbound)
+                .bind(c.now)
+                .execute(&mut tx)
+                .await?;
+            if processed == 0 {
+                return Ok(None);
+            }
+            add_event(&mut tx, inbound, "processed", None, c.now).await?;
+        }
+        if let Some(timer) = c.fired_timer {
+            let fired =
+                sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
+                    .bind(c.bot_id)
+                    .bind(&c.contact)
+                    .bind(i64::try_from(timer).unwrap_or(i64::MAX))
+                    .execute(&mut tx)
+                    .await?;
+            if fired == 0 {
+                return Ok(None);
+            }
+        }
+        let now_ms = c.now.timestamp_millis();
+        let mut ids = Vec::with_capacity(c.outbound.len());
+        for out in &c.outbound {
+            let id = Uuid::now_v7();
+            let due = now_ms.saturating_add(i64::try_from(out.delay_ms).unwrap_or(i64::MAX));
+            sql(
+                "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, next_attempt_ms, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'out', $5, 'pending', $6, $7, $7)",
+            )
+            .bind(id)
+            .bind(c.bot_id)
+            .bind(c.tenant_id)
+            .bind(&c.contact)
+            .bind(Json(&out.body))
+            .bind(due)
+            .bind(c.now)
+            .execute(&mut tx)
+            .await?;
+            add_event(&mut tx, id, "pending", None, c.now).await?;
+            ids.push(id);
+        }
+        for timer in &c.timers_remove {
+            sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
+                .bind(c.bot_id)
+                .bind(&c.contact)
+                .bind(i64::try_from(*timer).unwrap_or(i64::MAX))
+                .execute(&mut tx)
+                .await?;
+        }
+        for timer in &c.timers_add {
+            sql(
+                "INSERT INTO flow_timers (bot_id, contact, timer_id, kind, due_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (bot_id, contact, timer_id) DO UPDATE SET kind = excluded.kind, due_ms = excluded.due_ms",
+            )
+            .bind(c.bot_id)
+            .bind(&c.contact)
+            .bind(i64::try_from(timer.timer_id).unwrap_or(i64::MAX))
+            .bind(&timer.kind)
+            .bind(timer.due_ms)
+            .execute(&mut tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(ids))
+    }
+
+    async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool> {
+        let mut tx = self.write().await?;
+        sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2")
+            .bind(bot_id)
+            .bind(contact)
+            .execute(&mut tx)
+            .await?;
+        let deleted = sql("DELETE FROM conversations WHERE bot_id = $1 AND contact = $2")
+            .bind(bot_id)
+            .bind(contact)
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    async fn list_conversations(&self, bot_id: Uuid) -> StoreResult<Vec<ConversationSummary>> {
+        let rows = sql(
+            "SELECT contact, contact_name, status, flow, step, flow_version, last_message_at, updated_at \
+             FROM conversations WHERE bot_id = $1 ORDER BY updated_at DESC, contact",
+        )
+        .bind(bot_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
+    async fn conversation(
+        &self,
+        bot_id: Uuid,
+        contact: &str,
+    ) -> StoreResult<Option<ConversationDetail>> {
+        let row = sql(
+            "SELECT contact, contact_name, status, flow, step, flow_version, last_message_at, updated_at, state \
+             FROM conversations WHERE bot_id = $1 AND contact = $2",
+        )
+        .bind(bot_id)
+        .bind(contact)
+        .fetch_optional(&self.pool)
+        .await?;
+        let messages = sql(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE bot_id = $1 AND contact = $2 ORDER BY seq"
+        ))
+        .bind(bot_id)
+        .bind(contact)
+        .fetch_all(&self.pool)
+        .await?;
+        let transcript = messages
+            .iter()
+            .map(message_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (summary, state) = match row {
+            Some(row) => (
+                summary_from_row(&row)?,
+                row.try_get::<Json<serde_json::Value>>("state")?.0,
+            ),
+            None if transcript.is_empty() => return Ok(None),
+            None => (
+                ConversationSummary {
+                    contact: contact.to_owned(),
+                    contact_name: None,
+                    status: "idle".into(),
+                    flow: None,
+                    step: None,
+                    flow_version: None,
+                    last_message_at: None,
+                    updated_at: transcript.last().map_or_else(Utc::now, |m| m.updated_at),
+                },
+                serde_json::Value::Null,
+            ),
+        };
+        Ok(Some(ConversationDetail {
+            summary,
+            state,
+            transcript,
+        }))
+    }
+
+    async fn conversations_on_version(&self, bot_id: Uuid, version: u32) -> StoreResult<u64> {
+        let count: i64 = sql(
+            "SELECT COUNT(*) FROM conversations WHERE bot_id = $1 AND flow_version = $2 AND status <> 'idle'",
+        )
+        .bind(bot_id)
+        .bind(i64::from(version))
+        .fetch_scalar(&self.pool)
+        .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    async fn waiting_http(&self) -> StoreResult<Vec<(Uuid, String)>> {
+        let rows = sql("SELECT bot_id, contact FROM conversations WHERE status = 'waiting_http'")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<Uuid>("bot_id")?, row.try_get("contact")?)))
+            .collect()
+    }
+
+    async fn contact_idle(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool> {
+        let busy: i64 = sql(
+            "SELECT COUNT(*) FROM messages WHERE bot_id = $1 AND contact = $2 \
+             AND ((direction = 'in' AND state = 'received') OR (direction = 'out' AND (state IN ('pending', 'processing') OR (state = 'failed' AND next_attempt_ms IS NOT NULL))))",
+        )
+        .bind(bot_id)
+        .bind(contact)
+        .fetch_scalar(&self.pool)
+        .await?;
+        Ok(busy == 0)
+    }
+}
