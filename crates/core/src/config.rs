@@ -147,6 +147,9 @@ pub struct DispatcherConfig {
     pub tenant_rate_per_minute: u32,
     /// Sends in flight at once.
     pub concurrency: u32,
+    /// Sends in flight at once through one provider for one bot (a share of
+    /// `concurrency`, so one bot's burst or one slow provider cannot take every slot).
+    pub provider_concurrency: u32,
     /// Attempts before a message is `dead`.
     pub max_attempts: u32,
     /// First retry delay; it doubles per attempt (with jitter) up to `retry_max_ms`.
@@ -164,6 +167,7 @@ impl Default for DispatcherConfig {
             bot_rate_per_minute: 60,
             tenant_rate_per_minute: 0,
             concurrency: 32,
+            provider_concurrency: 16,
             max_attempts: 8,
             retry_base_ms: 1000,
             retry_max_ms: 300_000,
@@ -432,6 +436,12 @@ impl Config {
         if !(1..=1024).contains(&self.dispatcher.concurrency) {
             return Err(ConfigError {
                 key: "dispatcher.concurrency".into(),
+                message: "must be between 1 and 1024".into(),
+            });
+        }
+        if !(1..=1024).contains(&self.dispatcher.provider_concurrency) {
+            return Err(ConfigError {
+                key: "dispatcher.provider_concurrency".into(),
                 message: "must be between 1 and 1024".into(),
             });
         }

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 
 use super::{Dashd, call, percentile, round};
 
@@ -28,9 +28,14 @@ const IN_FLIGHT: usize = 64;
 /// When each reply (by its text) reached a fake provider.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
+/// A loopback provider recording each reply's arrival by its text.
 #[derive(Clone)]
-struct FakeProvider {
+pub(crate) struct FakeProvider {
     arrivals: Arrivals,
+    /// Replies that arrived with a text seen before.
+    duplicates: Arc<AtomicU64>,
+    /// Who waits for a text's reply (closed-loop users).
+    waiters: Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>,
     failing: Arc<AtomicBool>,
     counter: Arc<AtomicU64>,
     twilio: bool,
@@ -59,7 +64,12 @@ async fn fake(State(fake): State<FakeProvider>, body: Bytes) -> Response {
             .and_then(|v| v["text"]["body"].as_str().map(str::to_owned))
     };
     if let Some(text) = text {
-        fake.arrivals.lock().unwrap().insert(text, now);
+        if let Some(waiter) = fake.waiters.lock().unwrap().remove(&text) {
+            let _ = waiter.send(now);
+        }
+        if fake.arrivals.lock().unwrap().insert(text, now).is_some() {
+            fake.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
     }
     if fake.twilio {
         (
@@ -73,6 +83,38 @@ async fn fake(State(fake): State<FakeProvider>, body: Bytes) -> Response {
     }
 }
 
+/// The Graph server of the load matrix.
+pub(crate) type Graph = FakeProvider;
+
+impl FakeProvider {
+    /// Resolves when the reply with this text arrives.
+    pub(crate) fn expect(&self, text: &str) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap().insert(text.to_owned(), tx);
+        rx
+    }
+
+    /// Whether every one of these texts got its reply.
+    pub(crate) fn has_all<'a>(&self, texts: impl Iterator<Item = &'a String>) -> bool {
+        let arrivals = self.arrivals.lock().unwrap();
+        texts.into_iter().all(|t| arrivals.contains_key(t))
+    }
+
+    pub(crate) fn arrivals(&self) -> HashMap<String, Instant> {
+        self.arrivals.lock().unwrap().clone()
+    }
+
+    pub(crate) fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn clear(&self) {
+        self.arrivals.lock().unwrap().clear();
+        self.waiters.lock().unwrap().clear();
+        self.duplicates.store(0, Ordering::Relaxed);
+    }
+}
+
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -83,6 +125,8 @@ async fn serve(router: Router) -> String {
 async fn start_fake(twilio: bool) -> (FakeProvider, String) {
     let fake = FakeProvider {
         arrivals: Arc::default(),
+        duplicates: Arc::default(),
+        waiters: Arc::default(),
         failing: Arc::default(),
         counter: Arc::default(),
         twilio,
@@ -115,7 +159,7 @@ async fn echo(headers: HeaderMap, body: Bytes) -> StatusCode {
     }
 }
 
-fn webhook(contact: &str, id: &str, text: &str) -> (Vec<u8>, String) {
+pub(crate) fn webhook(contact: &str, id: &str, text: &str) -> (Vec<u8>, String) {
     let body = serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550001111", "phone_number_id": PHONE_NUMBER_ID},
@@ -147,6 +191,23 @@ async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>, signature: &str)
             status => return status,
         }
     }
+}
+
+/// One webhook, not retried: its status, or `None` when the request failed.
+pub(crate) async fn post_once(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    signature: &str,
+) -> Option<u16> {
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
 }
 
 /// Closed loop: `total` webhooks, 64 in flight; returns requests answered per second.
@@ -184,6 +245,76 @@ async fn wait_arrivals(arrivals: &Arrivals, count: usize, within: Duration) {
     }
 }
 
+/// A tenant `slug` with one bot on the echo flow whose chain is `meta` (then `twilio`
+/// with `with_twilio`), each provider a loopback server; returns the servers and the
+/// bot's webhook URL.
+pub(crate) async fn setup_bot(
+    dashd: &Dashd,
+    http_addr: &str,
+    slug: &str,
+    with_twilio: bool,
+) -> (FakeProvider, Option<FakeProvider>, String) {
+    let (graph, graph_url) = start_fake(false).await;
+    let admin = dashd.client();
+    call(&admin, "POST", "/v1/tenants", json!({"slug": slug})).await;
+    let bots = format!("/v1/tenants/{slug}/bots");
+    let bot = call(&admin, "POST", &bots, json!({"name": "real"})).await;
+    call(
+        &admin,
+        "POST",
+        &format!("{bots}/real/flows"),
+        json!({"source": super::ECHO, "activate": true}),
+    )
+    .await;
+    call(
+        &admin,
+        "PUT",
+        &format!("{bots}/real/providers/meta"),
+        json!({"settings": {"base_url": graph_url, "phone_number_id": PHONE_NUMBER_ID},
+               "secrets": {"access_token": "bench-token", "app_secret": APP_SECRET, "verify_token": "v"}}),
+    )
+    .await;
+    let mut chain = vec!["meta"];
+    let twilio = if with_twilio {
+        let (twilio, twilio_url) = start_fake(true).await;
+        call(
+            &admin,
+            "PUT",
+            &format!("{bots}/real/providers/twilio"),
+            json!({"settings": {"base_url": twilio_url, "account_sid": "ACbench", "from": "+14155238886", "public_url": "https://x.example/t"},
+                   "secrets": {"auth_token": "bench-twilio"}}),
+        )
+        .await;
+        chain.push("twilio");
+        Some(twilio)
+    } else {
+        None
+    };
+    call(
+        &admin,
+        "PUT",
+        &format!("{bots}/real/chain"),
+        json!({"chain": chain, "fallback_threshold_errors": 1000}),
+    )
+    .await;
+    let url = format!(
+        "http://{http_addr}/webhook/meta/{}",
+        bot["id"].as_str().unwrap()
+    );
+    (graph, twilio, url)
+}
+
+/// The ceiling: a minimal server on the same HTTP stack that verifies the same signed
+/// webhook and answers 200, driven by the same closed loop (64 in flight); requests/s.
+pub(crate) async fn ceiling(total: usize) -> f64 {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(IN_FLIGHT)
+        .build()
+        .unwrap();
+    let echo_url = serve(Router::new().fallback(echo)).await;
+    closed_loop(&http, &echo_url, total, "echo").await
+}
+
 /// Runs the scenario against a started dashd (per-bot limit off).
 pub async fn run(
     dashd: &Dashd,
@@ -192,51 +323,8 @@ pub async fn run(
     seconds: usize,
     total: usize,
 ) -> Value {
-    let (graph, graph_url) = start_fake(false).await;
-    let (twilio, twilio_url) = start_fake(true).await;
-    let admin = dashd.client();
-    call(&admin, "POST", "/v1/tenants", json!({"slug": "cloud"})).await;
-    let bot = call(
-        &admin,
-        "POST",
-        "/v1/tenants/cloud/bots",
-        json!({"name": "real"}),
-    )
-    .await;
-    call(
-        &admin,
-        "POST",
-        "/v1/tenants/cloud/bots/real/flows",
-        json!({"source": super::ECHO, "activate": true}),
-    )
-    .await;
-    call(
-        &admin,
-        "PUT",
-        "/v1/tenants/cloud/bots/real/providers/meta",
-        json!({"settings": {"base_url": graph_url, "phone_number_id": PHONE_NUMBER_ID},
-               "secrets": {"access_token": "bench-token", "app_secret": APP_SECRET, "verify_token": "v"}}),
-    )
-    .await;
-    call(
-        &admin,
-        "PUT",
-        "/v1/tenants/cloud/bots/real/providers/twilio",
-        json!({"settings": {"base_url": twilio_url, "account_sid": "ACbench", "from": "+14155238886", "public_url": "https://x.example/t"},
-               "secrets": {"auth_token": "bench-twilio"}}),
-    )
-    .await;
-    call(
-        &admin,
-        "PUT",
-        "/v1/tenants/cloud/bots/real/chain",
-        json!({"chain": ["meta", "twilio"], "fallback_threshold_errors": 1000}),
-    )
-    .await;
-    let url = format!(
-        "http://{http_addr}/webhook/meta/{}",
-        bot["id"].as_str().unwrap()
-    );
+    let (graph, twilio, url) = setup_bot(dashd, http_addr, "cloud", true).await;
+    let twilio = twilio.unwrap();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(IN_FLIGHT)
         .build()

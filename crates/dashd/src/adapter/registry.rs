@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use dash_core::api::ProviderStatus;
 use dash_core::breaker::{Admission, BreakerState, CircuitBreaker};
 use dash_core::provider::{ErrorClass, ProviderKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::sandbox::Sandbox;
@@ -35,6 +36,9 @@ pub struct Registry {
     generations: Mutex<HashMap<Uuid, u64>>,
     pools: Mutex<HashMap<String, reqwest::Client>>,
     breakers: Mutex<HashMap<(Uuid, ProviderKind), Guard>>,
+    /// Sends in flight per (bot, provider), at most `dispatcher.provider_concurrency`.
+    send_slots: Mutex<HashMap<(Uuid, ProviderKind), Arc<Semaphore>>>,
+    provider_concurrency: usize,
 }
 
 /// How long a cached client is trusted before its entry is read again (another dashd on
@@ -67,7 +71,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    pub fn new(store: Arc<dyn Store>, key: MasterKey, sandbox: Arc<Sandbox>) -> Self {
+    /// `provider_concurrency`: sends in flight at once per (bot, provider).
+    pub fn new(
+        store: Arc<dyn Store>,
+        key: MasterKey,
+        sandbox: Arc<Sandbox>,
+        provider_concurrency: usize,
+    ) -> Self {
         Self {
             store,
             key,
@@ -76,7 +86,24 @@ impl Registry {
             generations: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
+            send_slots: Mutex::new(HashMap::new()),
+            provider_concurrency: provider_concurrency.max(1),
         }
+    }
+
+    /// A slot for one send through `kind` for `bot_id`; waits while the bot has
+    /// `provider_concurrency` sends in flight through that provider.
+    pub async fn send_slot(&self, bot_id: Uuid, kind: ProviderKind) -> OwnedSemaphorePermit {
+        let slots = lock(&self.send_slots)
+            .entry((bot_id, kind))
+            .or_insert_with(|| Arc::new(Semaphore::new(self.provider_concurrency)))
+            .clone();
+        // Invariant: the semaphore is never closed, so acquiring cannot fail.
+        #[allow(clippy::expect_used)]
+        slots
+            .acquire_owned()
+            .await
+            .expect("send slots are never closed")
     }
 
     pub fn master_key(&self) -> &MasterKey {

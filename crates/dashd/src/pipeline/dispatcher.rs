@@ -23,7 +23,7 @@ use uuid::Uuid;
 use super::Inner;
 use crate::adapter::{Content, OutboundMessage, Recipient, SendError, e164};
 use crate::store::outbox::SendAttempt;
-use crate::store::outbox::{Lease, OutboxItem};
+use crate::store::outbox::{Lease, OutboxItem, SentMark};
 
 /// Entries fetched per round.
 const BATCH: u32 = 256;
@@ -368,12 +368,14 @@ async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) 
             continue;
         }
         tried = true;
+        let slot = inner.providers.send_slot(item.bot_id, kind).await;
         let started = Instant::now();
         let result = match inner.providers.client(item.bot_id, kind).await {
             Ok(client) => client.send(&message).await,
             Err(err) => Err(err),
         };
         let latency = started.elapsed();
+        drop(slot);
         let now = inner.clock.now();
         match result {
             Ok(receipt) => {
@@ -382,10 +384,14 @@ async fn send(inner: &Inner, item: OutboxItem, settings: &BotSend, claim: &str) 
                     .report(item.bot_id, kind, settings.policy, Ok(latency), now);
                 // The attempt and the sent mark in one transaction.
                 let sent = attempt_of(inner, kind, "sent", None, latency);
+                let mark = SentMark {
+                    id: item.id,
+                    owner: claim.to_owned(),
+                    provider_message_id: receipt.provider_message_id.clone(),
+                    attempt: sent,
+                };
                 record(inner, &item, "sent", true, || {
-                    inner
-                        .store
-                        .mark_sent_after(item.id, claim, &receipt.provider_message_id, &sent)
+                    inner.sent_marks.submit(mark.clone())
                 })
                 .await;
                 inner.announce_if_idle(item.bot_id, &item.contact).await;

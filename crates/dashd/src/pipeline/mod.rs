@@ -60,6 +60,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::flow_runner::{FlowKey, FlowRunner, FlowSource, RunnerConfig};
 use crate::store::contacts::ContactIdentity;
 use crate::store::inbound::{Ingested, NewInbound};
+use crate::store::outbox::SentMark;
 use crate::store::sessions::SessionReport;
 use crate::store::{Store, StoreError};
 use dash_core::api::SessionView;
@@ -125,6 +126,8 @@ impl Work {
 pub struct Pipeline {
     inner: Arc<Inner>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
+    /// The sent marks' committer, stopped last (see `join`).
+    marks: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long a bot read for the message path is trusted (a change made through this
@@ -182,7 +185,11 @@ pub(crate) struct Inner {
     /// Bots (with their tenant's status) as the message path reads them.
     pub(crate) bot_cache: Mutex<HashMap<Uuid, CachedBot>>,
     /// Inbound messages on their way to a shared commit.
-    pub(crate) ingest: group::IngestQueue,
+    pub(crate) ingest: group::GroupCommit<NewInbound, Ingested>,
+    /// Successful sends on their way to a shared commit of their sent marks.
+    pub(crate) sent_marks: group::GroupCommit<SentMark, bool>,
+    /// Stops the sent marks' committer, once the sends in flight are done (see `join`).
+    pub(crate) marks_stop: CancellationToken,
     /// Restarts of failed sessions by the supervisor, per (bot, provider).
     pub(crate) session_restarts: Mutex<HashMap<(Uuid, String), sessions::Restarts>>,
 }
@@ -247,7 +254,12 @@ impl Pipeline {
             SandboxHub::clone(&hub),
             Duration::from_millis(config.sandbox.send_delay_ms),
         ));
-        let providers = Arc::new(Registry::new(store.clone(), key.key, sandbox));
+        let providers = Arc::new(Registry::new(
+            store.clone(),
+            key.key,
+            sandbox,
+            config.dispatcher.provider_concurrency as usize,
+        ));
         let conversations = conversations::Conversations::new(config.pipeline.workers);
         let backlog = Backlog::new(
             config.pipeline.max_backlog,
@@ -294,7 +306,9 @@ impl Pipeline {
             session_hub: broadcast::channel(1024).0,
             sessions_wake: Notify::new(),
             bot_cache: Mutex::default(),
-            ingest: group::IngestQueue::new(),
+            ingest: group::GroupCommit::new(),
+            sent_marks: group::GroupCommit::new(),
+            marks_stop: CancellationToken::new(),
             session_restarts: Mutex::default(),
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
@@ -327,7 +341,32 @@ impl Pipeline {
                 "outbox entries interrupted by a restart will be sent again"
             );
         }
-        tasks.spawn(group::run(inner.clone()));
+        tasks.spawn({
+            let inner = inner.clone();
+            async move {
+                let store = inner.store.clone();
+                inner
+                    .ingest
+                    .run(inner.shutdown.clone(), |batch: Vec<NewInbound>| {
+                        let store = store.clone();
+                        async move { store.ingest_batch(&batch).await }
+                    })
+                    .await;
+            }
+        });
+        let marks = tokio::spawn({
+            let inner = inner.clone();
+            async move {
+                let store = inner.store.clone();
+                inner
+                    .sent_marks
+                    .run(inner.marks_stop.clone(), |batch: Vec<SentMark>| {
+                        let store = store.clone();
+                        async move { store.mark_sent_batch(&batch).await }
+                    })
+                    .await;
+            }
+        });
         tasks.spawn(dispatcher::run(inner.clone()));
         tasks.spawn(scheduler::run(inner.clone()));
         tasks.spawn(leases::run(inner.clone()));
@@ -336,6 +375,7 @@ impl Pipeline {
         let pipeline = Pipeline {
             inner: inner.clone(),
             tasks: tokio::sync::Mutex::new(tasks),
+            marks: tokio::sync::Mutex::new(Some(marks)),
         };
         // Messages stored but not handled before a stop or a crash, and HTTP requests
         // whose result will never come, are handed to the workers in the background:
@@ -360,7 +400,7 @@ impl Pipeline {
         let bot_id = message.bot_id;
         let contact = message.contact.clone();
         let reservation = self.inner.backlog.reserve(bot_id)?;
-        let ingested = self.inner.ingest.store(message).await?;
+        let ingested = self.inner.ingest.submit(message).await?;
         if ingested.duplicate {
             drop(reservation);
         } else {
@@ -697,6 +737,8 @@ impl Pipeline {
             tracing::warn!("conversation steps did not finish in time");
         }
         self.inner.in_flight.close();
+        // The sent marks' committer outlives the sends, which hand it their outcome.
+        let marks = self.marks.lock().await.take();
         let in_flight = self.inner.in_flight.len();
         if in_flight > 0 {
             tracing::info!(in_flight, "waiting for sends in flight to finish");
@@ -709,6 +751,12 @@ impl Pipeline {
                 in_flight = self.inner.in_flight.len(),
                 "sends still in flight at the end of the shutdown bound; they are sent again after their lease"
             );
+        }
+        self.inner.marks_stop.cancel();
+        if let Some(marks) = marks
+            && tokio::time::timeout_at(deadline, marks).await.is_err()
+        {
+            tracing::warn!("sent marks not all recorded within the shutdown bound");
         }
     }
 }

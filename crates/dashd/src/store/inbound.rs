@@ -2,6 +2,8 @@
 //! many at a time under group commit), then handed to the conversation workers until
 //! processed, retried or given up; and the messages a business sent from its own phone.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dash_core::api::MessageBody;
@@ -9,7 +11,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::outbox::add_event;
-use super::sql::{Row, sql};
+use super::sql::{Row, batches, sql, sql_rows};
 use super::{SqlStore, StoreError, StoreResult};
 
 /// A message from a contact, normalised by its provider.
@@ -114,42 +116,73 @@ fn inbound_from_row(row: &Row) -> StoreResult<InboundWork> {
 impl InboundStore for SqlStore {
     async fn ingest_batch(&self, msgs: &[NewInbound]) -> StoreResult<Vec<Ingested>> {
         let mut tx = self.write().await?;
-        let mut stored = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            let id = Uuid::now_v7();
-            let inserted = sql(
-                "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, provider, provider_message_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'in', $5, 'received', $6, $7, $8, $8) \
-                 ON CONFLICT (bot_id, provider, provider_message_id) WHERE direction = 'in' AND provider_message_id IS NOT NULL DO NOTHING \
-                 RETURNING id",
-            )
-            .bind(id)
-            .bind(msg.bot_id)
-            .bind(msg.tenant_id)
-            .bind(&msg.contact)
-            .bind(Json(&msg.body))
-            .bind(&msg.provider)
-            .bind(&msg.provider_message_id)
-            .bind(msg.received_at)
-            .fetch_optional(&mut tx)
-            .await?;
-            if inserted.is_none() {
-                let existing = sql("SELECT id FROM messages WHERE bot_id = $1 AND provider = $2 AND provider_message_id = $3 AND direction = 'in'")
+        let ids: Vec<Uuid> = msgs.iter().map(|_| Uuid::now_v7()).collect();
+        // One multi-row INSERT per slice; a message already stored (or twice in this
+        // batch) is left out by ON CONFLICT, and RETURNING names those that went in.
+        let mut inserted = HashSet::with_capacity(msgs.len());
+        let rows: Vec<(&NewInbound, &Uuid)> = msgs.iter().zip(&ids).collect();
+        for slice in batches(&rows) {
+            let mut insert = sql_rows(
+                "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, provider, \
+                 provider_message_id, created_at, updated_at) VALUES ",
+                "($1, $2, $3, $4, 'in', $5, 'received', $6, $7, $8, $8)",
+                slice.len(),
+                " ON CONFLICT (bot_id, provider, provider_message_id) \
+                 WHERE direction = 'in' AND provider_message_id IS NOT NULL DO NOTHING RETURNING id",
+            );
+            for (msg, id) in slice {
+                insert = insert
+                    .bind(**id)
                     .bind(msg.bot_id)
+                    .bind(msg.tenant_id)
+                    .bind(&msg.contact)
+                    .bind(Json(&msg.body))
                     .bind(&msg.provider)
                     .bind(&msg.provider_message_id)
-                    .fetch_one(&mut tx)
-                    .await?;
+                    .bind(msg.received_at);
+            }
+            for row in insert.fetch_all(&mut tx).await? {
+                inserted.insert(row.try_get::<Uuid>("id")?);
+            }
+        }
+        let new: Vec<(&NewInbound, &Uuid)> = rows
+            .iter()
+            .copied()
+            .filter(|(_, id)| inserted.contains(*id))
+            .collect();
+        for slice in batches(&new) {
+            let mut events = sql_rows(
+                "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
+                "($1, 'received', NULL, $2)",
+                slice.len(),
+                "",
+            );
+            for (msg, id) in slice {
+                events = events.bind(**id).bind(msg.received_at);
+            }
+            events.execute(&mut tx).await?;
+        }
+        let mut stored = Vec::with_capacity(msgs.len());
+        for (msg, id) in rows {
+            if inserted.contains(id) {
                 stored.push(Ingested {
-                    id: existing.try_get::<Uuid>("id")?,
-                    duplicate: true,
+                    id: *id,
+                    duplicate: false,
                 });
                 continue;
             }
-            add_event(&mut tx, id, "received", None, msg.received_at).await?;
+            let existing: Uuid = sql(
+                "SELECT id FROM messages WHERE bot_id = $1 AND provider = $2 \
+                 AND provider_message_id = $3 AND direction = 'in'",
+            )
+            .bind(msg.bot_id)
+            .bind(&msg.provider)
+            .bind(&msg.provider_message_id)
+            .fetch_scalar(&mut tx)
+            .await?;
             stored.push(Ingested {
-                id,
-                duplicate: false,
+                id: existing,
+                duplicate: true,
             });
         }
         tx.commit().await?;

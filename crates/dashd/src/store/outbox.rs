@@ -2,6 +2,8 @@
 //! lease, every try recorded as a send attempt, every change in the status history
 //! (`message_events`), then delivery reports forward only.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use dash_core::api::{
@@ -10,7 +12,7 @@ use dash_core::api::{
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::sql::{Exec, Row, Tx, sql};
+use super::sql::{Exec, Row, Tx, batches, sql, sql_rows};
 use super::{SqlStore, StoreError, StoreResult, parse_status};
 
 /// An outbox entry ready to go.
@@ -51,6 +53,16 @@ pub struct SendAttempt {
     pub error: Option<String>,
     pub latency_ms: u64,
     pub at: DateTime<Utc>,
+}
+
+/// A successful send to record: its attempt, and the entry `owner` holds marked `sent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMark {
+    pub id: Uuid,
+    pub owner: String,
+    pub provider_message_id: String,
+    /// The attempt that succeeded (its provider and time go on the entry).
+    pub attempt: SendAttempt,
 }
 
 /// The columns of a message record, in every query that returns one.
@@ -112,7 +124,21 @@ pub trait OutboxStore: Send + Sync {
         owner: &str,
         provider_message_id: &str,
         attempt: &SendAttempt,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let mark = SentMark {
+            id,
+            owner: owner.to_owned(),
+            provider_message_id: provider_message_id.to_owned(),
+            attempt: attempt.clone(),
+        };
+        let mut marked = self.mark_sent_batch(std::slice::from_ref(&mark)).await?;
+        marked
+            .pop()
+            .ok_or_else(|| StoreError::Unavailable("the store answered no row".into()))
+    }
+    /// Several successful sends (group commit), as [`OutboxStore::mark_sent_after`]
+    /// each, in one transaction; for each, whether the entry was still ours.
+    async fn mark_sent_batch(&self, marks: &[SentMark]) -> StoreResult<Vec<bool>>;
     /// A failed attempt of an entry `owner` holds: retry at `retry_at_ms`, or `dead` when
     /// `None`. False when the entry is not ours any more.
     async fn mark_failed(
@@ -347,26 +373,45 @@ impl OutboxStore for SqlStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
         let mut tx = self.write().await?;
-        let mut taken = Vec::with_capacity(claims.len());
-        for (id, lease) in claims {
-            let claimed = sql(
-                "UPDATE messages SET state = 'processing', lease_owner = $3, lease_until_ms = $4, updated_at = $2 \
-                 WHERE id = $1 AND direction = 'out' AND state IN ('pending', 'failed')",
+        // One UPDATE per slice: each entry still `pending` or `failed` is taken under its
+        // own lease; RETURNING names those taken (another dispatcher may have won some).
+        let mut taken = HashSet::with_capacity(claims.len());
+        for slice in batches(claims) {
+            let mut update = sql_rows(
+                "UPDATE messages SET state = 'processing', lease_owner = v.column2, \
+                 lease_until_ms = v.column3, updated_at = $1 FROM (VALUES ",
+                "($1, $2, $3)",
+                slice.len(),
+                ") AS v WHERE messages.id = v.column1 AND messages.direction = 'out' \
+                 AND messages.state IN ('pending', 'failed') RETURNING id",
             )
-            .bind(*id)
-            .bind(now)
-            .bind(lease.owner)
-            .bind(lease.until_ms)
-            .execute(&mut tx)
-            .await?
-                > 0;
-            if claimed {
-                add_event(&mut tx, *id, "processing", None, now).await?;
+            .bind(now);
+            for (id, lease) in slice {
+                update = update.bind(*id).bind(lease.owner).bind(lease.until_ms);
             }
-            taken.push(claimed);
+            for row in update.fetch_all(&mut tx).await? {
+                taken.insert(row.try_get::<Uuid>("id")?);
+            }
+        }
+        let claimed: Vec<Uuid> = claims
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| taken.contains(id))
+            .collect();
+        for slice in batches(&claimed) {
+            let mut events = sql_rows(
+                "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
+                "($1, 'processing', NULL, $2)",
+                slice.len(),
+                "",
+            );
+            for id in slice {
+                events = events.bind(*id).bind(now);
+            }
+            events.execute(&mut tx).await?;
         }
         tx.commit().await?;
-        Ok(taken)
+        Ok(claims.iter().map(|(id, _)| taken.contains(id)).collect())
     }
 
     async fn defer(&self, id: Uuid, until_ms: i64) -> StoreResult<()> {
@@ -392,26 +437,70 @@ impl OutboxStore for SqlStore {
         Ok(changed)
     }
 
-    async fn mark_sent_after(
-        &self,
-        id: Uuid,
-        owner: &str,
-        provider_message_id: &str,
-        attempt: &SendAttempt,
-    ) -> StoreResult<bool> {
+    async fn mark_sent_batch(&self, marks: &[SentMark]) -> StoreResult<Vec<bool>> {
         let mut tx = self.write().await?;
-        insert_attempt(&mut tx, id, attempt).await?;
-        let changed = set_sent(
-            &mut tx,
-            id,
-            owner,
-            &attempt.provider,
-            provider_message_id,
-            attempt.at,
-        )
-        .await?;
+        for slice in batches(marks) {
+            let mut attempts = sql_rows(
+                "INSERT INTO send_attempts (message_id, provider, outcome, error_code, error, latency_ms, at) VALUES ",
+                "($1, $2, $3, $4, $5, $6, $7)",
+                slice.len(),
+                "",
+            );
+            for mark in slice {
+                let a = &mark.attempt;
+                attempts = attempts
+                    .bind(mark.id)
+                    .bind(&a.provider)
+                    .bind(&a.outcome)
+                    .bind(&a.error_code)
+                    .bind(&a.error)
+                    .bind(i64::try_from(a.latency_ms).unwrap_or(i64::MAX))
+                    .bind(a.at);
+            }
+            attempts.execute(&mut tx).await?;
+        }
+        // `processing` (held by the mark's owner) → `sent`, one UPDATE per slice.
+        let mut sent = HashSet::with_capacity(marks.len());
+        for slice in batches(marks) {
+            let mut update = sql_rows(
+                "UPDATE messages SET state = 'sent', provider = v.column3, provider_message_id = v.column4, \
+                 attempts = attempts + 1, next_attempt_ms = NULL, last_error = NULL, sent_at = v.column5, \
+                 updated_at = v.column5, lease_owner = NULL, lease_until_ms = NULL FROM (VALUES ",
+                "($1, $2, $3, $4, $5)",
+                slice.len(),
+                ") AS v WHERE messages.id = v.column1 AND messages.state = 'processing' \
+                 AND messages.lease_owner = v.column2 RETURNING id",
+            );
+            for mark in slice {
+                update = update
+                    .bind(mark.id)
+                    .bind(&mark.owner)
+                    .bind(&mark.attempt.provider)
+                    .bind(&mark.provider_message_id)
+                    .bind(mark.attempt.at);
+            }
+            for row in update.fetch_all(&mut tx).await? {
+                sent.insert(row.try_get::<Uuid>("id")?);
+            }
+        }
+        let done: Vec<&SentMark> = marks.iter().filter(|m| sent.contains(&m.id)).collect();
+        for slice in batches(&done) {
+            let mut events = sql_rows(
+                "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
+                "($1, 'sent', $2, $3)",
+                slice.len(),
+                "",
+            );
+            for mark in slice {
+                events = events
+                    .bind(mark.id)
+                    .bind(format!("via {}", mark.attempt.provider))
+                    .bind(mark.attempt.at);
+            }
+            events.execute(&mut tx).await?;
+        }
         tx.commit().await?;
-        Ok(changed)
+        Ok(marks.iter().map(|m| sent.contains(&m.id)).collect())
     }
 
     async fn mark_failed(

@@ -6,6 +6,8 @@
 //!
 //! Where the dialects do differ (a row lock), the caller says so with [`Sql::locking`].
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use dash_core::config::Backend;
 use serde::Serialize;
@@ -124,7 +126,8 @@ impl<T: Serialize> From<Json<T>> for Value {
 #[must_use = "a statement does nothing until it is run"]
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
-    text: &'static str,
+    /// Static text, or text assembled by [`sql_rows`] from static fragments only.
+    text: Cow<'static, str>,
     /// Appended in PostgreSQL only: a row lock SQLite does not need (its write
     /// transactions already exclude every other writer).
     lock: Option<&'static str>,
@@ -134,10 +137,88 @@ pub(crate) struct Sql {
 /// A statement, written once for both backends.
 pub(crate) fn sql(text: &'static str) -> Sql {
     Sql {
-        text,
+        text: Cow::Borrowed(text),
         lock: None,
         values: Vec::new(),
     }
+}
+
+/// A statement over many rows in one round trip (a multi-row `INSERT ... VALUES`, an
+/// `UPDATE ... FROM (VALUES ...)`): `head`, then `row` `count` times separated by
+/// commas, then `tail`. `head` and `tail` may use `$1..$h`, bound first; `row` uses
+/// `$1..$k` for one row's values, renumbered after `$h` for each row, whose values are
+/// bound next, row after row. The text is built from these static fragments only.
+pub(crate) fn sql_rows(
+    head: &'static str,
+    row: &'static str,
+    count: usize,
+    tail: &'static str,
+) -> Sql {
+    let shared = highest_placeholder(head).max(highest_placeholder(tail));
+    let per_row = highest_placeholder(row);
+    let mut text = String::with_capacity(head.len() + tail.len() + (row.len() + 8) * count);
+    text.push_str(head);
+    for n in 0..count {
+        if n > 0 {
+            text.push_str(", ");
+        }
+        renumber(row, shared + n * per_row, &mut text);
+    }
+    text.push_str(tail);
+    Sql {
+        text: Cow::Owned(text),
+        lock: None,
+        values: Vec::new(),
+    }
+}
+
+/// Row counts a batch is cut into, largest first: every multi-row statement has one of
+/// these few shapes, so each backend prepares (and caches) a handful of statements
+/// however the batch sizes vary.
+const BATCH_SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Cuts `items` into slices of the sizes in [`BATCH_SHAPES`], in order.
+pub(crate) fn batches<T>(mut items: &[T]) -> Vec<&[T]> {
+    let mut cut = Vec::new();
+    for size in BATCH_SHAPES {
+        while items.len() >= size {
+            let (head, rest) = items.split_at(size);
+            cut.push(head);
+            items = rest;
+        }
+    }
+    cut
+}
+
+/// The highest `$N` in a fragment (0 when there is none).
+fn highest_placeholder(text: &str) -> usize {
+    let mut highest = 0;
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            highest = highest.max(n);
+        }
+        rest = &rest[digits..];
+    }
+    highest
+}
+
+/// Appends `fragment` with each `$N` turned into `$(N + offset)`.
+fn renumber(fragment: &str, offset: usize, out: &mut String) {
+    let mut rest = fragment;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
 }
 
 /// Where a statement runs: a pool (reads) or a connection (a transaction's statements).
@@ -265,7 +346,10 @@ impl Sql {
             }
             .map_err(sqlx::Error::Encode)?;
         }
-        Ok(sqlx::query_with(self.text, args))
+        Ok(match self.text {
+            Cow::Borrowed(text) => sqlx::query_with(text, args),
+            Cow::Owned(text) => sqlx::query_with(sqlx::AssertSqlSafe(text), args),
+        })
     }
 
     fn postgres(
@@ -285,10 +369,11 @@ impl Sql {
             }
             .map_err(sqlx::Error::Encode)?;
         }
-        Ok(match self.lock.filter(|_| in_transaction) {
-            None => sqlx::query_with(self.text, args),
-            Some(lock) => {
-                sqlx::query_with(sqlx::AssertSqlSafe(format!("{} {lock}", self.text)), args)
+        Ok(match (self.lock.filter(|_| in_transaction), self.text) {
+            (None, Cow::Borrowed(text)) => sqlx::query_with(text, args),
+            (None, Cow::Owned(text)) => sqlx::query_with(sqlx::AssertSqlSafe(text), args),
+            (Some(lock), text) => {
+                sqlx::query_with(sqlx::AssertSqlSafe(format!("{text} {lock}")), args)
             }
         })
     }
@@ -479,5 +564,48 @@ impl<'c> From<&'c mut Tx> for Exec<'c> {
             Tx::Sqlite(tx) => Exec::Sqlite(tx),
             Tx::Postgres(tx) => Exec::Postgres(tx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_numbered_after_the_shared_values() {
+        let statement = sql_rows(
+            "UPDATE t SET a = v.column2, at = $1 FROM (VALUES ",
+            "($1, $2)",
+            3,
+            ") AS v WHERE t.id = v.column1 AND t.b <> $2",
+        );
+        assert_eq!(
+            statement.text,
+            "UPDATE t SET a = v.column2, at = $1 FROM (VALUES ($3, $4), ($5, $6), ($7, $8)) \
+             AS v WHERE t.id = v.column1 AND t.b <> $2"
+        );
+        let insert = sql_rows("INSERT INTO t (a, b) VALUES ", "($1, 'x', $2)", 2, "");
+        assert_eq!(
+            insert.text,
+            "INSERT INTO t (a, b) VALUES ($1, 'x', $2), ($3, 'x', $4)"
+        );
+    }
+
+    #[test]
+    fn batches_take_few_shapes_and_keep_every_item_in_order() {
+        for len in [0usize, 1, 3, 4, 5, 37, 255, 256, 257, 600] {
+            let items: Vec<usize> = (0..len).collect();
+            let cut = batches(&items);
+            assert!(cut.iter().all(|b| BATCH_SHAPES.contains(&b.len())), "{len}");
+            let joined: Vec<usize> = cut.concat();
+            assert_eq!(joined, items, "{len}");
+        }
+        assert_eq!(
+            batches(&[0; 37])
+                .iter()
+                .map(|b| b.len())
+                .collect::<Vec<_>>(),
+            [16, 16, 4, 1]
+        );
     }
 }

@@ -78,6 +78,45 @@ impl Admin {
         .await;
     }
 
+    /// Tenant `acme` with bot `sales` on the echo flow, whose chain is the Cloud API only,
+    /// at `graph_url`; returns the webhook URL on `http_addr`.
+    pub async fn echo_bot_on_meta(
+        &self,
+        http_addr: &std::net::SocketAddr,
+        graph_url: &str,
+        phone_number_id: &str,
+        app_secret: &str,
+    ) -> String {
+        self.call("POST", "/v1/tenants", json!({"slug": "acme"}))
+            .await;
+        let bot = self
+            .call("POST", "/v1/tenants/acme/bots", json!({"name": "sales"}))
+            .await;
+        self.call(
+            "POST",
+            "/v1/tenants/acme/bots/sales/flows",
+            json!({"source": ECHO, "activate": true}),
+        )
+        .await;
+        self.call(
+            "PUT",
+            "/v1/tenants/acme/bots/sales/providers/meta",
+            json!({"settings": {"base_url": graph_url, "phone_number_id": phone_number_id},
+                   "secrets": {"access_token": "EAAG-test-token", "app_secret": app_secret, "verify_token": "v"}}),
+        )
+        .await;
+        self.call(
+            "PUT",
+            "/v1/tenants/acme/bots/sales/chain",
+            json!({"chain": ["meta"]}),
+        )
+        .await;
+        format!(
+            "http://{http_addr}/webhook/meta/{}",
+            bot["id"].as_str().unwrap_or_default()
+        )
+    }
+
     /// A customer's message to a sandbox bot; the intake's answer.
     pub async fn say(&self, tenant: &str, bot: &str, from: &str, text: &str) -> Value {
         self.call(
