@@ -711,9 +711,8 @@ fn write_report(r: &Value) {
          (each of its messages is stored, handled by the flow, committed to the outbox and sent\n\
          to Graph; the target is 0.20). On this path a message alone costs four write\n\
          transactions: inbound, the step, the claim, and the attempt with the sent mark (a\n\
-         contact costs one more only when its identifiers change). Inbound messages, claims\n\
-         and sent marks of messages that arrive together share their transactions and\n\
-         statements; the step does not yet.\n\n\
+         contact costs one more only when its identifiers change). Inbound messages, steps,\n\
+         claims and sent marks of messages that arrive together share their transactions.\n\n\
          Failover: with Graph answering 500, the time from the failing Graph attempt to the\n\
          same reply's request at Twilio, in the same dispatch: p50 {cf50} ms, max {cfmax} ms\n\
          (20 messages).\n\n\
@@ -754,23 +753,24 @@ fn write_report(r: &Value) {
          statement is a round trip from the async task to its connection's thread, and with\n\
          one writer those round trips queue, so throughput follows their latency rather than\n\
          CPU; PostgreSQL pays a network round trip per statement instead, and a WAL flush\n\
-         per commit. Messages that arrive together share work: inbound rows, claims and sent\n\
-         marks are group-committed with multi-row statements, and in the same test 64\n\
-         concurrent webhooks from 16 customers cost 12.5 statements and 1.6 commits a message\n\
-         on SQLite (13.6 and 1.9 on PostgreSQL) instead of 20 and 4. The conversation step\n\
-         (state, outbox entry, timers under a version check) is still one transaction per\n\
-         message: batching it needs a savepoint per step, so that one step refused by its\n\
-         check does not undo the others.\n\
+         per commit. Messages that arrive together share work: inbound rows, conversation\n\
+         steps, claims and sent marks are group-committed, with multi-row statements where\n\
+         the rows are alike, and in the same test 64 concurrent webhooks from 16 customers\n\
+         cost 12.9 statements and 0.83 commits a message on SQLite (13.5 and 0.83 on\n\
+         PostgreSQL) instead of 20 and 4.\n\
          The flow step runs in a `dashd flow-worker` process; the pipe costs about 20 µs a\n\
          step, and running the steps in threads instead (`pipeline.flow_isolation =\n\
          \"thread\"`) gives the same throughput within noise. The hardening (steps in\n\
          worker processes, compare-and-set transitions, leases, one task per conversation)\n\
          cost about a fifth of the throughput: `BENCH_ONLY=throughput` on a 2 × AMD EPYC, same\n\
          hour, 5,000 messages, gave 419 and 432 replies/s before it and 340 to 373 after.\n\
-         What would close the gap to the target: group-committing the step (above); fewer\n\
-         round trips per statement on SQLite (a writer that runs a whole batch on the\n\
-         connection's thread, instead of one hand-over per statement); dropping the per-state\n\
-         history rows the entry itself already records (received, pending, sent).\n\n\
+         What would close the gap to the target: fewer round trips per statement on SQLite\n\
+         (a writer that runs a whole batch on the connection's thread, instead of one\n\
+         hand-over per statement); multi-row statements for the steps too (one statement per\n\
+         batch for the conversations, the outbox entries and the history); dropping the\n\
+         per-state history rows the entry itself already records (received, pending, sent);\n\
+         and intake that refuses cheaply under overload (at 5,000 offered messages/s the\n\
+         work spent answering 503s leaves less for the messages accepted).\n\n\
          The whole benchmark took {total} s (build not included).\n",
         machine = r["machine"].as_str().unwrap_or_default(),
         xs = x["phase_seconds"],

@@ -39,7 +39,9 @@ const MAX_STATEMENTS_PER_MESSAGE: f64 = 21.0;
 const MAX_COMMITS_PER_MESSAGE: f64 = 4.25;
 
 /// In a burst of concurrent messages, at most this share of the statements and commits
-/// of messages sent one at a time.
+/// of messages sent one at a time (measured: 12.9 statements and 0.83 commits against 20
+/// and 4 on SQLite, 13.5 and 0.83 on PostgreSQL, with inbound rows, steps, claims and
+/// sent marks group-committed).
 const MAX_BURST_SHARE: f64 = 0.8;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);

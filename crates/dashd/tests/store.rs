@@ -1736,6 +1736,66 @@ mod cases {
         assert!(store.commit_step(&again).await.unwrap().is_none());
     }
 
+    /// Steps committed together: one refused by its guard is undone alone, the others
+    /// are written, each answered with its own result.
+    pub async fn steps_committed_together_fail_alone(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let a = store
+            .ingest(&inbound(&b, "+1555", Some("s1"), "one"))
+            .await
+            .unwrap();
+        let c = store
+            .ingest(&inbound(&b, "+1666", Some("s2"), "two"))
+            .await
+            .unwrap();
+        let mut good = commit(&b, "+1555");
+        good.processed_inbound = Some(a.id);
+        good.outbound = vec![out("first reply")];
+        // Claims a conversation version that does not exist: refused after nothing, and
+        // its inbound update (had it run) must not survive either.
+        let mut stale = commit(&b, "+1666");
+        stale.expected_version = Some(41);
+        stale.processed_inbound = Some(c.id);
+        stale.outbound = vec![out("lost")];
+        let mut also_good = commit(&b, "+1777");
+        also_good.outbound = vec![out("third reply"), out("and more")];
+        let written = store.commit_steps(&[good, stale, also_good]).await.unwrap();
+        assert_eq!(written.len(), 3);
+        assert_eq!(written[0].as_ref().map(Vec::len), Some(1));
+        assert_eq!(written[1], None);
+        assert_eq!(written[2].as_ref().map(Vec::len), Some(2));
+        assert!(
+            store
+                .unprocessed_for(b.id, "+1555")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.unprocessed_for(b.id, "+1666").await.unwrap().len(), 1);
+        let queued = store
+            .queue(&QueueQuery {
+                bot_id: Some(b.id),
+                state: None,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        let mut texts: Vec<String> = queued.iter().map(|m| m.body.text.clone()).collect();
+        texts.sort();
+        assert_eq!(texts, ["and more", "first reply", "third reply"]);
+        // The refused one, committed alone on fresh state, goes through.
+        let mut retry = commit(&b, "+1666");
+        retry.processed_inbound = Some(c.id);
+        assert!(store.commit_steps(&[retry]).await.unwrap()[0].is_some());
+        assert!(
+            store
+                .unprocessed_for(b.id, "+1666")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
     /// A message whose handling fails is retried later, then `failed` with its reason,
     /// and the contact counts as idle again.
     pub async fn failing_inbound_is_retried_then_failed(store: Arc<dyn Store>, _: Arc<TestDb>) {
@@ -1973,6 +2033,7 @@ macro_rules! suite {
                 pipeline_outbox_keeps_contact_order_and_states, pipeline_timers_and_sandbox,
                 outbox_transitions_are_compare_and_set, operator_retry_cannot_race_a_claim,
                 expired_leases_are_taken_back, conversation_writes_check_the_version,
+                steps_committed_together_fail_alone,
                 failing_inbound_is_retried_then_failed, failing_timers_back_off,
                 pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts,
                 sessions_keep_state_qr_phone_and_history);

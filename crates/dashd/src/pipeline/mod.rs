@@ -59,6 +59,7 @@ use crate::adapter::{DeliveryStatus, ProviderEvent, SessionState};
 use crate::clock::{Clock, SystemClock};
 use crate::flow_runner::{FlowKey, FlowRunner, FlowSource, RunnerConfig};
 use crate::store::contacts::ContactIdentity;
+use crate::store::conversations::StepCommit;
 use crate::store::inbound::{Ingested, NewInbound};
 use crate::store::outbox::SentMark;
 use crate::store::sessions::SessionReport;
@@ -126,8 +127,8 @@ impl Work {
 pub struct Pipeline {
     inner: Arc<Inner>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
-    /// The sent marks' committer, stopped last (see `join`).
-    marks: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The committers of steps and sent marks, stopped last (see `join`).
+    committers: tokio::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// How long a bot read for the message path is trusted (a change made through this
@@ -188,8 +189,12 @@ pub(crate) struct Inner {
     pub(crate) ingest: group::GroupCommit<NewInbound, Ingested>,
     /// Successful sends on their way to a shared commit of their sent marks.
     pub(crate) sent_marks: group::GroupCommit<SentMark, bool>,
-    /// Stops the sent marks' committer, once the sends in flight are done (see `join`).
-    pub(crate) marks_stop: CancellationToken,
+    /// Conversation steps on their way to a shared commit; each answer is the step's
+    /// own (a step refused by its guards, or failed alone, does not fail the others).
+    pub(crate) steps: group::GroupCommit<StepCommit, StepResult>,
+    /// Stops the committers of steps and sent marks, once the steps and sends under way
+    /// are done (see `join`).
+    pub(crate) committers_stop: CancellationToken,
     /// Restarts of failed sessions by the supervisor, per (bot, provider).
     pub(crate) session_restarts: Mutex<HashMap<(Uuid, String), sessions::Restarts>>,
 }
@@ -308,7 +313,8 @@ impl Pipeline {
             bot_cache: Mutex::default(),
             ingest: group::GroupCommit::new(),
             sent_marks: group::GroupCommit::new(),
-            marks_stop: CancellationToken::new(),
+            steps: group::GroupCommit::new(),
+            committers_stop: CancellationToken::new(),
             session_restarts: Mutex::default(),
         });
         inner.backlog.resync(inner.store.inbound_backlog().await?);
@@ -360,9 +366,22 @@ impl Pipeline {
                 let store = inner.store.clone();
                 inner
                     .sent_marks
-                    .run(inner.marks_stop.clone(), |batch: Vec<SentMark>| {
+                    .run(inner.committers_stop.clone(), |batch: Vec<SentMark>| {
                         let store = store.clone();
                         async move { store.mark_sent_batch(&batch).await }
+                    })
+                    .await;
+            }
+        });
+        let steps = tokio::spawn({
+            let inner = inner.clone();
+            async move {
+                let store = inner.store.clone();
+                inner
+                    .steps
+                    .run(inner.committers_stop.clone(), |batch: Vec<StepCommit>| {
+                        let store = store.clone();
+                        async move { Ok(commit_steps(store.as_ref(), batch).await) }
                     })
                     .await;
             }
@@ -375,7 +394,7 @@ impl Pipeline {
         let pipeline = Pipeline {
             inner: inner.clone(),
             tasks: tokio::sync::Mutex::new(tasks),
-            marks: tokio::sync::Mutex::new(Some(marks)),
+            committers: tokio::sync::Mutex::new(vec![marks, steps]),
         };
         // Messages stored but not handled before a stop or a crash, and HTTP requests
         // whose result will never come, are handed to the workers in the background:
@@ -737,8 +756,8 @@ impl Pipeline {
             tracing::warn!("conversation steps did not finish in time");
         }
         self.inner.in_flight.close();
-        // The sent marks' committer outlives the sends, which hand it their outcome.
-        let marks = self.marks.lock().await.take();
+        // The committers outlive the steps and sends, which hand them their writes.
+        let committers = std::mem::take(&mut *self.committers.lock().await);
         let in_flight = self.inner.in_flight.len();
         if in_flight > 0 {
             tracing::info!(in_flight, "waiting for sends in flight to finish");
@@ -752,11 +771,32 @@ impl Pipeline {
                 "sends still in flight at the end of the shutdown bound; they are sent again after their lease"
             );
         }
-        self.inner.marks_stop.cancel();
-        if let Some(marks) = marks
-            && tokio::time::timeout_at(deadline, marks).await.is_err()
-        {
-            tracing::warn!("sent marks not all recorded within the shutdown bound");
+        self.inner.committers_stop.cancel();
+        for committer in committers {
+            if tokio::time::timeout_at(deadline, committer).await.is_err() {
+                tracing::warn!("steps or sent marks not all recorded within the shutdown bound");
+            }
+        }
+    }
+}
+
+/// What a conversation step's commit answers: the new outbox ids, or `None` when its
+/// guards refused it (see `ConversationStore::commit_step`).
+pub(crate) type StepResult = Result<Option<Vec<Uuid>>, StoreError>;
+
+/// Commits a batch of steps together; when the shared transaction fails, each step is
+/// tried alone, so one step that cannot be written fails only itself.
+async fn commit_steps(store: &dyn Store, batch: Vec<StepCommit>) -> Vec<StepResult> {
+    match store.commit_steps(&batch).await {
+        Ok(written) => written.into_iter().map(Ok).collect(),
+        Err(err) if batch.len() == 1 => vec![Err(err)],
+        Err(err) => {
+            tracing::debug!(error = %err, steps = batch.len(), "a batch of steps failed; writing each alone");
+            let mut results = Vec::with_capacity(batch.len());
+            for step in &batch {
+                results.push(store.commit_step(step).await);
+            }
+            results
         }
     }
 }

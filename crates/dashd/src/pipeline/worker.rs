@@ -651,7 +651,7 @@ async fn try_step(
     commit
         .timers_add
         .retain(|t| !cancelled.contains(&t.timer_id));
-    let Some(new_messages) = inner.store.commit_step(&commit).await? else {
+    let Some(new_messages) = inner.steps.submit(commit.clone()).await?? else {
         if extra.processed_inbound.is_some() || extra.fired_timer.is_some() {
             // Stale only if the message or timer is still to do; otherwise it was done.
             return Ok(!still_to_do(inner, bot.id, contact, extra).await?);

@@ -7,8 +7,8 @@ use dash_core::api::{ConversationDetail, ConversationSummary, MessageBody};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::outbox::{add_event, message_columns, message_from_row};
-use super::sql::{Row, sql};
+use super::outbox::{message_columns, message_from_row};
+use super::sql::{Row, Tx, batches, sql, sql_rows};
 use super::{SqlStore, StoreResult};
 
 /// A conversation's stored state.
@@ -75,6 +75,10 @@ pub trait ConversationStore: Send + Sync {
     /// new outbox ids, or `None` (nothing written) when the conversation, the inbound
     /// message or the fired timer changed since the step read them.
     async fn commit_step(&self, commit: &StepCommit) -> StoreResult<Option<Vec<Uuid>>>;
+    /// Several steps of different conversations in one transaction (group commit), each
+    /// as [`ConversationStore::commit_step`]. When a guard refuses one, the batch is
+    /// rolled back and each step committed alone, so only that one is answered `None`.
+    async fn commit_steps(&self, commits: &[StepCommit]) -> StoreResult<Vec<Option<Vec<Uuid>>>>;
     /// Forgets a conversation's state and timers; true if there was one.
     async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
     async fn list_conversations(&self, bot_id: Uuid) -> StoreResult<Vec<ConversationSummary>>;
@@ -106,6 +110,128 @@ fn summary_from_row(row: &Row) -> StoreResult<ConversationSummary> {
     })
 }
 
+/// Writes one step's changes in the caller's transaction: the conversation over the
+/// version the step read, the inbound message `processed`, the fired timer gone, the new
+/// outbox entries, timers and history. Each guard is one conditional statement; `None`
+/// when one matched nothing, and then the caller must roll back what was written.
+async fn write_step(tx: &mut Tx, c: &StepCommit) -> StoreResult<Option<Vec<Uuid>>> {
+    let written = match c.expected_version {
+        None => sql(
+            "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, flow_version, last_message_at, updated_at, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 + 1) ON CONFLICT (bot_id, contact) DO NOTHING",
+        ),
+        Some(_) => sql(
+            "UPDATE conversations SET contact_name = COALESCE($3, contact_name), state = $4, status = $5, flow = $6, \
+               step = $7, flow_version = $8, last_message_at = COALESCE($9, last_message_at), updated_at = $10, \
+               version = version + 1 \
+             WHERE bot_id = $1 AND contact = $2 AND version = $11",
+        ),
+    }
+    .bind(c.bot_id)
+    .bind(&c.contact)
+    .bind(&c.contact_name)
+    .bind(Json(&c.state))
+    .bind(c.status)
+    .bind(&c.flow)
+    .bind(&c.step)
+    .bind(c.flow_version.map(i64::from))
+    .bind(c.last_message_at)
+    .bind(c.now)
+    .bind(c.expected_version.unwrap_or(0))
+    .execute(&mut *tx)
+    .await?;
+    if written == 0 {
+        return Ok(None);
+    }
+    if let Some(inbound) = c.processed_inbound {
+        let processed = sql("UPDATE messages SET state = 'processed', updated_at = $2 WHERE id = $1 AND state = 'received'")
+            .bind(inbound)
+            .bind(c.now)
+            .execute(&mut *tx)
+            .await?;
+        if processed == 0 {
+            return Ok(None);
+        }
+    }
+    if let Some(timer) = c.fired_timer {
+        let fired =
+            sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
+                .bind(c.bot_id)
+                .bind(&c.contact)
+                .bind(i64::try_from(timer).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+        if fired == 0 {
+            return Ok(None);
+        }
+    }
+    let now_ms = c.now.timestamp_millis();
+    let ids: Vec<Uuid> = c.outbound.iter().map(|_| Uuid::now_v7()).collect();
+    let outbound: Vec<(&NewOutbound, &Uuid)> = c.outbound.iter().zip(&ids).collect();
+    for slice in batches(&outbound) {
+        let mut insert = sql_rows(
+            "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, next_attempt_ms, \
+             created_at, updated_at) VALUES ",
+            "($1, $2, $3, $4, 'out', $5, 'pending', $6, $7, $7)",
+            slice.len(),
+            "",
+        );
+        for (out, id) in slice {
+            let due = now_ms.saturating_add(i64::try_from(out.delay_ms).unwrap_or(i64::MAX));
+            insert = insert
+                .bind(**id)
+                .bind(c.bot_id)
+                .bind(c.tenant_id)
+                .bind(&c.contact)
+                .bind(Json(&out.body))
+                .bind(due)
+                .bind(c.now);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    // The history: the inbound message processed, each new entry pending.
+    let events: Vec<(Uuid, &str)> = c
+        .processed_inbound
+        .map(|id| (id, "processed"))
+        .into_iter()
+        .chain(ids.iter().map(|id| (*id, "pending")))
+        .collect();
+    for slice in batches(&events) {
+        let mut insert = sql_rows(
+            "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
+            "($1, $2, NULL, $3)",
+            slice.len(),
+            "",
+        );
+        for (id, state) in slice {
+            insert = insert.bind(*id).bind(*state).bind(c.now);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    for timer in &c.timers_remove {
+        sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
+            .bind(c.bot_id)
+            .bind(&c.contact)
+            .bind(i64::try_from(*timer).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for timer in &c.timers_add {
+        sql(
+            "INSERT INTO flow_timers (bot_id, contact, timer_id, kind, due_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (bot_id, contact, timer_id) DO UPDATE SET kind = excluded.kind, due_ms = excluded.due_ms",
+        )
+        .bind(c.bot_id)
+        .bind(&c.contact)
+        .bind(i64::try_from(timer.timer_id).unwrap_or(i64::MAX))
+        .bind(&timer.kind)
+        .bind(timer.due_ms)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(Some(ids))
+}
+
 #[async_trait]
 impl ConversationStore for SqlStore {
     async fn conversation_row(
@@ -130,104 +256,37 @@ impl ConversationStore for SqlStore {
 
     async fn commit_step(&self, c: &StepCommit) -> StoreResult<Option<Vec<Uuid>>> {
         let mut tx = self.write().await?;
-        // Each guard is one conditional statement; when one matches nothing, the
-        // transaction is dropped (rolled back) and the caller runs the step again
-        // on fresh state.
-        let written = match c.expected_version {
-            None => sql(
-                "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, flow_version, last_message_at, updated_at, version) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 + 1) ON CONFLICT (bot_id, contact) DO NOTHING",
-            ),
-            Some(_) => sql(
-                "UPDATE conversations SET contact_name = COALESCE($3, contact_name), state = $4, status = $5, flow = $6, \
-                   step = $7, flow_version = $8, last_message_at = COALESCE($9, last_message_at), updated_at = $10, \
-                   version = version + 1 \
-                 WHERE bot_id = $1 AND contact = $2 AND version = $11",
-            ),
-        }
-        .bind(c.bot_id)
-        .bind(&c.contact)
-        .bind(&c.contact_name)
-        .bind(Json(&c.state))
-        .bind(c.status)
-        .bind(&c.flow)
-        .bind(&c.step)
-        .bind(c.flow_version.map(i64::from))
-        .bind(c.last_message_at)
-        .bind(c.now)
-        .bind(c.expected_version.unwrap_or(0))
-        .execute(&mut tx)
-        .await?;
-        if written == 0 {
+        // A refused guard drops the transaction (rolled back): the caller runs the step
+        // again on fresh state.
+        let Some(ids) = write_step(&mut tx, c).await? else {
             return Ok(None);
-        }
-        if let Some(inbound) = c.processed_inbound {
-            let processed = sql("UPDATE messages SET state = 'processed', updated_at = $2 WHERE id = $1 AND state = 'received'")
-                .bind(inbound)
-                .bind(c.now)
-                .execute(&mut tx)
-                .await?;
-            if processed == 0 {
-                return Ok(None);
-            }
-            add_event(&mut tx, inbound, "processed", None, c.now).await?;
-        }
-        if let Some(timer) = c.fired_timer {
-            let fired =
-                sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
-                    .bind(c.bot_id)
-                    .bind(&c.contact)
-                    .bind(i64::try_from(timer).unwrap_or(i64::MAX))
-                    .execute(&mut tx)
-                    .await?;
-            if fired == 0 {
-                return Ok(None);
-            }
-        }
-        let now_ms = c.now.timestamp_millis();
-        let mut ids = Vec::with_capacity(c.outbound.len());
-        for out in &c.outbound {
-            let id = Uuid::now_v7();
-            let due = now_ms.saturating_add(i64::try_from(out.delay_ms).unwrap_or(i64::MAX));
-            sql(
-                "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, next_attempt_ms, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'out', $5, 'pending', $6, $7, $7)",
-            )
-            .bind(id)
-            .bind(c.bot_id)
-            .bind(c.tenant_id)
-            .bind(&c.contact)
-            .bind(Json(&out.body))
-            .bind(due)
-            .bind(c.now)
-            .execute(&mut tx)
-            .await?;
-            add_event(&mut tx, id, "pending", None, c.now).await?;
-            ids.push(id);
-        }
-        for timer in &c.timers_remove {
-            sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
-                .bind(c.bot_id)
-                .bind(&c.contact)
-                .bind(i64::try_from(*timer).unwrap_or(i64::MAX))
-                .execute(&mut tx)
-                .await?;
-        }
-        for timer in &c.timers_add {
-            sql(
-                "INSERT INTO flow_timers (bot_id, contact, timer_id, kind, due_ms) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (bot_id, contact, timer_id) DO UPDATE SET kind = excluded.kind, due_ms = excluded.due_ms",
-            )
-            .bind(c.bot_id)
-            .bind(&c.contact)
-            .bind(i64::try_from(timer.timer_id).unwrap_or(i64::MAX))
-            .bind(&timer.kind)
-            .bind(timer.due_ms)
-            .execute(&mut tx)
-            .await?;
-        }
+        };
         tx.commit().await?;
         Ok(Some(ids))
+    }
+
+    async fn commit_steps(&self, commits: &[StepCommit]) -> StoreResult<Vec<Option<Vec<Uuid>>>> {
+        if let [one] = commits {
+            return Ok(vec![self.commit_step(one).await?]);
+        }
+        let mut tx = self.write().await?;
+        let mut written = Vec::with_capacity(commits.len());
+        for c in commits {
+            let Some(ids) = write_step(&mut tx, c).await? else {
+                // A guard refused a step (rare: its conversation or message changed
+                // meanwhile). The batch is rolled back and each step written alone, so
+                // that the others are not held up and no savepoints cost the common case.
+                drop(tx);
+                let mut alone = Vec::with_capacity(commits.len());
+                for c in commits {
+                    alone.push(self.commit_step(c).await?);
+                }
+                return Ok(alone);
+            };
+            written.push(Some(ids));
+        }
+        tx.commit().await?;
+        Ok(written)
     }
 
     async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool> {
