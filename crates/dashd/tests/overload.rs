@@ -134,3 +134,84 @@ async fn a_flood_gets_503_past_the_backlog_and_loses_nothing_accepted() {
     }
     daemon.shutdown().await.unwrap();
 }
+
+/// Past the backlog bound a webhook is refused before any database work: the sender of
+/// a refused message is not even recorded as a contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_webhook_costs_no_database_work() {
+    const SECRET: &str = "overload-app-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.pipeline.max_backlog_per_bot = 1;
+    config.providers.probe_interval_s = 3600;
+    let daemon = dashd::start(config).await.unwrap();
+    let admin = Admin::new(dir.path());
+    // Graph fails every send, so the first customer's reply stays in the backlog.
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(
+                json!({"error": {"message": "(#131000) Something went wrong", "code": 131_000}}),
+            ),
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let graph_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = admin
+        .echo_bot_on_meta(&daemon.http_addr, &graph_url, "1234567890", SECRET)
+        .await;
+    let webhook = |from: &str, id: &str| {
+        let body = serde_json::to_vec(&json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550001111", "phone_number_id": "1234567890"},
+            "contacts": [{"profile": {"name": "C"}, "wa_id": from}],
+            "messages": [{"from": from, "id": id, "timestamp": "1730231903", "type": "text", "text": {"body": "hola"}}]}}]}]}))
+        .unwrap();
+        let signature = format!(
+            "sha256={}",
+            dashd::adapter::signature::hex(&dashd::adapter::signature::hmac_sha256(
+                SECRET.as_bytes(),
+                &body
+            ))
+        );
+        reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        webhook("34600000001", "wamid.a").await.unwrap().status(),
+        200
+    );
+    let refused = webhook("34600000002", "wamid.b").await.unwrap();
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let bot = daemon
+        .store()
+        .bot(&dash_core::BotRef::Path {
+            tenant: "acme".into(),
+            bot: "sales".into(),
+        })
+        .await
+        .unwrap();
+    let store = daemon.store();
+    assert!(
+        store
+            .find_contact(bot.id, "+34600000001")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .find_contact(bot.id, "+34600000002")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused webhook created its sender's contact"
+    );
+    daemon.shutdown().await.unwrap();
+}

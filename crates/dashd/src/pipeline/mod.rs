@@ -413,12 +413,26 @@ impl Pipeline {
     /// Past the backlog bound, or while stopping, nothing is stored and the caller is
     /// told to retry later.
     pub async fn ingest(&self, message: NewInbound) -> Result<Ingested, IngestError> {
+        let reservation = self.reserve(message.bot_id)?;
+        self.ingest_reserved(message, reservation).await
+    }
+
+    /// A place in the backlog for one message of `bot_id`, taken before any other work
+    /// on the message, so that refusing under overload costs no database round trip.
+    fn reserve(&self, bot_id: Uuid) -> Result<backlog::Reservation<'_>, IngestError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(IngestError::Stopping);
         }
+        self.inner.backlog.reserve(bot_id)
+    }
+
+    async fn ingest_reserved(
+        &self,
+        message: NewInbound,
+        reservation: backlog::Reservation<'_>,
+    ) -> Result<Ingested, IngestError> {
         let bot_id = message.bot_id;
         let contact = message.contact.clone();
-        let reservation = self.inner.backlog.reserve(bot_id)?;
         let ingested = self.inner.ingest.submit(message).await?;
         if ingested.duplicate {
             drop(reservation);
@@ -457,6 +471,12 @@ impl Pipeline {
                     tracing::debug!(bot = %bot.id, %provider, "inbound message without a sender; ignored");
                     return Ok(());
                 }
+                // Past the backlog bound, the message is refused before any database work.
+                let reservation = if from_me {
+                    None
+                } else {
+                    Some(self.reserve(bot.id)?)
+                };
                 let identity = ContactIdentity {
                     contact: String::new(),
                     phone: from.phone,
@@ -483,13 +503,14 @@ impl Pipeline {
                     body,
                     received_at: at,
                 };
-                if from_me {
-                    // In the conversation's log as sent; never answered.
+                let Some(reservation) = reservation else {
+                    // From the business's own phone: in the conversation's log as sent;
+                    // never answered.
                     let logged = store.log_from_me(&message).await?;
                     tracing::debug!(bot = %bot.id, %provider, logged, "message from the business's own phone");
                     return Ok(());
-                }
-                self.ingest(message).await.map(|_| ())
+                };
+                self.ingest_reserved(message, reservation).await.map(|_| ())
             }
             ProviderEvent::Status {
                 provider_message_id,
