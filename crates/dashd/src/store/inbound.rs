@@ -277,33 +277,28 @@ impl InboundStore for SqlStore {
         retry_at_ms: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut tx = self.write().await?;
         let state = if retry_at_ms.is_some() {
             "received"
         } else {
             "failed"
         };
-        let changed = sql(
+        let change = sql(
             "UPDATE messages SET state = $2, next_attempt_ms = $3, last_error = $4, updated_at = $5, attempts = attempts + 1 \
-             WHERE id = $1 AND direction = 'in' AND state = 'received'",
+             WHERE id = $1 AND direction = 'in' AND state = 'received' RETURNING id",
         )
         .bind(id)
         .bind(state)
         .bind(retry_at_ms)
         .bind(error)
-        .bind(now)
-        .execute(&mut tx)
-        .await?
-            > 0;
-        if changed {
-            let detail = match retry_at_ms {
-                Some(_) => format!("will retry: {error}"),
-                None => format!("skipped: {error}"),
-            };
-            add_event(&mut tx, id, state, Some(&detail), now).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .bind(now);
+        let detail = match retry_at_ms {
+            Some(_) => format!("will retry: {error}"),
+            None => format!("skipped: {error}"),
+        };
+        Ok(self
+            .change_with_history(change, state, Some(&detail), now)
+            .await?
+            > 0)
     }
 
     async fn log_from_me(&self, m: &NewInbound) -> StoreResult<bool> {

@@ -12,7 +12,7 @@ use dash_core::api::{
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::sql::{Exec, Row, Tx, batches, sql, sql_rows};
+use super::sql::{Exec, Row, Sql, Tx, batches, sql, sql_rows};
 use super::{SqlStore, StoreError, StoreResult, parse_status};
 
 /// An outbox entry ready to go.
@@ -511,31 +511,26 @@ impl OutboxStore for SqlStore {
         retry_at_ms: Option<i64>,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut tx = self.write().await?;
         let state = if retry_at_ms.is_some() {
             "failed"
         } else {
             "dead"
         };
-        let changed = sql(
+        let change = sql(
             "UPDATE messages SET state = $2, attempts = attempts + 1, next_attempt_ms = $3, last_error = $4, updated_at = $5, \
              lease_owner = NULL, lease_until_ms = NULL \
-             WHERE id = $1 AND state = 'processing' AND lease_owner = $6",
+             WHERE id = $1 AND state = 'processing' AND lease_owner = $6 RETURNING id",
         )
         .bind(id)
         .bind(state)
         .bind(retry_at_ms)
         .bind(error)
         .bind(now)
-        .bind(owner)
-        .execute(&mut tx)
-        .await?
-            > 0;
-        if changed {
-            add_event(&mut tx, id, state, Some(error), now).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .bind(owner);
+        Ok(self
+            .change_with_history(change, state, Some(error), now)
+            .await?
+            > 0)
     }
 
     async fn mark_refused(
@@ -545,24 +540,19 @@ impl OutboxStore for SqlStore {
         error: &str,
         now: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut tx = self.write().await?;
-        let changed = sql(
+        let change = sql(
             "UPDATE messages SET state = 'failed', attempts = attempts + 1, next_attempt_ms = NULL, last_error = $2, \
              updated_at = $3, lease_owner = NULL, lease_until_ms = NULL \
-             WHERE id = $1 AND state = 'processing' AND lease_owner = $4",
+             WHERE id = $1 AND state = 'processing' AND lease_owner = $4 RETURNING id",
         )
         .bind(id)
         .bind(error)
         .bind(now)
-        .bind(owner)
-        .execute(&mut tx)
-        .await?
-            > 0;
-        if changed {
-            add_event(&mut tx, id, "failed", Some(error), now).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
+        .bind(owner);
+        Ok(self
+            .change_with_history(change, "failed", Some(error), now)
+            .await?
+            > 0)
     }
 
     async fn release(&self, id: Uuid, owner: &str, at_ms: i64) -> StoreResult<bool> {
@@ -590,8 +580,7 @@ impl OutboxStore for SqlStore {
         if !matches!(state, MessageState::Delivered | MessageState::Read) {
             return Ok(false);
         }
-        let mut tx = self.write().await?;
-        let updated = sql(
+        let change = sql(
             "UPDATE messages SET state = $3, updated_at = $4 \
              WHERE provider = $1 AND provider_message_id = $2 AND direction = 'out' AND bot_id = $5 \
                AND (state = 'sent' OR ($3 = 'read' AND state = 'delivered')) RETURNING id",
@@ -600,25 +589,12 @@ impl OutboxStore for SqlStore {
         .bind(provider_message_id)
         .bind(state.as_str())
         .bind(at)
-        .bind(bot_id)
-        .fetch_optional(&mut tx)
-        .await?;
-        let changed = match updated {
-            Some(row) => {
-                add_event(
-                    &mut tx,
-                    row.try_get::<Uuid>("id")?,
-                    state.as_str(),
-                    Some(&format!("reported by {provider}")),
-                    at,
-                )
-                .await?;
-                true
-            }
-            None => false,
-        };
-        tx.commit().await?;
-        Ok(changed)
+        .bind(bot_id);
+        let detail = format!("reported by {provider}");
+        Ok(self
+            .change_with_history(change, state.as_str(), Some(&detail), at)
+            .await?
+            > 0)
     }
 
     async fn status_failed(
@@ -629,8 +605,7 @@ impl OutboxStore for SqlStore {
         error: &str,
         at: DateTime<Utc>,
     ) -> StoreResult<bool> {
-        let mut tx = self.write().await?;
-        let updated = sql(
+        let change = sql(
             "UPDATE messages SET state = 'failed', next_attempt_ms = NULL, last_error = $4, updated_at = $5 \
              WHERE provider = $2 AND provider_message_id = $3 AND direction = 'out' AND bot_id = $1 \
                AND state IN ('sent', 'delivered') RETURNING id",
@@ -639,55 +614,30 @@ impl OutboxStore for SqlStore {
         .bind(provider)
         .bind(provider_message_id)
         .bind(error)
-        .bind(at)
-        .fetch_optional(&mut tx)
-        .await?;
-        let changed = match updated {
-            Some(row) => {
-                add_event(
-                    &mut tx,
-                    row.try_get::<Uuid>("id")?,
-                    "failed",
-                    Some(error),
-                    at,
-                )
-                .await?;
-                true
-            }
-            None => false,
-        };
-        tx.commit().await?;
-        Ok(changed)
+        .bind(at);
+        Ok(self
+            .change_with_history(change, "failed", Some(error), at)
+            .await?
+            > 0)
     }
 
     async fn reclaim_leases(&self, all: bool, now: DateTime<Utc>) -> StoreResult<u64> {
-        let mut tx = self.write().await?;
-        let rows = sql(
+        let change = sql(
             "UPDATE messages SET state = 'pending', next_attempt_ms = $1, updated_at = $2, lease_owner = NULL, lease_until_ms = NULL \
              WHERE state = 'processing' AND ($3 OR lease_until_ms IS NULL OR lease_until_ms < $1) RETURNING id",
         )
         .bind(now.timestamp_millis())
         .bind(now)
-        .bind(all)
-        .fetch_all(&mut tx)
-        .await?;
+        .bind(all);
         let detail = if all {
             "recovered after a restart"
         } else {
             "lease expired: taken back"
         };
-        for row in &rows {
-            add_event(
-                &mut tx,
-                row.try_get::<Uuid>("id")?,
-                "pending",
-                Some(detail),
-                now,
-            )
+        let changed = self
+            .change_with_history(change, "pending", Some(detail), now)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
+        Ok(changed as u64)
     }
 
     async fn unfinished_outbound(&self, bot_id: Uuid) -> StoreResult<u64> {
@@ -811,6 +761,25 @@ impl OutboxStore for SqlStore {
 }
 
 impl SqlStore {
+    /// Runs `change`, a conditional `UPDATE messages ... RETURNING id`, in a write
+    /// transaction, and adds `state` (with `detail`) to the history of each message it
+    /// changed; returns how many it changed.
+    pub(super) async fn change_with_history(
+        &self,
+        change: Sql,
+        state: &str,
+        detail: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut tx = self.write().await?;
+        let rows = change.fetch_all(&mut tx).await?;
+        for row in &rows {
+            add_event(&mut tx, row.try_get::<Uuid>("id")?, state, detail, at).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
     /// Moves an outbox entry between states in one conditional statement, so it
     /// can never race the dispatcher; refuses from any other state.
     async fn transition(
