@@ -651,7 +651,8 @@ async fn try_step(
     commit
         .timers_add
         .retain(|t| !cancelled.contains(&t.timer_id));
-    let Some(new_messages) = inner.steps.submit(commit.clone()).await?? else {
+    let sets_timers = !commit.timers_add.is_empty();
+    let Some(new_messages) = inner.steps.submit(commit).await?? else {
         if extra.processed_inbound.is_some() || extra.fired_timer.is_some() {
             // Stale only if the message or timer is still to do; otherwise it was done.
             return Ok(!still_to_do(inner, bot.id, contact, extra).await?);
@@ -662,7 +663,7 @@ async fn try_step(
         inner.backlog.add(bot.id, new_messages.len());
         inner.dispatch.notify_one();
     }
-    if !commit.timers_add.is_empty() {
+    if sets_timers {
         inner.timers.notify_one();
     }
     for request in requests {
