@@ -96,8 +96,14 @@ impl ContactStore for SqlStore {
         ids: &ContactIdentity,
         now: DateTime<Utc>,
     ) -> StoreResult<String> {
-        const FIND: &str = "SELECT contact, phone, bsuid, parent_bsuid, lid, username, name FROM contacts \
-             WHERE bot_id = $1 AND (phone = $2 OR bsuid = $3 OR lid = $4) ORDER BY created_at, contact";
+        // One indexed lookup per identifier: with `OR`, SQLite reads every contact of
+        // the bot.
+        const FIND: &str = "SELECT contact, phone, bsuid, parent_bsuid, lid, username, name, created_at \
+             FROM contacts WHERE bot_id = $1 AND phone = $2 \
+             UNION SELECT contact, phone, bsuid, parent_bsuid, lid, username, name, created_at \
+             FROM contacts WHERE bot_id = $1 AND bsuid = $3 \
+             UNION SELECT contact, phone, bsuid, parent_bsuid, lid, username, name, created_at \
+             FROM contacts WHERE bot_id = $1 AND lid = $4 ORDER BY created_at, contact";
         // The usual case, a known customer writing again with nothing new, is
         // answered from a read: no write transaction.
         let known = sql(FIND)

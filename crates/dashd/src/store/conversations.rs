@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::outbox::{message_columns, message_from_row};
-use super::sql::{Row, Tx, batches, sql, sql_rows};
+use super::sql::{MAX_ROWS, Row, Sql, Tx, sql, sql_rows};
 use super::{SqlStore, StoreResult};
 
 /// A conversation's stored state.
@@ -110,76 +110,130 @@ fn summary_from_row(row: &Row) -> StoreResult<ConversationSummary> {
     })
 }
 
-/// Writes one step's changes in the caller's transaction: the conversation over the
-/// version the step read, the inbound message `processed`, the fired timer gone, the new
-/// outbox entries, timers and history. Each guard is one conditional statement; `None`
-/// when one matched nothing, and then the caller must roll back what was written.
-async fn write_step(tx: &mut Tx, c: &StepCommit) -> StoreResult<Option<Vec<Uuid>>> {
-    let written = match c.expected_version {
-        None => sql(
-            "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, flow_version, last_message_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 + 1) ON CONFLICT (bot_id, contact) DO NOTHING",
-        ),
-        Some(_) => sql(
-            "UPDATE conversations SET contact_name = COALESCE($3, contact_name), state = $4, status = $5, flow = $6, \
-               step = $7, flow_version = $8, last_message_at = COALESCE($9, last_message_at), updated_at = $10, \
-               version = version + 1 \
-             WHERE bot_id = $1 AND contact = $2 AND version = $11",
-        ),
+/// Writes steps' changes in the caller's transaction, each kind of change for the
+/// whole batch in one multi-row statement: the conversations over the versions the
+/// steps read, the inbound messages `processed`, the fired timers gone, the new outbox
+/// entries, timers and history. Each guard is a conditional statement whose changed
+/// rows are counted; `None` when one matched fewer rows than it guards, and then the
+/// caller must roll back what was written. The new outbox ids, per step.
+async fn write_steps(tx: &mut Tx, commits: &[StepCommit]) -> StoreResult<Option<Vec<Vec<Uuid>>>> {
+    let updates: Vec<&StepCommit> = commits
+        .iter()
+        .filter(|c| c.expected_version.is_some())
+        .collect();
+    let inserts: Vec<&StepCommit> = commits
+        .iter()
+        .filter(|c| c.expected_version.is_none())
+        .collect();
+    for slice in updates.chunks(MAX_ROWS) {
+        let update = bind_conversations(
+            sql_rows(
+                "UPDATE conversations SET contact_name = COALESCE(v.column3, contact_name), state = v.column4, \
+                 status = v.column5, flow = v.column6, step = v.column7, flow_version = v.column8, \
+                 last_message_at = COALESCE(v.column9, last_message_at), updated_at = v.column10, \
+                 version = version + 1 FROM (VALUES ",
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                slice.len(),
+                ") AS v WHERE conversations.bot_id = v.column1 AND conversations.contact = v.column2 \
+                 AND conversations.version = v.column11",
+            ),
+            slice,
+        );
+        if update.execute(&mut *tx).await? != slice.len() as u64 {
+            return Ok(None);
+        }
     }
-    .bind(c.bot_id)
-    .bind(&c.contact)
-    .bind(&c.contact_name)
-    .bind(Json(&c.state))
-    .bind(c.status)
-    .bind(&c.flow)
-    .bind(&c.step)
-    .bind(c.flow_version.map(i64::from))
-    .bind(c.last_message_at)
-    .bind(c.now)
-    .bind(c.expected_version.unwrap_or(0))
-    .execute(&mut *tx)
-    .await?;
-    if written == 0 {
-        return Ok(None);
+    for slice in inserts.chunks(MAX_ROWS) {
+        let insert = bind_conversations(
+            sql_rows(
+                "INSERT INTO conversations (bot_id, contact, contact_name, state, status, flow, step, \
+                 flow_version, last_message_at, updated_at, version) SELECT v.column1, v.column2, v.column3, \
+                 v.column4, v.column5, v.column6, v.column7, v.column8, v.column9, v.column10, v.column11 + 1 \
+                 FROM (VALUES ",
+                "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                slice.len(),
+                ") AS v WHERE v.column1 IS NOT NULL ON CONFLICT (bot_id, contact) DO NOTHING",
+            ),
+            slice,
+        );
+        if insert.execute(&mut *tx).await? != slice.len() as u64 {
+            return Ok(None);
+        }
     }
-    if let Some(inbound) = c.processed_inbound {
-        let processed = sql("UPDATE messages SET state = 'processed', updated_at = $2 WHERE id = $1 AND state = 'received'")
-            .bind(inbound)
-            .bind(c.now)
+    let processed: Vec<(Uuid, DateTime<Utc>)> = commits
+        .iter()
+        .filter_map(|c| c.processed_inbound.map(|id| (id, c.now)))
+        .collect();
+    for slice in processed.chunks(MAX_ROWS) {
+        let mut update = sql_rows(
+            "UPDATE messages SET state = 'processed', updated_at = v.column2 FROM (VALUES ",
+            "($1, $2)",
+            slice.len(),
+            ") AS v WHERE messages.id = v.column1 AND messages.state = 'received'",
+        );
+        for (id, at) in slice {
+            update = update.bind(*id).bind(*at);
+        }
+        if update.execute(&mut *tx).await? != slice.len() as u64 {
+            return Ok(None);
+        }
+    }
+    // Timers are rare on the message path: a statement each.
+    for c in commits {
+        if let Some(timer) = c.fired_timer
+            && delete_timer(tx, c, timer).await? == 0
+        {
+            return Ok(None);
+        }
+    }
+    for c in commits {
+        for timer in &c.timers_remove {
+            delete_timer(tx, c, *timer).await?;
+        }
+        for timer in &c.timers_add {
+            sql(
+                "INSERT INTO flow_timers (bot_id, contact, timer_id, kind, due_ms) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (bot_id, contact, timer_id) DO UPDATE SET kind = excluded.kind, due_ms = excluded.due_ms",
+            )
+            .bind(c.bot_id)
+            .bind(&c.contact)
+            .bind(i64::try_from(timer.timer_id).unwrap_or(i64::MAX))
+            .bind(&timer.kind)
+            .bind(timer.due_ms)
             .execute(&mut *tx)
             .await?;
-        if processed == 0 {
-            return Ok(None);
         }
     }
-    if let Some(timer) = c.fired_timer {
-        let fired =
-            sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
-                .bind(c.bot_id)
-                .bind(&c.contact)
-                .bind(i64::try_from(timer).unwrap_or(i64::MAX))
-                .execute(&mut *tx)
-                .await?;
-        if fired == 0 {
-            return Ok(None);
-        }
-    }
-    let now_ms = c.now.timestamp_millis();
-    let ids: Vec<Uuid> = c.outbound.iter().map(|_| Uuid::now_v7()).collect();
-    let outbound: Vec<(&NewOutbound, &Uuid)> = c.outbound.iter().zip(&ids).collect();
-    for slice in batches(&outbound) {
+    let ids: Vec<Vec<Uuid>> = commits
+        .iter()
+        .map(|c| c.outbound.iter().map(|_| Uuid::now_v7()).collect())
+        .collect();
+    let outbound: Vec<(&StepCommit, &NewOutbound, Uuid)> = commits
+        .iter()
+        .zip(&ids)
+        .flat_map(|(c, ids)| {
+            c.outbound
+                .iter()
+                .zip(ids)
+                .map(move |(out, id)| (c, out, *id))
+        })
+        .collect();
+    for slice in outbound.chunks(MAX_ROWS) {
         let mut insert = sql_rows(
             "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, next_attempt_ms, \
-             created_at, updated_at) VALUES ",
-            "($1, $2, $3, $4, 'out', $5, 'pending', $6, $7, $7)",
+             created_at, updated_at) SELECT v.column1, v.column2, v.column3, v.column4, 'out', v.column5, \
+             'pending', v.column6, v.column7, v.column7 FROM (VALUES ",
+            "($1, $2, $3, $4, $5, $6, $7)",
             slice.len(),
-            "",
+            ") AS v WHERE v.column1 IS NOT NULL",
         );
-        for (out, id) in slice {
-            let due = now_ms.saturating_add(i64::try_from(out.delay_ms).unwrap_or(i64::MAX));
+        for (c, out, id) in slice {
+            let due = c
+                .now
+                .timestamp_millis()
+                .saturating_add(i64::try_from(out.delay_ms).unwrap_or(i64::MAX));
             insert = insert
-                .bind(**id)
+                .bind(*id)
                 .bind(c.bot_id)
                 .bind(c.tenant_id)
                 .bind(&c.contact)
@@ -189,47 +243,57 @@ async fn write_step(tx: &mut Tx, c: &StepCommit) -> StoreResult<Option<Vec<Uuid>
         }
         insert.execute(&mut *tx).await?;
     }
-    // The history: the inbound message processed, each new entry pending.
-    let events: Vec<(Uuid, &str)> = c
-        .processed_inbound
-        .map(|id| (id, "processed"))
-        .into_iter()
-        .chain(ids.iter().map(|id| (*id, "pending")))
+    // The history: each inbound message processed, each new entry pending.
+    let events: Vec<(Uuid, &str, DateTime<Utc>)> = commits
+        .iter()
+        .filter_map(|c| c.processed_inbound.map(|id| (id, "processed", c.now)))
+        .chain(outbound.iter().map(|(c, _, id)| (*id, "pending", c.now)))
         .collect();
-    for slice in batches(&events) {
+    for slice in events.chunks(MAX_ROWS) {
         let mut insert = sql_rows(
-            "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
-            "($1, $2, NULL, $3)",
+            "INSERT INTO message_events (message_id, state, detail, at) \
+             SELECT v.column1, v.column2, NULL, v.column3 FROM (VALUES ",
+            "($1, $2, $3)",
             slice.len(),
-            "",
+            ") AS v WHERE v.column1 IS NOT NULL",
         );
-        for (id, state) in slice {
-            insert = insert.bind(*id).bind(*state).bind(c.now);
+        for (id, state, at) in slice {
+            insert = insert.bind(*id).bind(*state).bind(*at);
         }
         insert.execute(&mut *tx).await?;
     }
-    for timer in &c.timers_remove {
+    Ok(Some(ids))
+}
+
+/// Binds each step's conversation row: the eleven values both conversation statements
+/// of [`write_steps`] take.
+fn bind_conversations(mut statement: Sql, commits: &[&StepCommit]) -> Sql {
+    for c in commits {
+        statement = statement
+            .bind(c.bot_id)
+            .bind(&c.contact)
+            .bind(&c.contact_name)
+            .bind(Json(&c.state))
+            .bind(c.status)
+            .bind(&c.flow)
+            .bind(&c.step)
+            .bind(c.flow_version.map(i64::from))
+            .bind(c.last_message_at)
+            .bind(c.now)
+            .bind(c.expected_version.unwrap_or(0));
+    }
+    statement
+}
+
+async fn delete_timer(tx: &mut Tx, c: &StepCommit, timer: u64) -> StoreResult<u64> {
+    Ok(
         sql("DELETE FROM flow_timers WHERE bot_id = $1 AND contact = $2 AND timer_id = $3")
             .bind(c.bot_id)
             .bind(&c.contact)
-            .bind(i64::try_from(*timer).unwrap_or(i64::MAX))
+            .bind(i64::try_from(timer).unwrap_or(i64::MAX))
             .execute(&mut *tx)
-            .await?;
-    }
-    for timer in &c.timers_add {
-        sql(
-            "INSERT INTO flow_timers (bot_id, contact, timer_id, kind, due_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (bot_id, contact, timer_id) DO UPDATE SET kind = excluded.kind, due_ms = excluded.due_ms",
-        )
-        .bind(c.bot_id)
-        .bind(&c.contact)
-        .bind(i64::try_from(timer.timer_id).unwrap_or(i64::MAX))
-        .bind(&timer.kind)
-        .bind(timer.due_ms)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(Some(ids))
+            .await?,
+    )
 }
 
 #[async_trait]
@@ -258,11 +322,11 @@ impl ConversationStore for SqlStore {
         let mut tx = self.write().await?;
         // A refused guard drops the transaction (rolled back): the caller runs the step
         // again on fresh state.
-        let Some(ids) = write_step(&mut tx, c).await? else {
+        let Some(mut ids) = write_steps(&mut tx, std::slice::from_ref(c)).await? else {
             return Ok(None);
         };
         tx.commit().await?;
-        Ok(Some(ids))
+        Ok(ids.pop())
     }
 
     async fn commit_steps(&self, commits: &[StepCommit]) -> StoreResult<Vec<Option<Vec<Uuid>>>> {
@@ -270,23 +334,19 @@ impl ConversationStore for SqlStore {
             return Ok(vec![self.commit_step(one).await?]);
         }
         let mut tx = self.write().await?;
-        let mut written = Vec::with_capacity(commits.len());
-        for c in commits {
-            let Some(ids) = write_step(&mut tx, c).await? else {
-                // A guard refused a step (rare: its conversation or message changed
-                // meanwhile). The batch is rolled back and each step written alone, so
-                // that the others are not held up and no savepoints cost the common case.
-                drop(tx);
-                let mut alone = Vec::with_capacity(commits.len());
-                for c in commits {
-                    alone.push(self.commit_step(c).await?);
-                }
-                return Ok(alone);
-            };
-            written.push(Some(ids));
+        if let Some(ids) = write_steps(&mut tx, commits).await? {
+            tx.commit().await?;
+            return Ok(ids.into_iter().map(Some).collect());
         }
-        tx.commit().await?;
-        Ok(written)
+        // A guard refused a step (rare: its conversation or message changed meanwhile).
+        // The batch is rolled back and each step written alone, so that the others are
+        // not held up and no savepoints cost the common case.
+        drop(tx);
+        let mut alone = Vec::with_capacity(commits.len());
+        for c in commits {
+            alone.push(self.commit_step(c).await?);
+        }
+        Ok(alone)
     }
 
     async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool> {

@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::outbox::add_event;
-use super::sql::{Row, batches, sql, sql_rows};
+use super::sql::{MAX_ROWS, Row, sql, sql_rows};
 use super::{SqlStore, StoreError, StoreResult};
 
 /// A message from a contact, normalised by its provider.
@@ -121,13 +121,15 @@ impl InboundStore for SqlStore {
         // batch) is left out by ON CONFLICT, and RETURNING names those that went in.
         let mut inserted = HashSet::with_capacity(msgs.len());
         let rows: Vec<(&NewInbound, &Uuid)> = msgs.iter().zip(&ids).collect();
-        for slice in batches(&rows) {
+        for slice in rows.chunks(MAX_ROWS) {
             let mut insert = sql_rows(
                 "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, provider, \
-                 provider_message_id, created_at, updated_at) VALUES ",
-                "($1, $2, $3, $4, 'in', $5, 'received', $6, $7, $8, $8)",
+                 provider_message_id, created_at, updated_at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, 'in', v.column5, 'received', v.column6, \
+                 v.column7, v.column8, v.column8 FROM (VALUES ",
+                "($1, $2, $3, $4, $5, $6, $7, $8)",
                 slice.len(),
-                " ON CONFLICT (bot_id, provider, provider_message_id) \
+                ") AS v WHERE v.column1 IS NOT NULL ON CONFLICT (bot_id, provider, provider_message_id) \
                  WHERE direction = 'in' AND provider_message_id IS NOT NULL DO NOTHING RETURNING id",
             );
             for (msg, id) in slice {
@@ -150,12 +152,13 @@ impl InboundStore for SqlStore {
             .copied()
             .filter(|(_, id)| inserted.contains(*id))
             .collect();
-        for slice in batches(&new) {
+        for slice in new.chunks(MAX_ROWS) {
             let mut events = sql_rows(
-                "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
-                "($1, 'received', NULL, $2)",
+                "INSERT INTO message_events (message_id, state, detail, at) \
+                 SELECT v.column1, 'received', NULL, v.column2 FROM (VALUES ",
+                "($1, $2)",
                 slice.len(),
-                "",
+                ") AS v WHERE v.column1 IS NOT NULL",
             );
             for (msg, id) in slice {
                 events = events.bind(**id).bind(msg.received_at);

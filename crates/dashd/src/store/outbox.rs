@@ -12,7 +12,7 @@ use dash_core::api::{
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::sql::{Exec, Row, Sql, Tx, batches, sql, sql_rows};
+use super::sql::{Exec, MAX_ROWS, Row, Sql, Tx, sql, sql_rows};
 use super::{SqlStore, StoreError, StoreResult, parse_status};
 
 /// An outbox entry ready to go.
@@ -376,7 +376,7 @@ impl OutboxStore for SqlStore {
         // One UPDATE per slice: each entry still `pending` or `failed` is taken under its
         // own lease; RETURNING names those taken (another dispatcher may have won some).
         let mut taken = HashSet::with_capacity(claims.len());
-        for slice in batches(claims) {
+        for slice in claims.chunks(MAX_ROWS) {
             let mut update = sql_rows(
                 "UPDATE messages SET state = 'processing', lease_owner = v.column2, \
                  lease_until_ms = v.column3, updated_at = $1 FROM (VALUES ",
@@ -398,12 +398,13 @@ impl OutboxStore for SqlStore {
             .map(|(id, _)| *id)
             .filter(|id| taken.contains(id))
             .collect();
-        for slice in batches(&claimed) {
+        for slice in claimed.chunks(MAX_ROWS) {
             let mut events = sql_rows(
-                "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
-                "($1, 'processing', NULL, $2)",
+                "INSERT INTO message_events (message_id, state, detail, at) \
+                 SELECT v.column1, 'processing', NULL, v.column2 FROM (VALUES ",
+                "($1, $2)",
                 slice.len(),
-                "",
+                ") AS v WHERE v.column1 IS NOT NULL",
             );
             for id in slice {
                 events = events.bind(*id).bind(now);
@@ -439,12 +440,13 @@ impl OutboxStore for SqlStore {
 
     async fn mark_sent_batch(&self, marks: &[SentMark]) -> StoreResult<Vec<bool>> {
         let mut tx = self.write().await?;
-        for slice in batches(marks) {
+        for slice in marks.chunks(MAX_ROWS) {
             let mut attempts = sql_rows(
-                "INSERT INTO send_attempts (message_id, provider, outcome, error_code, error, latency_ms, at) VALUES ",
+                "INSERT INTO send_attempts (message_id, provider, outcome, error_code, error, latency_ms, at) \
+                 SELECT v.column1, v.column2, v.column3, v.column4, v.column5, v.column6, v.column7 FROM (VALUES ",
                 "($1, $2, $3, $4, $5, $6, $7)",
                 slice.len(),
-                "",
+                ") AS v WHERE v.column1 IS NOT NULL",
             );
             for mark in slice {
                 let a = &mark.attempt;
@@ -461,7 +463,7 @@ impl OutboxStore for SqlStore {
         }
         // `processing` (held by the mark's owner) → `sent`, one UPDATE per slice.
         let mut sent = HashSet::with_capacity(marks.len());
-        for slice in batches(marks) {
+        for slice in marks.chunks(MAX_ROWS) {
             let mut update = sql_rows(
                 "UPDATE messages SET state = 'sent', provider = v.column3, provider_message_id = v.column4, \
                  attempts = attempts + 1, next_attempt_ms = NULL, last_error = NULL, sent_at = v.column5, \
@@ -484,12 +486,13 @@ impl OutboxStore for SqlStore {
             }
         }
         let done: Vec<&SentMark> = marks.iter().filter(|m| sent.contains(&m.id)).collect();
-        for slice in batches(&done) {
+        for slice in done.chunks(MAX_ROWS) {
             let mut events = sql_rows(
-                "INSERT INTO message_events (message_id, state, detail, at) VALUES ",
-                "($1, 'sent', $2, $3)",
+                "INSERT INTO message_events (message_id, state, detail, at) \
+                 SELECT v.column1, 'sent', v.column2, v.column3 FROM (VALUES ",
+                "($1, $2, $3)",
                 slice.len(),
-                "",
+                ") AS v WHERE v.column1 IS NOT NULL",
             );
             for mark in slice {
                 events = events

@@ -28,7 +28,7 @@ pub(crate) enum Value {
     Id(Option<Uuid>),
     Text(Option<String>),
     Int(Option<i64>),
-    Bool(bool),
+    Bool(Option<bool>),
     Time(Option<DateTime<Utc>>),
     Json(Option<Box<RawValue>>),
     /// A value that could not be serialised; the statement fails with this reason.
@@ -97,7 +97,7 @@ impl From<Option<i64>> for Value {
 
 impl From<bool> for Value {
     fn from(value: bool) -> Self {
-        Value::Bool(value)
+        Value::Bool(Some(value))
     }
 }
 
@@ -122,6 +122,21 @@ impl<T: Serialize> From<Json<T>> for Value {
     }
 }
 
+impl Value {
+    /// NULL of the same type.
+    fn null(&self) -> Value {
+        match self {
+            Value::Id(_) => Value::Id(None),
+            Value::Text(_) => Value::Text(None),
+            Value::Int(_) => Value::Int(None),
+            Value::Bool(_) => Value::Bool(None),
+            Value::Time(_) => Value::Time(None),
+            Value::Json(_) => Value::Json(None),
+            Value::Invalid(reason) => Value::Invalid(reason.clone()),
+        }
+    }
+}
+
 /// One statement with its bound values.
 #[must_use = "a statement does nothing until it is run"]
 #[derive(Debug, Clone)]
@@ -132,6 +147,8 @@ pub(crate) struct Sql {
     /// transactions already exclude every other writer).
     lock: Option<&'static str>,
     values: Vec<Value>,
+    /// For a multi-row statement: the NULL rows that fill it up to its shape.
+    padding: Option<Padding>,
 }
 
 /// A statement, written once for both backends.
@@ -140,25 +157,44 @@ pub(crate) fn sql(text: &'static str) -> Sql {
         text: Cow::Borrowed(text),
         lock: None,
         values: Vec::new(),
+        padding: None,
     }
 }
 
-/// A statement over many rows in one round trip (a multi-row `INSERT ... VALUES`, an
-/// `UPDATE ... FROM (VALUES ...)`): `head`, then `row` `count` times separated by
-/// commas, then `tail`. `head` and `tail` may use `$1..$h`, bound first; `row` uses
-/// `$1..$k` for one row's values, renumbered after `$h` for each row, whose values are
-/// bound next, row after row. The text is built from these static fragments only.
+/// Rows one multi-row statement carries, at most; a longer batch is cut into chunks of
+/// this size.
+pub(crate) const MAX_ROWS: usize = 256;
+
+/// Row counts a multi-row statement is padded up to: every such statement has one of
+/// these few shapes, so each backend prepares (and caches) a handful of them however
+/// the batch sizes vary, and a batch of up to [`MAX_ROWS`] is one statement.
+const ROW_SHAPES: [usize; 9] = [1, 2, 4, 8, 16, 32, 64, 128, MAX_ROWS];
+
+/// A statement over many rows in one round trip (an `INSERT ... SELECT ... FROM
+/// (VALUES ...)`, an `UPDATE ... FROM (VALUES ...)`): `head`, then `row` repeated,
+/// separated by commas, then `tail`. `head` and `tail` may use `$1..$h`, bound first;
+/// `row` uses `$1..$k` for one row's values, renumbered after `$h` for each row, whose
+/// values are bound next, row after row; `count` rows (1 to [`MAX_ROWS`]) are bound.
+///
+/// The row list is padded with all-NULL rows up to the next of a few fixed shapes, so
+/// the statement must skip a row whose first column is NULL: an `UPDATE` that matches
+/// on `v.column1` does by itself; an `INSERT` selects `FROM (VALUES ...) AS v WHERE
+/// v.column1 IS NOT NULL`. The text is built from the static fragments only.
 pub(crate) fn sql_rows(
     head: &'static str,
     row: &'static str,
     count: usize,
     tail: &'static str,
 ) -> Sql {
+    let shape = ROW_SHAPES
+        .into_iter()
+        .find(|shape| *shape >= count)
+        .unwrap_or(count);
     let shared = highest_placeholder(head).max(highest_placeholder(tail));
     let per_row = highest_placeholder(row);
-    let mut text = String::with_capacity(head.len() + tail.len() + (row.len() + 8) * count);
+    let mut text = String::with_capacity(head.len() + tail.len() + (row.len() + 8) * shape);
     text.push_str(head);
-    for n in 0..count {
+    for n in 0..shape {
         if n > 0 {
             text.push_str(", ");
         }
@@ -169,25 +205,22 @@ pub(crate) fn sql_rows(
         text: Cow::Owned(text),
         lock: None,
         values: Vec::new(),
+        padding: Some(Padding {
+            first_row: shared,
+            per_row,
+            rows: shape,
+        }),
     }
 }
 
-/// Row counts a batch is cut into, largest first: every multi-row statement has one of
-/// these few shapes, so each backend prepares (and caches) a handful of statements
-/// however the batch sizes vary.
-const BATCH_SHAPES: [usize; 5] = [256, 64, 16, 4, 1];
-
-/// Cuts `items` into slices of the sizes in [`BATCH_SHAPES`], in order.
-pub(crate) fn batches<T>(mut items: &[T]) -> Vec<&[T]> {
-    let mut cut = Vec::new();
-    for size in BATCH_SHAPES {
-        while items.len() >= size {
-            let (head, rest) = items.split_at(size);
-            cut.push(head);
-            items = rest;
-        }
-    }
-    cut
+/// The NULL rows a multi-row statement still needs after its bound ones.
+#[derive(Debug, Clone, Copy)]
+struct Padding {
+    /// Values bound before the first row (those of `head` and `tail`).
+    first_row: usize,
+    per_row: usize,
+    /// Rows in the statement's text.
+    rows: usize,
 }
 
 /// The highest `$N` in a fragment (0 when there is none).
@@ -330,10 +363,37 @@ impl Sql {
             .transpose()
     }
 
+    /// Appends a multi-row statement's NULL rows: each a row of NULLs of the first
+    /// row's types (PostgreSQL types a `VALUES` column from its rows).
+    fn pad(&mut self) -> Result<(), sqlx::Error> {
+        let Some(padding) = self.padding.take() else {
+            return Ok(());
+        };
+        let bound = self.values.len().saturating_sub(padding.first_row);
+        let rows = bound.checked_div(padding.per_row).unwrap_or(0);
+        if padding.per_row == 0 || bound % padding.per_row != 0 || rows == 0 || rows > padding.rows
+        {
+            return Err(sqlx::Error::Encode(
+                format!(
+                    "a multi-row statement of {} rows got {bound} values for rows of {}",
+                    padding.rows, padding.per_row
+                )
+                .into(),
+            ));
+        }
+        let first = padding.first_row..padding.first_row + padding.per_row;
+        let nulls: Vec<Value> = self.values[first].iter().map(Value::null).collect();
+        for _ in rows..padding.rows {
+            self.values.extend_from_slice(&nulls);
+        }
+        Ok(())
+    }
+
     fn sqlite(
-        self,
+        mut self,
     ) -> Result<sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments>, sqlx::Error> {
         let mut args = SqliteArguments::default();
+        self.pad()?;
         for value in self.values {
             match value {
                 Value::Id(id) => args.add(id.map(Uuid::hyphenated)),
@@ -353,10 +413,11 @@ impl Sql {
     }
 
     fn postgres(
-        self,
+        mut self,
         in_transaction: bool,
     ) -> Result<sqlx::query::Query<'static, sqlx::Postgres, PgArguments>, sqlx::Error> {
         let mut args = PgArguments::default();
+        self.pad()?;
         for value in self.values {
             match value {
                 Value::Id(id) => args.add(id),
@@ -572,7 +633,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_are_numbered_after_the_shared_values() {
+    fn rows_are_numbered_after_the_shared_values_and_padded_to_a_shape() {
         let statement = sql_rows(
             "UPDATE t SET a = v.column2, at = $1 FROM (VALUES ",
             "($1, $2)",
@@ -581,31 +642,53 @@ mod tests {
         );
         assert_eq!(
             statement.text,
-            "UPDATE t SET a = v.column2, at = $1 FROM (VALUES ($3, $4), ($5, $6), ($7, $8)) \
-             AS v WHERE t.id = v.column1 AND t.b <> $2"
+            "UPDATE t SET a = v.column2, at = $1 FROM (VALUES ($3, $4), ($5, $6), ($7, $8), \
+             ($9, $10)) AS v WHERE t.id = v.column1 AND t.b <> $2"
         );
-        let insert = sql_rows("INSERT INTO t (a, b) VALUES ", "($1, 'x', $2)", 2, "");
+        let insert = sql_rows(
+            "INSERT INTO t (a, b) SELECT v.column1, v.column2 FROM (VALUES ",
+            "($1, $2)",
+            2,
+            ") AS v WHERE v.column1 IS NOT NULL",
+        );
         assert_eq!(
             insert.text,
-            "INSERT INTO t (a, b) VALUES ($1, 'x', $2), ($3, 'x', $4)"
+            "INSERT INTO t (a, b) SELECT v.column1, v.column2 FROM (VALUES ($1, $2), ($3, $4)) \
+             AS v WHERE v.column1 IS NOT NULL"
         );
     }
 
     #[test]
-    fn batches_take_few_shapes_and_keep_every_item_in_order() {
-        for len in [0usize, 1, 3, 4, 5, 37, 255, 256, 257, 600] {
-            let items: Vec<usize> = (0..len).collect();
-            let cut = batches(&items);
-            assert!(cut.iter().all(|b| BATCH_SHAPES.contains(&b.len())), "{len}");
-            let joined: Vec<usize> = cut.concat();
-            assert_eq!(joined, items, "{len}");
+    fn padding_rows_are_nulls_of_the_first_rows_types() {
+        let mut statement = sql_rows("UPDATE t SET at = $1 FROM (VALUES ", "($1, $2)", 5, ")")
+            .bind(7_i64)
+            .bind(Uuid::nil())
+            .bind("a");
+        for _ in 1..5 {
+            statement = statement.bind(Uuid::nil()).bind("b");
         }
-        assert_eq!(
-            batches(&[0; 37])
-                .iter()
-                .map(|b| b.len())
-                .collect::<Vec<_>>(),
-            [16, 16, 4, 1]
-        );
+        statement.pad().unwrap();
+        // 5 rows bound, padded to 8: 3 rows of (uuid NULL, text NULL).
+        assert_eq!(statement.values.len(), 1 + 8 * 2);
+        for null in statement.values[11..].chunks(2) {
+            assert!(
+                matches!(null, [Value::Id(None), Value::Text(None)]),
+                "{null:?}"
+            );
+        }
+        // A row short of its values is refused, not padded into a wrong statement.
+        let mut short = sql_rows("INSERT INTO t (a, b) VALUES ", "($1, $2)", 2, "")
+            .bind(Uuid::nil())
+            .bind("a")
+            .bind(Uuid::nil());
+        assert!(short.pad().is_err());
+    }
+
+    #[test]
+    fn every_batch_size_gets_a_fixed_shape() {
+        for count in 1..=MAX_ROWS {
+            let shape = ROW_SHAPES.into_iter().find(|s| *s >= count).unwrap();
+            assert!(shape < 2 * count, "{count} -> {shape}");
+        }
     }
 }
