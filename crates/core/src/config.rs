@@ -272,7 +272,8 @@ pub struct DatabaseConfig {
     /// `sqlite://<data_dir>/dashd.db`. A secret (accepts `url_file`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Secret>,
-    /// Upper bound of the connection pool.
+    /// Upper bound of the connection pool (SQLite: the reads; writes have one more
+    /// connection of their own).
     pub max_connections: u32,
     /// SQLite only: when a commit reaches the disk (SQLite's `synchronous` in WAL mode).
     pub sqlite_synchronous: SqliteSynchronous,

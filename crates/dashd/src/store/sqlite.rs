@@ -24,7 +24,14 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqli
 /// A SQLite database file.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteDb {
+    /// Reads.
     pool: SqlitePool,
+    /// The one connection writes run on. SQLite empties a connection's page cache
+    /// whenever another connection wrote since its last transaction: writes that took
+    /// turns on the read connections found a cold cache every time and read their
+    /// index pages back from the file. The writer's own cache stays warm, and so do
+    /// its prepared statements. (An in-memory database has one pool for both.)
+    writes: SqlitePool,
     /// SQLite allows one writer at a time. Queuing writers here, in order, replaces
     /// SQLite's busy handler (which sleeps and retries) with an immediate hand-over.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -165,13 +172,23 @@ impl SqliteDb {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
+        let writes = match &file {
+            Some(_) => {
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options)
+                    .await?
+            }
+            None => pool.clone(),
+        };
         if let Some(file) = &file {
             DatabaseFile::watch(file);
         }
         Ok(Self {
             pool,
+            writes,
             writer: Arc::new(tokio::sync::Mutex::new(())),
             file,
             health: Arc::new(WriteHealth::default()),
@@ -210,7 +227,7 @@ impl SqliteDb {
     pub(crate) async fn write(&self) -> StoreResult<SqliteTx> {
         self.check_file()?;
         let turn = self.writer.clone().lock_owned().await;
-        let conn = self.pool.acquire().await.inspect_err(|err| {
+        let conn = self.writes.acquire().await.inspect_err(|err| {
             self.health.failed(err);
         })?;
         let mut tx = SqliteTx {
@@ -242,6 +259,7 @@ impl SqliteDb {
 
     pub(crate) async fn close(&self) {
         // `close` returns once every connection is closed: only then may the lock go.
+        self.writes.close().await;
         self.pool.close().await;
         if let Some(file) = &self.file {
             file.release();
