@@ -367,6 +367,13 @@ async fn queue_operations_and_conversation_controls() {
         .json();
     assert_eq!(shown["status"], "idle");
     assert!(shown["transcript"].as_array().unwrap().len() > 5);
+    // The next message starts from the reset state, not from the menu it had shown
+    // (dashd keeps the conversations it committed in memory on SQLite).
+    let after_reset = chat("2").await;
+    assert_ne!(
+        after_reset[0]["body"]["text"], "Connecting you with a person. Please hold on.",
+        "{after_reset}"
+    );
 
     // Queue: cancel only what is not sent; retry only what failed.
     let sent = env

@@ -59,7 +59,7 @@ use crate::adapter::{DeliveryStatus, ProviderEvent, SessionState};
 use crate::clock::{Clock, SystemClock};
 use crate::flow_runner::{FlowKey, FlowRunner, FlowSource, RunnerConfig};
 use crate::store::contacts::ContactIdentity;
-use crate::store::conversations::StepCommit;
+use crate::store::conversations::{ConversationRow, StepCommit};
 use crate::store::inbound::{Ingested, NewInbound};
 use crate::store::outbox::SentMark;
 use crate::store::sessions::SessionReport;
@@ -197,6 +197,60 @@ pub(crate) struct Inner {
     pub(crate) committers_stop: CancellationToken,
     /// Restarts of failed sessions by the supervisor, per (bot, provider).
     pub(crate) session_restarts: Mutex<HashMap<(Uuid, String), sessions::Restarts>>,
+    /// Conversations as this dashd last committed them (see [`ConversationCache`]).
+    pub(crate) conversation_rows: ConversationCache,
+}
+
+/// Conversations as this dashd last committed them, so that a conversation's next step
+/// does not read back the state its previous step wrote. Only on SQLite, whose file one
+/// dashd holds: every write to a conversation goes through this process, and a step
+/// whose cached row is stale anyway (reset by an operator meanwhile) is refused by its
+/// version guard and run again on a fresh read. With PostgreSQL several dashd may share
+/// the database, and a reset and re-created conversation could come back to a version
+/// a cache still holds, so the row is read for each step. The least recently used rows
+/// beyond [`ConversationCache::CAPACITY`] are dropped.
+#[derive(Debug)]
+pub(crate) struct ConversationCache {
+    rows: Option<Mutex<lru::LruCache<(Uuid, String), ConversationRow>>>,
+}
+
+impl ConversationCache {
+    /// Conversations kept, at most.
+    const CAPACITY: usize = 4096;
+
+    fn new(backend: dash_core::config::Backend) -> Self {
+        let rows = (backend == dash_core::config::Backend::Sqlite)
+            .then_some(std::num::NonZeroUsize::new(Self::CAPACITY))
+            .flatten()
+            .map(|capacity| Mutex::new(lru::LruCache::new(capacity)));
+        Self { rows }
+    }
+
+    fn lock(
+        &self,
+    ) -> Option<std::sync::MutexGuard<'_, lru::LruCache<(Uuid, String), ConversationRow>>> {
+        // The cache stays consistent even if a holder panicked (no await inside).
+        self.rows.as_ref().map(|rows| {
+            rows.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+    }
+
+    pub(crate) fn get(&self, bot_id: Uuid, contact: &str) -> Option<ConversationRow> {
+        self.lock()?.get(&(bot_id, contact.to_owned())).cloned()
+    }
+
+    pub(crate) fn put(&self, bot_id: Uuid, contact: &str, row: ConversationRow) {
+        if let Some(mut rows) = self.lock() {
+            rows.put((bot_id, contact.to_owned()), row);
+        }
+    }
+
+    pub(crate) fn forget(&self, bot_id: Uuid, contact: &str) {
+        if let Some(mut rows) = self.lock() {
+            rows.pop(&(bot_id, contact.to_owned()));
+        }
+    }
 }
 
 /// Why an operator's resume or reset did not happen, as it is.
@@ -290,6 +344,7 @@ impl Pipeline {
                 FlowRunner::in_process(&runner_config)
             }
         };
+        let conversation_rows = ConversationCache::new(store.backend());
         let inner = Arc::new(Inner {
             store,
             config,
@@ -299,6 +354,7 @@ impl Pipeline {
             hub,
             providers,
             flows: FlowCache::new(flow_cache_bytes),
+            conversation_rows,
             runner,
             http,
             shutdown,

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::{Inner, Work};
 use crate::flow_runner::{FlowSource, StepContext, StepRequest};
-use crate::store::conversations::{NewOutbound, StepCommit, TimerRow};
+use crate::store::conversations::{ConversationRow, NewOutbound, StepCommit, TimerRow};
 
 /// Handles one unit of a conversation's work. A panic must not take the conversation's
 /// task down (nor leave its work unaccounted): it is logged, and the work it stood for is
@@ -123,6 +123,7 @@ async fn handle(inner: &Arc<Inner>, work: Work) {
             done,
         } => {
             let result = operator_retries(inner, "reset", || async {
+                inner.conversation_rows.forget(bot_id, &contact);
                 Ok(Some(
                     inner.store.reset_conversation(bot_id, &contact).await?,
                 ))
@@ -529,7 +530,10 @@ async fn try_step(
     extra: &Step,
 ) -> anyhow::Result<bool> {
     let now = inner.clock.now();
-    let row = inner.store.conversation_row(bot.id, contact).await?;
+    let row = match inner.conversation_rows.get(bot.id, contact) {
+        Some(row) => Some(row),
+        None => inner.store.conversation_row(bot.id, contact).await?,
+    };
     let stored_name = row.as_ref().and_then(|r| r.contact_name.clone());
     let expected_version = row.as_ref().map(|r| r.version);
     let state = state_of(bot.id, row.map(|r| r.state));
@@ -652,6 +656,14 @@ async fn try_step(
         .timers_add
         .retain(|t| !cancelled.contains(&t.timer_id));
     let sets_timers = !commit.timers_add.is_empty();
+    // What the conversation's row holds once this commits, for its next step.
+    let committed = ConversationRow {
+        state: commit.state.clone(),
+        contact_name: commit.contact_name.clone(),
+        version: expected_version.map_or(1, |version| version + 1),
+    };
+    // Until the commit is known to have happened, the next step reads the row.
+    inner.conversation_rows.forget(bot.id, contact);
     let Some(new_messages) = inner.steps.submit(commit).await?? else {
         if extra.processed_inbound.is_some() || extra.fired_timer.is_some() {
             // Stale only if the message or timer is still to do; otherwise it was done.
@@ -659,6 +671,7 @@ async fn try_step(
         }
         return Ok(false);
     };
+    inner.conversation_rows.put(bot.id, contact, committed);
     if !new_messages.is_empty() {
         inner.backlog.add(bot.id, new_messages.len());
         inner.dispatch.notify_one();
