@@ -743,32 +743,41 @@ fn write_report(r: &Value) {
          this machine), growing with the compiled flows it caches, at most\n\
          `pipeline.flow_cache_mb` (64 MiB), and capped by `pipeline.flow_memory_mb`.\n\n\
          ## Where the time goes\n\n\
-         Each message costs 20 SQL statements and 4 commits on either backend, counted by\n\
+         A message alone costs 19 SQL statements and 4 commits (18 on SQLite, where a\n\
+         conversation's row is not read back after its own commit), counted by\n\
          `crates/dashd/tests/statements.rs` on the Cloud-API path (store inbound, commit the\n\
-         step, claim, and the attempt with the sent mark; 25 and 6 before bots were cached for\n\
-         the message path and a known contact stopped costing a write), queued on one writer\n\
-         with SQLite: that, not the flow engine or the CPU, bounds throughput. A system-wide\n\
-         `perf record` during the Cloud-API burst found the machine 66% idle: the\n\
-         `sqlx-sqlite-worker` thread 18% and the tokio workers 14% of the samples. Every\n\
-         statement is a round trip from the async task to its connection's thread, and with\n\
-         one writer those round trips queue, so throughput follows their latency rather than\n\
-         CPU; PostgreSQL pays a network round trip per statement instead, and a WAL flush\n\
-         per commit. Messages that arrive together share work: inbound rows, conversation\n\
-         steps, claims and sent marks are group-committed, with multi-row statements where\n\
-         the rows are alike, and in the same test 64 concurrent webhooks from 16 customers\n\
-         cost 12.9 statements and 0.83 commits a message on SQLite (13.5 and 0.83 on\n\
-         PostgreSQL) instead of 20 and 4.\n\
-         The flow step runs in a `dashd flow-worker` process; the pipe costs about 20 µs a\n\
-         step, and running the steps in threads instead (`pipeline.flow_isolation =\n\
-         \"thread\"`) gives the same throughput within noise. The hardening (steps in\n\
-         worker processes, compare-and-set transitions, leases, one task per conversation)\n\
-         cost about a fifth of the throughput: `BENCH_ONLY=throughput` on a 2 × AMD EPYC, same\n\
-         hour, 5,000 messages, gave 419 and 432 replies/s before it and 340 to 373 after.\n\
-         What would close the gap to the target: fewer round trips per statement on SQLite\n\
-         (a writer that runs a whole batch on the connection's thread, instead of one\n\
-         hand-over per statement); multi-row statements for the steps too (one statement per\n\
-         batch for the conversations, the outbox entries and the history); dropping the\n\
-         per-state history rows the entry itself already records (received, pending, sent).\n\
+         step, claim, and the attempt with the sent mark). Messages that arrive together\n\
+         share them: inbound rows, conversation steps, claims and sent marks are\n\
+         group-committed, each kind of row one statement per batch (padded to one of nine\n\
+         sizes), and 64 concurrent webhooks from 16 customers cost 6.7 statements and 0.75\n\
+         commits a message (6.6 and 0.75 on PostgreSQL).\n\n\
+         A system-wide `perf record -a -g` during the closed loop with 50 users on SQLite\n\
+         (this machine, before the last two changes listed below) found 17% idle, dashd's two tokio\n\
+         workers 33% of the samples (HTTP in and out, JSON, the wake-ups between tasks:\n\
+         `_raw_spin_unlock_irqrestore` alone 8%) and SQLite's connection threads 38%, of which\n\
+         the largest parts are context switches (each statement is a hand-over from the\n\
+         async task to its connection's thread and back), then SQLite itself. dashd uses about\n\
+         0.7 ms of CPU a message, against about 0.04 ms for the echo server's request; the\n\
+         load generator and the Graph server share the same two cores. An instrumented run\n\
+         (time each write transaction held the writer) found the SQLite writer busy about 85%\n\
+         of the time in the loaded phases: it, and the CPU, bound throughput. Changes this\n\
+         measurement led to: a partial index of unhandled inbound messages (the worker's read\n\
+         went through the contact's whole history, 7 ms a read after a few hundred messages);\n\
+         a contact lookup by one indexed lookup per identifier instead of an `OR` that read\n\
+         every contact of the bot; writes on a SQLite connection of their own (SQLite empties\n\
+         a connection's page cache whenever another connection wrote, so writes that took\n\
+         turns on the read connections read their index pages back each time); one statement\n\
+         per kind of row for a batch of steps; a conversation's row kept in memory after its\n\
+         own commit (SQLite only).\n\
+         What would close the gap to the target, in the order of what it would give: fewer\n\
+         hand-overs to SQLite's connection threads (a writer that runs a whole transaction on\n\
+         its thread; inbound work handed to the conversation task in memory instead of read\n\
+         back; the dispatcher's per-round reads folded into its claim); dropping the\n\
+         per-state history rows the entry itself already records (received, pending, sent);\n\
+         fewer wake-ups between tasks on the message path (the group-commit queues wake one\n\
+         task per request). The flow step runs in a `dashd flow-worker` process; the pipe\n\
+         costs about 20 µs a step, and running the steps in threads instead\n\
+         (`pipeline.flow_isolation = \"thread\"`) gives the same throughput within noise.\n\
          Past the backlog bound, intake refuses before any database work (before the sender\n\
          is looked up): that kept the rate answered at 5,000 offered messages/s close to the\n\
          rate at 1,000.\n\n\
