@@ -218,11 +218,19 @@ mod cases {
             .await
             .unwrap();
         assert_eq!(key, "US.1");
+        let by_key = |store: &Arc<dyn Store>| {
+            let store = store.clone();
+            async move { store.contact_by_key(a.id, "US.1").await.unwrap().unwrap() }
+        };
+        // Read (and, on SQLite, kept in memory) before the contact changes: every read
+        // after the change sees it.
+        assert_eq!(by_key(&store).await.phone, None);
         let again = store
             .resolve_contact(a.id, &ids(Some("+15550001"), Some("US.1")), now)
             .await
             .unwrap();
         assert_eq!(again, "US.1");
+        assert_eq!(by_key(&store).await.phone.as_deref(), Some("+15550001"));
         let found = store
             .find_contact(a.id, "+15550001")
             .await
@@ -261,12 +269,14 @@ mod cases {
             "US.1"
         );
         // A new BSUID moves to the contact.
+        assert_eq!(by_key(&store).await.bsuid.as_deref(), Some("US.1"));
         assert!(
             store
                 .change_bsuid(a.id, "US.1", "US.2", later)
                 .await
                 .unwrap()
         );
+        assert_eq!(by_key(&store).await.bsuid.as_deref(), Some("US.2"));
         assert_eq!(
             store
                 .find_contact(a.id, "US.2")

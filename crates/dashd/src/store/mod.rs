@@ -291,6 +291,8 @@ pub trait Store:
 pub struct SqlStore {
     pool: sql::Pool,
     location: String,
+    /// Contacts as last read, on SQLite only (see [`contacts::ContactCache`]).
+    contacts: std::sync::Arc<contacts::ContactCache>,
 }
 
 impl SqlStore {
@@ -307,6 +309,7 @@ impl SqlStore {
         Ok(Self {
             pool: sql::Pool::Sqlite(db),
             location,
+            contacts: std::sync::Arc::new(contacts::ContactCache::new(true)),
         })
     }
 
@@ -316,6 +319,7 @@ impl SqlStore {
         Ok(Self {
             pool: sql::Pool::Postgres(pool),
             location: dash_core::config::redact_url(url),
+            contacts: std::sync::Arc::new(contacts::ContactCache::new(false)),
         })
     }
 
