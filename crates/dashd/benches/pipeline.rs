@@ -743,16 +743,16 @@ fn write_report(r: &Value) {
          this machine), growing with the compiled flows it caches, at most\n\
          `pipeline.flow_cache_mb` (64 MiB), and capped by `pipeline.flow_memory_mb`.\n\n\
          ## Where the time goes\n\n\
-         A message alone costs 19 SQL statements and 4 commits (18 on SQLite, where a\n\
-         conversation's row is not read back after its own commit), counted by\n\
+         A message alone costs 19 SQL statements and 4 commits (16 on SQLite, which keeps\n\
+         known contacts and the conversations it committed in memory), counted by\n\
          `crates/dashd/tests/statements.rs` on the Cloud-API path (store inbound, commit the\n\
          step, claim, and the attempt with the sent mark). Messages that arrive together\n\
          share them: inbound rows, conversation steps, claims and sent marks are\n\
          group-committed, each kind of row one statement per batch (padded to one of nine\n\
-         sizes), and 64 concurrent webhooks from 16 customers cost 6.7 statements and 0.75\n\
-         commits a message (6.6 and 0.75 on PostgreSQL).\n\n\
+         sizes), and 64 concurrent webhooks from 16 customers cost 4.6 statements and 0.70\n\
+         commits a message on SQLite (6.6 to 7.2 and 0.75 to 0.86 on PostgreSQL).\n\n\
          A system-wide `perf record -a -g` during the closed loop with 50 users on SQLite\n\
-         (this machine, before the last two changes listed below) found 17% idle, dashd's two tokio\n\
+         (this machine, before the last three changes listed below) found 17% idle, dashd's two tokio\n\
          workers 33% of the samples (HTTP in and out, JSON, the wake-ups between tasks:\n\
          `_raw_spin_unlock_irqrestore` alone 8%) and SQLite's connection threads 38%, of which\n\
          the largest parts are context switches (each statement is a hand-over from the\n\
@@ -768,12 +768,15 @@ fn write_report(r: &Value) {
          a connection's page cache whenever another connection wrote, so writes that took\n\
          turns on the read connections read their index pages back each time); one statement\n\
          per kind of row for a batch of steps; a conversation's row kept in memory after its\n\
-         own commit (SQLite only).\n\
+         own commit, and known contacts (SQLite only).\n\
          What would close the gap to the target, in the order of what it would give: fewer\n\
-         hand-overs to SQLite's connection threads (a writer that runs a whole transaction on\n\
-         its thread; inbound work handed to the conversation task in memory instead of read\n\
-         back; the dispatcher's per-round reads folded into its claim); dropping the\n\
-         per-state history rows the entry itself already records (received, pending, sent);\n\
+         hand-overs to SQLite's connection threads (sqlx sends every statement to the\n\
+         connection's thread and back, and its multi-statement path is deprecated, so this\n\
+         means a writer thread of dashd's own that runs a whole batch's transaction on the\n\
+         connection; inbound work handed to the conversation task in memory instead of read\n\
+         back; the dispatcher's per-round reads folded into its claim); history rows written\n\
+         by the database (triggers) or dropped where the entry itself already records the\n\
+         state (received, pending, sent);\n\
          fewer wake-ups between tasks on the message path (the group-commit queues wake one\n\
          task per request). The flow step runs in a `dashd flow-worker` process; the pipe\n\
          costs about 20 µs a step, and running the steps in threads instead\n\
