@@ -216,7 +216,7 @@ pub(crate) struct ConversationCache {
 
 impl ConversationCache {
     /// Conversations kept, at most.
-    const CAPACITY: usize = 4096;
+    const CAPACITY: usize = 1024;
 
     fn new(backend: dash_core::config::Backend) -> Self {
         let rows = (backend == dash_core::config::Backend::Sqlite)

@@ -67,7 +67,7 @@ type IdsKey = (Uuid, Option<String>, Option<String>, Option<String>);
 
 impl ContactCache {
     /// Entries kept per lookup kind, at most.
-    const CAPACITY: usize = 4096;
+    const CAPACITY: usize = 1024;
 
     pub(crate) fn new(enabled: bool) -> Self {
         let capacity = NonZeroUsize::new(Self::CAPACITY).filter(|_| enabled);

@@ -375,16 +375,21 @@ impl OutboxStore for SqlStore {
         let mut tx = self.write().await?;
         // One UPDATE per slice: each entry still `pending` or `failed` is taken under its
         // own lease; RETURNING names those taken (another dispatcher may have won some).
+        // On PostgreSQL the entries are locked first, skipping those another transaction
+        // holds (another dispatcher claiming them this instant), instead of waiting.
         let mut taken = HashSet::with_capacity(claims.len());
         for slice in claims.chunks(MAX_ROWS) {
             let mut update = sql_rows(
-                "UPDATE messages SET state = 'processing', lease_owner = v.column2, \
-                 lease_until_ms = v.column3, updated_at = $1 FROM (VALUES ",
+                "UPDATE messages SET state = 'processing', lease_owner = c.owner, \
+                 lease_until_ms = c.until_ms, updated_at = $1 \
+                 FROM (SELECT m.id, v.column2 AS owner, v.column3 AS until_ms FROM (VALUES ",
                 "($1, $2, $3)",
                 slice.len(),
-                ") AS v WHERE messages.id = v.column1 AND messages.direction = 'out' \
-                 AND messages.state IN ('pending', 'failed') RETURNING id",
+                ") AS v JOIN messages m ON m.id = v.column1 WHERE m.direction = 'out' \
+                 AND m.state IN ('pending', 'failed') /* lock */) AS c \
+                 WHERE messages.id = c.id AND messages.state IN ('pending', 'failed') RETURNING messages.id",
             )
+            .locking("FOR UPDATE OF m SKIP LOCKED")
             .bind(now);
             for (id, lease) in slice {
                 update = update.bind(*id).bind(lease.owner).bind(lease.until_ms);

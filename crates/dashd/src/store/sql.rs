@@ -151,6 +151,10 @@ pub(crate) struct Sql {
     padding: Option<Padding>,
 }
 
+/// Where a statement's row lock goes when it belongs inside the text (a sub-select's),
+/// not at its end: see [`Sql::locking`].
+pub(crate) const LOCK_HERE: &str = "/* lock */";
+
 /// A statement, written once for both backends.
 pub(crate) fn sql(text: &'static str) -> Sql {
     Sql {
@@ -269,8 +273,11 @@ impl Sql {
         self
     }
 
-    /// Adds a row-lock clause (`FOR UPDATE`, `FOR UPDATE OF b`) when the statement runs
-    /// in a PostgreSQL transaction; a read from the pool has nothing to hold the lock for.
+    /// Adds a row-lock clause (`FOR UPDATE`, `FOR UPDATE OF b`, `FOR UPDATE OF m SKIP
+    /// LOCKED`) when the statement runs in a PostgreSQL transaction: in place of the
+    /// text's [`LOCK_HERE`] marker (a sub-select's lock) if it has one, else at its end.
+    /// A read from the pool has nothing to hold the lock for; in SQLite the marker
+    /// stays the comment it is.
     pub(crate) fn locking(mut self, clause: &'static str) -> Self {
         self.lock = Some(clause);
         self
@@ -433,6 +440,9 @@ impl Sql {
         Ok(match (self.lock.filter(|_| in_transaction), self.text) {
             (None, Cow::Borrowed(text)) => sqlx::query_with(text, args),
             (None, Cow::Owned(text)) => sqlx::query_with(sqlx::AssertSqlSafe(text), args),
+            (Some(lock), text) if text.contains(LOCK_HERE) => {
+                sqlx::query_with(sqlx::AssertSqlSafe(text.replace(LOCK_HERE, lock)), args)
+            }
             (Some(lock), text) => {
                 sqlx::query_with(sqlx::AssertSqlSafe(format!("{text} {lock}")), args)
             }
