@@ -1505,6 +1505,51 @@ mod cases {
         }
     }
 
+    /// A batch longer than one multi-row statement (256 rows) and not a multiple of it:
+    /// every message stored once, a delivery repeated inside the batch answered as the
+    /// first one's duplicate, each with its history row, and the same for claims.
+    pub async fn batches_past_one_statement_keep_every_row(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        let b = one_bot(&store).await;
+        let mut batch: Vec<NewInbound> = (0..300)
+            .map(|i| inbound(&b, &format!("+{i}"), Some(&format!("w{i}")), "hola"))
+            .collect();
+        batch.push(inbound(&b, "+7", Some("w7"), "again"));
+        let stored = store.ingest_batch(&batch).await.unwrap();
+        assert_eq!(stored.len(), 301);
+        assert!(stored[..300].iter().all(|s| !s.duplicate));
+        assert_eq!(
+            stored[300],
+            Ingested {
+                id: stored[7].id,
+                duplicate: true
+            }
+        );
+        let unique: std::collections::HashSet<_> = stored.iter().map(|s| s.id).collect();
+        assert_eq!(unique.len(), 300);
+        assert_eq!(store.unprocessed_inbound().await.unwrap().len(), 300);
+
+        let mut ids = Vec::new();
+        for i in 0..300 {
+            ids.push(queued(&store, &b, &format!("+{i}")).await);
+        }
+        let claims: Vec<(uuid::Uuid, Lease<'_>)> = ids.iter().map(|id| (*id, lease())).collect();
+        let taken = store
+            .claim_batch(&claims, chrono::Utc::now())
+            .await
+            .unwrap();
+        assert!(taken.iter().all(|t| *t), "every entry claimed");
+        for id in [ids[0], ids[255], ids[256], ids[299]] {
+            let entry = store.queue_entry(id).await.unwrap();
+            assert_eq!(entry.message.state, MessageState::Processing);
+            let claims = entry
+                .history
+                .iter()
+                .filter(|h| h.state == MessageState::Processing)
+                .count();
+            assert_eq!(claims, 1, "{id}: {:?}", entry.history);
+        }
+    }
+
     async fn one_bot(store: &Arc<dyn Store>) -> dash_core::Bot {
         store.create_tenant(&tenant("acme")).await.unwrap();
         store
@@ -2085,6 +2130,7 @@ macro_rules! suite {
                 pipeline_outbox_keeps_contact_order_and_states, pipeline_timers_and_sandbox,
                 outbox_transitions_are_compare_and_set, operator_retry_cannot_race_a_claim,
                 claims_skip_entries_another_transaction_holds,
+                batches_past_one_statement_keep_every_row,
                 expired_leases_are_taken_back, conversation_writes_check_the_version,
                 steps_committed_together_fail_alone,
                 failing_inbound_is_retried_then_failed, failing_timers_back_off,

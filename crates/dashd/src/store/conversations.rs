@@ -7,7 +7,7 @@ use dash_core::api::{ConversationDetail, ConversationSummary, MessageBody};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::outbox::{message_columns, message_from_row};
+use super::outbox::{add_events, message_columns, message_from_row};
 use super::sql::{MAX_ROWS, Row, Sql, Tx, sql, sql_rows};
 use super::{SqlStore, StoreResult};
 
@@ -244,24 +244,16 @@ async fn write_steps(tx: &mut Tx, commits: &[StepCommit]) -> StoreResult<Option<
         insert.execute(&mut *tx).await?;
     }
     // The history: each inbound message processed, each new entry pending.
-    let events: Vec<(Uuid, &str, DateTime<Utc>)> = commits
+    let events: Vec<(Uuid, &str, Option<String>, DateTime<Utc>)> = commits
         .iter()
-        .filter_map(|c| c.processed_inbound.map(|id| (id, "processed", c.now)))
-        .chain(outbound.iter().map(|(c, _, id)| (*id, "pending", c.now)))
+        .filter_map(|c| c.processed_inbound.map(|id| (id, "processed", None, c.now)))
+        .chain(
+            outbound
+                .iter()
+                .map(|(c, _, id)| (*id, "pending", None, c.now)),
+        )
         .collect();
-    for slice in events.chunks(MAX_ROWS) {
-        let mut insert = sql_rows(
-            "INSERT INTO message_events (message_id, state, detail, at) \
-             SELECT v.column1, v.column2, NULL, v.column3 FROM (VALUES ",
-            "($1, $2, $3)",
-            slice.len(),
-            ") AS v WHERE v.column1 IS NOT NULL",
-        );
-        for (id, state, at) in slice {
-            insert = insert.bind(*id).bind(*state).bind(*at);
-        }
-        insert.execute(&mut *tx).await?;
-    }
+    add_events(tx, &events).await?;
     Ok(Some(ids))
 }
 

@@ -10,7 +10,7 @@ use dash_core::api::MessageBody;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::outbox::add_event;
+use super::outbox::{add_event, add_events};
 use super::sql::{MAX_ROWS, Row, sql, sql_rows};
 use super::{SqlStore, StoreError, StoreResult};
 
@@ -147,24 +147,12 @@ impl InboundStore for SqlStore {
                 inserted.insert(row.try_get::<Uuid>("id")?);
             }
         }
-        let new: Vec<(&NewInbound, &Uuid)> = rows
+        let received: Vec<(Uuid, &str, Option<String>, DateTime<Utc>)> = rows
             .iter()
-            .copied()
             .filter(|(_, id)| inserted.contains(*id))
+            .map(|(msg, id)| (**id, "received", None, msg.received_at))
             .collect();
-        for slice in new.chunks(MAX_ROWS) {
-            let mut events = sql_rows(
-                "INSERT INTO message_events (message_id, state, detail, at) \
-                 SELECT v.column1, 'received', NULL, v.column2 FROM (VALUES ",
-                "($1, $2)",
-                slice.len(),
-                ") AS v WHERE v.column1 IS NOT NULL",
-            );
-            for (msg, id) in slice {
-                events = events.bind(**id).bind(msg.received_at);
-            }
-            events.execute(&mut tx).await?;
-        }
+        add_events(&mut tx, &received).await?;
         let mut stored = Vec::with_capacity(msgs.len());
         for (msg, id) in rows {
             if inserted.contains(id) {

@@ -275,6 +275,28 @@ pub(super) async fn add_event<'c>(
     Ok(())
 }
 
+/// History rows, in the caller's transaction: (message, state, detail, at) each, one
+/// statement per [`MAX_ROWS`].
+pub(super) async fn add_events(
+    tx: &mut Tx,
+    events: &[(Uuid, &str, Option<String>, DateTime<Utc>)],
+) -> StoreResult<()> {
+    for slice in events.chunks(MAX_ROWS) {
+        let mut insert = sql_rows(
+            "INSERT INTO message_events (message_id, state, detail, at) \
+             SELECT v.column1, v.column2, v.column3, v.column4 FROM (VALUES ",
+            "($1, $2, $3, $4)",
+            slice.len(),
+            ") AS v WHERE v.column1 IS NOT NULL",
+        );
+        for (id, state, detail, at) in slice {
+            insert = insert.bind(*id).bind(*state).bind(detail).bind(*at);
+        }
+        insert.execute(&mut *tx).await?;
+    }
+    Ok(())
+}
+
 /// One send attempt, in the caller's transaction.
 async fn insert_attempt(tx: &mut Tx, message_id: Uuid, attempt: &SendAttempt) -> StoreResult<()> {
     sql(
@@ -398,24 +420,12 @@ impl OutboxStore for SqlStore {
                 taken.insert(row.try_get::<Uuid>("id")?);
             }
         }
-        let claimed: Vec<Uuid> = claims
+        let claimed: Vec<(Uuid, &str, Option<String>, DateTime<Utc>)> = claims
             .iter()
-            .map(|(id, _)| *id)
-            .filter(|id| taken.contains(id))
+            .filter(|(id, _)| taken.contains(id))
+            .map(|(id, _)| (*id, "processing", None, now))
             .collect();
-        for slice in claimed.chunks(MAX_ROWS) {
-            let mut events = sql_rows(
-                "INSERT INTO message_events (message_id, state, detail, at) \
-                 SELECT v.column1, 'processing', NULL, v.column2 FROM (VALUES ",
-                "($1, $2)",
-                slice.len(),
-                ") AS v WHERE v.column1 IS NOT NULL",
-            );
-            for id in slice {
-                events = events.bind(*id).bind(now);
-            }
-            events.execute(&mut tx).await?;
-        }
+        add_events(&mut tx, &claimed).await?;
         tx.commit().await?;
         Ok(claims.iter().map(|(id, _)| taken.contains(id)).collect())
     }
@@ -490,23 +500,15 @@ impl OutboxStore for SqlStore {
                 sent.insert(row.try_get::<Uuid>("id")?);
             }
         }
-        let done: Vec<&SentMark> = marks.iter().filter(|m| sent.contains(&m.id)).collect();
-        for slice in done.chunks(MAX_ROWS) {
-            let mut events = sql_rows(
-                "INSERT INTO message_events (message_id, state, detail, at) \
-                 SELECT v.column1, 'sent', v.column2, v.column3 FROM (VALUES ",
-                "($1, $2, $3)",
-                slice.len(),
-                ") AS v WHERE v.column1 IS NOT NULL",
-            );
-            for mark in slice {
-                events = events
-                    .bind(mark.id)
-                    .bind(format!("via {}", mark.attempt.provider))
-                    .bind(mark.attempt.at);
-            }
-            events.execute(&mut tx).await?;
-        }
+        let done: Vec<(Uuid, &str, Option<String>, DateTime<Utc>)> = marks
+            .iter()
+            .filter(|m| sent.contains(&m.id))
+            .map(|m| {
+                let detail = format!("via {}", m.attempt.provider);
+                (m.id, "sent", Some(detail), m.attempt.at)
+            })
+            .collect();
+        add_events(&mut tx, &done).await?;
         tx.commit().await?;
         Ok(marks.iter().map(|m| sent.contains(&m.id)).collect())
     }
