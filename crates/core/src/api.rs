@@ -46,6 +46,7 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     pub const UNAUTHORIZED: &str = "unauthorized";
     pub const UNAVAILABLE: &str = "unavailable";
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const INTERNAL: &str = "internal";
     pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
     pub const PAYLOAD_TOO_LARGE: &str = "payload_too_large";
@@ -121,6 +122,9 @@ pub struct UpdateTenant {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TenantStatus>,
+    /// REST API requests a minute for this tenant; 0 returns it to the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_rate_per_minute: Option<u32>,
 }
 
 impl UpdateTenant {
@@ -131,15 +135,25 @@ impl UpdateTenant {
             .as_deref()
             .map(|name| validate::display_name("name", name))
             .transpose()?;
+        if self
+            .api_rate_per_minute
+            .is_some_and(|rate| rate > 1_000_000)
+        {
+            return Err(ValidationError::new(
+                "api_rate_per_minute",
+                "at most 1000000 requests a minute (0: the server's default)",
+            ));
+        }
         Ok(UpdateTenant {
             name,
             status: self.status,
+            api_rate_per_minute: self.api_rate_per_minute,
         })
     }
 
     /// True when the request changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.name.is_none() && self.status.is_none()
+        self.name.is_none() && self.status.is_none() && self.api_rate_per_minute.is_none()
     }
 }
 

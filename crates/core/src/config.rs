@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 /// Keys that hold secrets. Each can also be given as `<key>_file`, naming a file whose
 /// contents (without the trailing newline) are the value; `Debug` and `check-config`
 /// never show them in clear.
-pub const SECRET_KEYS: &[&str] = &["database.url"];
+pub const SECRET_KEYS: &[&str] = &["database.url", "api.jwt_secret"];
 
 /// Everything `dashd` can be configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +27,7 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub secrets: SecretsConfig,
     pub providers: ProvidersConfig,
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -42,6 +43,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             secrets: SecretsConfig::default(),
             providers: ProvidersConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -212,6 +214,53 @@ impl Default for ProvidersConfig {
             webhook_max_body_bytes: 1 << 20,
             probe_interval_s: 60,
             public_url: None,
+        }
+    }
+}
+
+/// The REST API: logins, tokens, limits and browser access.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The HS256 key that signs access tokens, at least 32 bytes. A secret (accepts
+    /// `jwt_secret_file`). Unset: `<data_dir>/jwt.key`, generated at first start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt_secret: Option<Secret>,
+    /// Lifetime of an access token, in seconds.
+    pub access_token_ttl_s: u64,
+    /// Lifetime of a login session's refresh token, in seconds (each refresh renews it).
+    pub refresh_token_ttl_s: u64,
+    /// Whether `POST /api/auth/register` creates a tenant and its owner for anyone.
+    pub self_signup: bool,
+    /// Requests per minute per tenant, unless the tenant sets its own (429 beyond).
+    pub rate_per_minute: u32,
+    /// Failed logins allowed per account and per client address in `login_window_s`.
+    pub login_attempts: u32,
+    pub login_window_s: u64,
+    /// Browser origins allowed to call the API (CORS), e.g. `https://panel.example.com`.
+    /// Empty: none.
+    pub cors_origins: Vec<String>,
+    /// Set when dashd is reached through HTTPS (a TLS proxy): answers carry
+    /// `Strict-Transport-Security`.
+    pub behind_tls: bool,
+    /// Client addresses of reverse proxies whose `X-Forwarded-For` is believed (for the
+    /// login limit per address). Empty: the connection's own address counts.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_token_ttl_s: 24 * 3600,
+            refresh_token_ttl_s: 30 * 24 * 3600,
+            self_signup: false,
+            rate_per_minute: 100,
+            login_attempts: 5,
+            login_window_s: 300,
+            cors_origins: Vec::new(),
+            behind_tls: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -420,6 +469,39 @@ impl Config {
             return Err(ConfigError {
                 key: "providers.public_url".into(),
                 message: format!("must start with https:// (or http://), not {url:?}"),
+            });
+        }
+        if let Some(secret) = &self.api.jwt_secret
+            && secret.expose().len() < 32
+        {
+            return Err(ConfigError {
+                key: "api.jwt_secret".into(),
+                message: "must be at least 32 bytes (e.g. openssl rand -hex 32)".into(),
+            });
+        }
+        for (key, value) in [
+            ("api.access_token_ttl_s", self.api.access_token_ttl_s),
+            ("api.refresh_token_ttl_s", self.api.refresh_token_ttl_s),
+            ("api.rate_per_minute", u64::from(self.api.rate_per_minute)),
+            ("api.login_attempts", u64::from(self.api.login_attempts)),
+            ("api.login_window_s", self.api.login_window_s),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    key: key.into(),
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        if let Some(origin) = self.api.cors_origins.iter().find(|origin| {
+            !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.ends_with('/')
+        }) {
+            return Err(ConfigError {
+                key: "api.cors_origins".into(),
+                message: format!(
+                    "an origin is a scheme and host with no path, like https://panel.example.com, not {origin:?}"
+                ),
             });
         }
         if self.server.max_body_bytes < 1024 {

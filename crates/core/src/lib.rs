@@ -4,6 +4,7 @@
 //! This crate does no I/O (no tokio, no sqlx, no sockets): everything here is a pure
 //! function or a plain type, so both binaries agree on it and it is cheap to test.
 
+pub mod access;
 pub mod api;
 pub mod bot;
 pub mod breaker;

@@ -52,6 +52,19 @@ impl SlidingWindow {
     pub fn set_limit(&mut self, limit: u32) {
         self.limit = limit as usize;
     }
+
+    /// Events within the window ending at `now`.
+    pub fn len_at(&self, now: Duration) -> usize {
+        self.recent
+            .iter()
+            .filter(|&&t| t + self.window > now)
+            .count()
+    }
+
+    /// The oldest event remembered (it leaves the window first).
+    pub fn oldest(&self) -> Option<Duration> {
+        self.recent.front().copied()
+    }
 }
 
 /// Delay before retry number `attempt` (1-based): exponential from `base`, capped at

@@ -13,6 +13,9 @@ pub struct Tenant {
     pub slug: String,
     pub name: String,
     pub status: TenantStatus,
+    /// REST API requests a minute for this tenant; absent: the server's `api.rate_per_minute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_rate_per_minute: Option<u32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

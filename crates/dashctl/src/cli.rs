@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dash_core::access::{Role, Scope, UserStatus};
 use dash_core::{BotRef, BotStatus, TenantStatus};
 
 /// Drive the DashOffice daemon (dashd): tenants, bots and their WhatsApp flows.
@@ -55,6 +56,13 @@ pub enum Command {
     /// Manage bots (one WhatsApp number each), addressed as TENANT/BOT or by id.
     #[command(subcommand)]
     Bot(BotCommand),
+    /// Manage the people who log in to the REST API: platform admins, and each tenant's
+    /// owners, agents and viewers.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage tenants' API keys for integrations (shown once, stored as a hash).
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Manage a bot's conversational flows: validate, import, list, show, export, activate.
     #[command(subcommand)]
     Flow(FlowCommand),
@@ -147,6 +155,9 @@ pub enum TenantCommand {
         /// active, or suspended to stop its bots (records are kept).
         #[arg(long, value_parser = parse_tenant_status)]
         status: Option<TenantStatus>,
+        /// REST API requests a minute for this tenant (0: the server's api.rate_per_minute).
+        #[arg(long, value_name = "PER_MINUTE")]
+        api_rate: Option<u32>,
     },
     /// Delete a tenant. Refused while it has bots, unless --force (which deletes them).
     #[command(visible_alias = "rm")]
@@ -157,6 +168,129 @@ pub enum TenantCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is asked for twice on a terminal, or read from stdin
+    /// with --password-stdin; there is never a default one.
+    Create {
+        /// The email the user logs in with.
+        email: String,
+        /// admin (platform-wide, no tenant), owner, agent or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The tenant (slug or id); required for every role but admin.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Display name [default: the email's local part].
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users, all or one tenant's.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this tenant's users (slug or id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Show one user.
+    Show {
+        /// Email or id.
+        user: String,
+    },
+    /// Change a user's name, role or status (disabling ends its sessions).
+    Update {
+        /// Email or id.
+        user: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// owner, agent or viewer.
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
+        /// active, or disabled to stop its logins.
+        #[arg(long, value_parser = parse_user_status)]
+        status: Option<UserStatus>,
+    },
+    /// Set a user's password (ends its sessions).
+    Passwd {
+        /// Email or id.
+        user: String,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete a user.
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Email or id.
+        user: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create an API key for a tenant; it is printed once and cannot be shown again.
+    Create {
+        /// The tenant (slug or id).
+        tenant: String,
+        /// What the key is for, e.g. erp.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes, e.g. messages:send,orders:read (see docs/api.md).
+        #[arg(long, value_delimiter = ',', required = true, value_parser = parse_scope)]
+        scopes: Vec<Scope>,
+        /// When it stops working: a date (2027-01-31), an RFC 3339 time, or a duration
+        /// in days (90d).
+        #[arg(long, value_parser = parse_expiry)]
+        expires: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// List API keys (their prefixes, never the keys), all or one tenant's.
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this tenant's keys (slug or id).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke an API key: it stops working at once.
+    Revoke {
+        /// The key's id (from `dashctl key list`).
+        id: uuid::Uuid,
+    },
+}
+
+fn parse_role(value: &str) -> Result<Role, String> {
+    value.parse()
+}
+
+fn parse_user_status(value: &str) -> Result<UserStatus, String> {
+    value.parse()
+}
+
+fn parse_scope(value: &str) -> Result<Scope, String> {
+    value.trim().parse()
+}
+
+fn parse_expiry(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Some(days) = value.strip_suffix('d')
+        && let Ok(days) = days.parse::<i64>()
+        && days > 0
+    {
+        return Ok(chrono::Utc::now() + chrono::Duration::days(days));
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(value) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|at| at.and_utc())
+        .ok_or_else(|| {
+            format!("{value:?} is not a date (2027-01-31), a time (RFC 3339) or days (90d)")
+        })
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ mod sanitize;
 mod session;
 mod status;
 mod tenant;
+mod user;
 
 use std::process::ExitCode;
 
@@ -68,6 +69,8 @@ fn run(cli: Cli) -> CliResult {
             Command::Status => status::run(&client, out).await,
             Command::Tenant(command) => tenant::run(&client, out, command).await,
             Command::Bot(command) => bot::run(&client, out, command).await,
+            Command::User(command) => user::run(&client, out, command).await,
+            Command::Key(command) => user::keys(&client, out, command).await,
             Command::Flow(command) => flow::run(&client, out, command).await,
             Command::Chain(command) => chain::run(&client, out, command).await,
             Command::Provider(command) => provider::run(&client, out, command).await,

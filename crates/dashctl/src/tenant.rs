@@ -45,12 +45,17 @@ pub async fn run(client: &Client, out: Output, command: TenantCommand) -> CliRes
             tenant,
             name,
             status,
+            api_rate,
         } => {
-            let changes = UpdateTenant { name, status };
+            let changes = UpdateTenant {
+                name,
+                status,
+                api_rate_per_minute: api_rate,
+            };
             if changes.is_empty() {
                 return Err(CliError::new(
                     Failure::Invalid,
-                    "nothing to change: give --name or --status",
+                    "nothing to change: give --name, --status or --api-rate",
                 ));
             }
             let tenant: Tenant = client.patch(&path(&tenant), &changes).await?;
@@ -114,6 +119,12 @@ fn show(tenant: &Tenant) -> String {
         ("slug", tenant.slug.clone()),
         ("name", tenant.name.clone()),
         ("status", tenant.status.to_string()),
+        (
+            "api rate",
+            tenant
+                .api_rate_per_minute
+                .map_or_else(|| "server default".to_owned(), |rate| format!("{rate}/min")),
+        ),
         ("id", tenant.id.to_string()),
         ("created", time(&tenant.created_at)),
         ("updated", time(&tenant.updated_at)),

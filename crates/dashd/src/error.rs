@@ -37,6 +37,9 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many requests: answered 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_s: u64 },
     /// The request body is larger than the listener accepts.
     #[error("{0}")]
     TooLarge(String),
@@ -93,6 +96,9 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, codes::FORBIDDEN, None),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, codes::UNAVAILABLE, None),
+            ApiError::RateLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED, None)
+            }
             ApiError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 codes::PAYLOAD_TOO_LARGE,
@@ -114,7 +120,23 @@ impl IntoResponse for ApiError {
                 .collect(),
             _ => Vec::new(),
         };
-        error_response(status, code, &self.to_string(), field, details)
+        let mut response = error_response(status, code, &self.to_string(), field, details);
+        match &self {
+            ApiError::RateLimited { retry_after_s, .. } => {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(*retry_after_s),
+                );
+            }
+            ApiError::Unauthorized(_) => {
+                response.headers_mut().insert(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+            }
+            _ => {}
+        }
+        response
     }
 }
 

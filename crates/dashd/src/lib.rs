@@ -9,6 +9,7 @@
 
 pub mod adapter;
 pub mod admin;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -111,8 +112,16 @@ pub async fn start_with_clock(
     )
     .await
     .context("cannot start the message pipeline")?;
+    let (auth, token_key) = auth::Auth::load(&config.api, &config.data_dir)
+        .context("cannot load the key that signs API tokens")?;
+    if token_key.generated
+        && let Some(path) = &token_key.path
+    {
+        tracing::info!(path = %path.display(), "generated the key that signs API tokens");
+    }
     let state = AppState {
         store,
+        auth: Arc::new(auth),
         pipeline: Arc::new(pipeline),
         config,
         started,

@@ -15,6 +15,8 @@ use crate::store::Store;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Credentials of the REST API: token keys, hashing, login and request limits.
+    pub auth: Arc<crate::auth::Auth>,
     pub pipeline: Arc<Pipeline>,
     pub config: Arc<Config>,
     pub started: Instant,

@@ -33,6 +33,11 @@ async fn state() -> (AppState, tempfile::TempDir) {
     .unwrap();
     let state = AppState {
         store,
+        auth: std::sync::Arc::new(
+            dashd::auth::Auth::load(&config.api, &config.data_dir)
+                .unwrap()
+                .0,
+        ),
         pipeline: pipeline.into(),
         admin_socket: dir.path().join("dashd.sock"),
         config,

@@ -197,6 +197,11 @@ async fn app_state(config: Config, store: Box<dyn Store>) -> AppState {
     .unwrap();
     AppState {
         store,
+        auth: std::sync::Arc::new(
+            dashd::auth::Auth::load(&config.api, &config.data_dir)
+                .unwrap()
+                .0,
+        ),
         pipeline: pipeline.into(),
         admin_socket: config.data_dir.join("dashd.sock"),
         config,

@@ -610,12 +610,14 @@ mod cases {
                 &UpdateTenant {
                     name: Some("Acme Corp".into()),
                     status: Some(TenantStatus::Suspended),
+                    api_rate_per_minute: Some(30),
                 },
             )
             .await
             .unwrap();
         assert_eq!(updated.name, "Acme Corp");
         assert_eq!(updated.status, TenantStatus::Suspended);
+        assert_eq!(updated.api_rate_per_minute, Some(30));
         assert_eq!(updated.created_at, created.created_at);
         assert!(updated.updated_at >= created.updated_at);
         assert_eq!(store.tenant(&slug("acme")).await.unwrap(), updated);
@@ -627,11 +629,13 @@ mod cases {
                 &UpdateTenant {
                     name: Some("A".into()),
                     status: None,
+                    api_rate_per_minute: None,
                 },
             )
             .await
             .unwrap();
         assert_eq!(renamed.status, TenantStatus::Suspended);
+        assert_eq!(renamed.api_rate_per_minute, Some(30));
 
         let (deleted, bots) = store.delete_tenant(&slug("acme"), false).await.unwrap();
         assert_eq!((deleted.id, bots), (created.id, 0));
@@ -816,6 +820,241 @@ mod cases {
             Some("phone"),
         );
         assert_eq!(store.bot(&path("beta", "a1")).await.unwrap().phone, None);
+    }
+
+    pub async fn users_sessions_and_keys_stay_in_their_tenant(
+        store: Arc<dyn Store>,
+        _: Arc<TestDb>,
+    ) {
+        use dash_core::access::{CreateApiKey, CreateUser, Role, Scope, UpdateUser, UserStatus};
+        use dashd::store::TenantScope;
+        use dashd::store::users::{Refreshed, UserRef};
+        let a = store.create_tenant(&tenant("acme")).await.unwrap();
+        let b = store.create_tenant(&tenant("beta")).await.unwrap();
+        let user = |tenant: Option<&str>, email: &str, role: Role| CreateUser {
+            tenant: tenant.map(str::to_owned),
+            email: email.into(),
+            name: None,
+            role,
+            password: "not checked by the store".into(),
+        };
+        let owner = store
+            .create_user(
+                Some(&slug("acme")),
+                &user(Some("acme"), "ana@acme.example", Role::Owner),
+                "hash-1",
+            )
+            .await
+            .unwrap();
+        let agent = store
+            .create_user(
+                Some(&slug("beta")),
+                &user(Some("beta"), "bo@beta.example", Role::Agent),
+                "hash-2",
+            )
+            .await
+            .unwrap();
+        let root = store
+            .create_user(
+                None,
+                &user(None, "root@platform.example", Role::Admin),
+                "hash-3",
+            )
+            .await
+            .unwrap();
+        assert_eq!(owner.tenant.as_deref(), Some("acme"));
+        assert_eq!(root.tenant_id, None);
+        // Emails are unique across tenants; the schema refuses an admin with a tenant.
+        let again = store
+            .create_user(
+                Some(&slug("beta")),
+                &user(Some("beta"), "ana@acme.example", Role::Viewer),
+                "h",
+            )
+            .await;
+        assert!(
+            matches!(again, Err(StoreError::Conflict { .. })),
+            "{again:?}"
+        );
+        assert!(
+            store
+                .create_user(
+                    Some(&slug("beta")),
+                    &user(Some("beta"), "x@beta.example", Role::Admin),
+                    "h"
+                )
+                .await
+                .is_err()
+        );
+
+        // Scopes: a tenant sees its own users only; another's is not found.
+        let acme = TenantScope::Tenant(a.id);
+        let listed = store.list_users(acme).await.unwrap();
+        assert_eq!(listed.iter().map(|u| u.id).collect::<Vec<_>>(), [owner.id]);
+        assert_eq!(store.list_users(TenantScope::All).await.unwrap().len(), 3);
+        for found in [
+            store.user(acme, &UserRef::Id(agent.id)).await,
+            store
+                .user(acme, &UserRef::Email("bo@beta.example".into()))
+                .await,
+            store.user(acme, &UserRef::Id(root.id)).await,
+        ] {
+            assert!(
+                matches!(found, Err(StoreError::NotFound { .. })),
+                "{found:?}"
+            );
+        }
+        let disable = UpdateUser {
+            status: Some(UserStatus::Disabled),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store
+                .update_user(acme, &UserRef::Id(agent.id), &disable)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.delete_user(acme, &UserRef::Id(agent.id)).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // The last owner stays an owner.
+        let demote = UpdateUser {
+            role: Some(Role::Viewer),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store
+                .update_user(acme, &UserRef::Id(owner.id), &demote)
+                .await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let (found, hash) = store
+            .user_for_login("ana@acme.example")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.id, hash.as_str()), (owner.id, "hash-1"));
+
+        // Sessions: a refresh token is traded once; a second use ends the session.
+        let session = uuid::Uuid::now_v7();
+        let later = chrono::Utc::now() + chrono::Duration::days(1);
+        store
+            .start_session(owner.id, session, "r1", later)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.session_user(session).await.unwrap().unwrap().id,
+            owner.id
+        );
+        assert_eq!(store.session_of_refresh("r1").await.unwrap(), Some(session));
+        match store.rotate_refresh("r1", "r2", later).await.unwrap() {
+            Refreshed::Rotated { session: s, user } => {
+                assert_eq!((s, user.id), (session, owner.id))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            store.rotate_refresh("r1", "r3", later).await.unwrap(),
+            Refreshed::Reused { session }
+        );
+        assert!(store.session_user(session).await.unwrap().is_none());
+        assert_eq!(
+            store.rotate_refresh("r2", "r4", later).await.unwrap(),
+            Refreshed::Invalid
+        );
+        assert_eq!(
+            store.rotate_refresh("unknown", "r5", later).await.unwrap(),
+            Refreshed::Invalid
+        );
+        // A password change ends the user's sessions; so does disabling it.
+        let second = uuid::Uuid::now_v7();
+        store
+            .start_session(agent.id, second, "s1", later)
+            .await
+            .unwrap();
+        store
+            .set_password(TenantScope::Tenant(b.id), &UserRef::Id(agent.id), "hash-9")
+            .await
+            .unwrap();
+        assert!(store.session_user(second).await.unwrap().is_none());
+        let third = uuid::Uuid::now_v7();
+        store
+            .start_session(agent.id, third, "s2", later)
+            .await
+            .unwrap();
+        assert!(store.revoke_session(third, "logged out").await.unwrap());
+        assert!(!store.revoke_session(third, "logged out").await.unwrap());
+        assert!(store.session_user(third).await.unwrap().is_none());
+
+        // Keys: listed and revoked within their tenant only.
+        let req = CreateApiKey {
+            tenant: None,
+            name: "erp".into(),
+            scopes: vec![Scope::OrdersRead, Scope::MessagesSend],
+            expires_at: None,
+        };
+        let key = store
+            .create_api_key(&slug("acme"), &req, "dsk_aaaaaaaaaaaa", "khash")
+            .await
+            .unwrap();
+        assert_eq!(key.scopes, req.scopes);
+        let (found, hash) = store
+            .api_key_by_prefix("dsk_aaaaaaaaaaaa")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.id, hash.as_str()), (key.id, "khash"));
+        assert!(
+            store
+                .list_api_keys(TenantScope::Tenant(b.id))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(matches!(
+            store
+                .revoke_api_key(TenantScope::Tenant(b.id), key.id)
+                .await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(
+            store
+                .api_key_by_prefix("dsk_aaaaaaaaaaaa")
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+                .revoked_at
+                .is_none()
+        );
+        let revoked = store.revoke_api_key(acme, key.id).await.unwrap();
+        assert!(revoked.revoked_at.is_some());
+        store
+            .touch_api_key(key.id, chrono::Utc::now())
+            .await
+            .unwrap();
+        assert!(
+            store.list_api_keys(acme).await.unwrap()[0]
+                .last_used_at
+                .is_some()
+        );
+        // Deleting a tenant takes its users and keys.
+        store.delete_tenant(&slug("acme"), true).await.unwrap();
+        assert!(
+            store
+                .user_for_login("ana@acme.example")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .api_key_by_prefix("dsk_aaaaaaaaaaaa")
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     pub async fn tenants_are_isolated(store: Arc<dyn Store>, _: Arc<TestDb>) {
@@ -1476,6 +1715,7 @@ mod cases {
                     let change = UpdateTenant {
                         name: Some(format!("Renamed {round}")),
                         status: None,
+                        api_rate_per_minute: None,
                     };
                     store
                         .update_tenant(&slug(&slug_name), &change)
@@ -1490,6 +1730,7 @@ mod cases {
                     let change = UpdateTenant {
                         name: None,
                         status: Some(TenantStatus::Suspended),
+                        api_rate_per_minute: None,
                     };
                     store
                         .update_tenant(&slug(&slug_name), &change)
@@ -2135,7 +2376,8 @@ macro_rules! suite {
                 steps_committed_together_fail_alone,
                 failing_inbound_is_retried_then_failed, failing_timers_back_off,
                 pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts,
-                sessions_keep_state_qr_phone_and_history);
+                sessions_keep_state_qr_phone_and_history,
+                users_sessions_and_keys_stay_in_their_tenant);
 
             #[tokio::test]
             #[$attr]

@@ -3,8 +3,8 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use dash_core::Bot;
 use dash_core::api::{BotFilter, CreateBot, UpdateBot};
+use dash_core::{Bot, BotRef};
 
 use super::paths::BotPath;
 use crate::error::{ApiError, Json, Path, Query};
@@ -52,13 +52,23 @@ pub async fn update(
     BotPath(bot): BotPath,
     Json(req): Json<UpdateBot>,
 ) -> BotJson {
+    Ok(axum::Json(apply_update(&state, &bot, req).await?))
+}
+
+/// Validates and applies a change to a bot, then lets the pipeline know (the admin socket
+/// and the REST API both change bots through here).
+pub(crate) async fn apply_update(
+    state: &AppState,
+    bot: &BotRef,
+    req: UpdateBot,
+) -> Result<Bot, ApiError> {
     let req = req.validated()?;
     if req.is_empty() {
         return Err(ApiError::BadRequest(
             "nothing to change: give a name, phone, timezone, status, settings or chain".into(),
         ));
     }
-    let bot = state.store.update_bot(&bot, &req).await?;
+    let bot = state.store.update_bot(bot, &req).await?;
     state.pipeline.bots_changed();
     if req.status == Some(dash_core::BotStatus::Active) {
         // Messages held while it was paused go out now, not a minute later.
@@ -69,7 +79,7 @@ pub async fn update(
         state.pipeline.outbox_changed();
     }
     tracing::info!(bot = %bot.path(), "bot updated");
-    Ok(axum::Json(bot))
+    Ok(bot)
 }
 
 /// Query of `DELETE .../bots/{bot}`.
@@ -77,7 +87,7 @@ pub async fn update(
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     #[serde(default)]
-    force: bool,
+    pub force: bool,
 }
 
 pub async fn delete(
@@ -85,23 +95,32 @@ pub async fn delete(
     BotPath(bot): BotPath,
     Query(query): Query<DeleteQuery>,
 ) -> BotJson {
+    Ok(axum::Json(delete_checked(&state, &bot, query.force).await?))
+}
+
+/// Deletes a bot, refusing while messages wait to be sent unless `force`.
+pub(crate) async fn delete_checked(
+    state: &AppState,
+    bot: &BotRef,
+    force: bool,
+) -> Result<Bot, ApiError> {
     // An accepted message is never dropped silently: say so, and require force.
-    let record = state.store.bot(&bot).await?;
+    let record = state.store.bot(bot).await?;
     let unsent = state.store.unfinished_outbound(record.id).await?;
-    if unsent > 0 && !query.force {
+    if unsent > 0 && !force {
         return Err(ApiError::Conflict {
             message: format!(
-                "bot {} still has {unsent} message(s) waiting to be sent: wait for them, cancel them (dashctl queue), or force the deletion (dashctl bot delete {} --force)",
+                "bot {} still has {unsent} message(s) waiting to be sent: wait for them, cancel them, or force the deletion (?force=true, dashctl bot delete {} --force)",
                 record.path(),
                 record.path()
             ),
             field: None,
         });
     }
-    let bot = state.store.delete_bot(&bot).await?;
+    let bot = state.store.delete_bot(bot).await?;
     if unsent > 0 {
         tracing::warn!(bot = %bot.path(), dropped = unsent, "bot deleted with unsent messages");
     }
     tracing::info!(bot = %bot.path(), "bot deleted");
-    Ok(axum::Json(bot))
+    Ok(bot)
 }

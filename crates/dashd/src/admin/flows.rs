@@ -29,6 +29,39 @@ pub async fn import(
     BotPath(bot): BotPath,
     Json(req): Json<ImportFlows>,
 ) -> Result<(StatusCode, axum::Json<FlowVersionDetail>), ApiError> {
+    let owner = state.store.bot(&bot).await?;
+    let stored = import_version(&state, &owner, req).await?;
+    Ok((StatusCode::CREATED, axum::Json(stored)))
+}
+
+/// Validates a flow document and keeps it as `owner`'s next version (the admin socket
+/// and the REST API both import through here).
+pub(crate) async fn import_version(
+    state: &AppState,
+    owner: &dash_core::Bot,
+    req: ImportFlows,
+) -> Result<FlowVersionDetail, ApiError> {
+    let (format, document) = check_document(state, owner.tenant_id, &req).await?;
+    let new = NewFlowVersion {
+        format,
+        source: req.source,
+        document: serde_json::to_value(&document).map_err(|err| ApiError::Internal(err.into()))?,
+    };
+    let bot = dash_core::BotRef::Id(owner.id);
+    let stored = state
+        .store
+        .create_flow_version(&bot, &new, req.activate)
+        .await?;
+    tracing::info!(bot = %owner.path(), version = stored.version, active = stored.active, "flow version imported");
+    Ok(detail(stored))
+}
+
+/// Parses and compiles a flow document the way an import does, keeping nothing.
+pub(crate) async fn check_document(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    req: &ImportFlows,
+) -> Result<(Format, Document), ApiError> {
     if req.source.len() > MAX_FLOW_DOCUMENT {
         return Err(
             ValidationError::new("source", "the flow document is larger than 1 MiB").into(),
@@ -36,7 +69,6 @@ pub async fn import(
     }
     let format = req.format.unwrap_or_else(|| Format::sniff(&req.source));
     let source = req.source.clone();
-    let owner = state.store.bot(&bot).await?;
     // Parsing a large document takes milliseconds: keep it off the reactor.
     let document = tokio::task::spawn_blocking(move || Document::parse(&source, format))
         .await
@@ -44,36 +76,17 @@ pub async fn import(
         .map_err(|err| invalid(vec![err]))?;
     // Compiling renders every template once: a tenant's document is compiled in a flow
     // worker, within its memory and time bounds, never inside dashd.
-    match state
-        .pipeline
-        .validate_flow(owner.tenant_id, &document)
-        .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(errors)) => return Err(invalid(errors)),
-        Err(StepError::Timeout { .. } | StepError::Crashed { .. }) => {
-            return Err(ValidationError::new(
-                "source",
-                "the flow exceeded its memory or time limit while being validated (see docs/flows.md, limits)",
-            )
-            .into());
-        }
-        Err(StepError::Unavailable(message)) => return Err(ApiError::Unavailable(message)),
-        Err(StepError::Failed(message)) => {
-            return Err(ApiError::Internal(anyhow::anyhow!(message)));
-        }
+    match state.pipeline.validate_flow(tenant, &document).await {
+        Ok(Ok(())) => Ok((format, document)),
+        Ok(Err(errors)) => Err(invalid(errors)),
+        Err(StepError::Timeout { .. } | StepError::Crashed { .. }) => Err(ValidationError::new(
+            "source",
+            "the flow exceeded its memory or time limit while being validated (see docs/flows.md, limits)",
+        )
+        .into()),
+        Err(StepError::Unavailable(message)) => Err(ApiError::Unavailable(message)),
+        Err(StepError::Failed(message)) => Err(ApiError::Internal(anyhow::anyhow!(message))),
     }
-    let new = NewFlowVersion {
-        format,
-        source: req.source,
-        document: serde_json::to_value(&document).map_err(|err| ApiError::Internal(err.into()))?,
-    };
-    let stored = state
-        .store
-        .create_flow_version(&bot, &new, req.activate)
-        .await?;
-    tracing::info!(bot = %bot, version = stored.version, active = stored.active, "flow version imported");
-    Ok((StatusCode::CREATED, axum::Json(detail(stored))))
 }
 
 pub async fn show(
@@ -141,7 +154,7 @@ fn invalid(errors: Vec<FlowError>) -> ApiError {
 }
 
 /// A version's summary: its flows, trigger and step counts.
-fn info(stored: &StoredFlowVersion) -> FlowVersionInfo {
+pub(crate) fn info(stored: &StoredFlowVersion) -> FlowVersionInfo {
     let flows = serde_json::from_value::<Document>(stored.document.clone())
         .map(|doc| {
             doc.flows
@@ -164,7 +177,7 @@ fn info(stored: &StoredFlowVersion) -> FlowVersionInfo {
     }
 }
 
-fn detail(stored: StoredFlowVersion) -> FlowVersionDetail {
+pub(crate) fn detail(stored: StoredFlowVersion) -> FlowVersionDetail {
     FlowVersionDetail {
         info: info(&stored),
         source: stored.source,

@@ -3,8 +3,8 @@
 //! version and admin-API version so `dashctl` can warn about a mismatch.
 
 pub mod access;
-mod bots;
-mod flows;
+pub(crate) mod bots;
+pub(crate) mod flows;
 pub(crate) mod messages;
 mod paths;
 mod providers;
@@ -12,6 +12,7 @@ mod sessions;
 pub mod socket;
 mod status;
 mod tenants;
+mod users;
 
 use std::sync::Arc;
 
@@ -46,6 +47,14 @@ pub fn router(state: AppState, access: AdminAccess) -> Router {
             get(bots::show).patch(bots::update).delete(bots::delete),
         )
         .route("/v1/bots", get(bots::list))
+        .route("/v1/users", get(users::list).post(users::create))
+        .route(
+            "/v1/users/{user}",
+            get(users::show).patch(users::update).delete(users::delete),
+        )
+        .route("/v1/users/{user}/password", post(users::set_password))
+        .route("/v1/keys", get(users::list_keys).post(users::create_key))
+        .route("/v1/keys/{id}", axum::routing::delete(users::revoke_key))
         .route("/v1/providers/status", get(providers::status_all))
         .route("/v1/sessions", get(sessions::list))
         .route("/v1/sessions/stream", get(sessions::stream))

@@ -41,7 +41,7 @@ pub async fn update(
     let req = req.validated()?;
     if req.is_empty() {
         return Err(ApiError::BadRequest(
-            "nothing to change: give a name or a status".into(),
+            "nothing to change: give a name, a status or api_rate_per_minute".into(),
         ));
     }
     let tenant = state

@@ -1,6 +1,7 @@
-//! The public HTTP listener: `GET /health` and the provider webhooks ([`webhooks`]); the
-//! REST API and metrics join it in later releases.
+//! The public HTTP listener: `GET /health`, the provider webhooks ([`webhooks`]) and the
+//! REST API ([`api`]).
 
+pub mod api;
 pub mod webhooks;
 
 use std::time::Duration;
@@ -35,13 +36,14 @@ pub struct Health {
 
 /// The public router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .merge(webhooks::routes())
+        .merge(api::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        .layer(crate::telemetry::http_trace_layer())
+        .with_state(state.clone());
+    api::edge_layers(router, &state).layer(crate::telemetry::http_trace_layer())
 }
 
 async fn health(State(state): State<AppState>) -> (StatusCode, axum::Json<Health>) {

@@ -3,7 +3,7 @@
 //! database URL's scheme. Its SQL is written once (see [`sql`]); the interface is split
 //! by aggregate into one trait per file ([`tenants`], [`flows`], [`inbound`],
 //! [`conversations`], [`outbox`], [`timers`], [`contacts`], [`providers`], [`sessions`],
-//! [`sandbox`]), gathered by [`Store`]. Each backend has its own migrations under
+//! [`sandbox`], [`users`]), gathered by [`Store`]. Each backend has its own migrations under
 //! `migrations/<backend>/`; both pass the same conformance suite (`tests/store.rs`).
 
 pub mod contacts;
@@ -20,6 +20,7 @@ mod sqlite;
 mod sqlite_file;
 pub mod tenants;
 pub mod timers;
+pub mod users;
 
 use async_trait::async_trait;
 use dash_core::config::{Backend, Config};
@@ -217,6 +218,26 @@ fn describe_sqlx(err: &sqlx::Error) -> String {
 /// Result alias for storage calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Whose records a call may read or change: one tenant's, or every tenant's (the
+/// operator on the admin socket, platform admins). Every store call made for a REST API
+/// caller takes one and filters by it in SQL, so a handler cannot forget it; another
+/// tenant's record is then simply not found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantScope {
+    All,
+    Tenant(Uuid),
+}
+
+impl TenantScope {
+    /// The tenant to filter by (bound as `$n IS NULL OR tenant_id = $n`); `None` for all.
+    pub fn tenant(self) -> Option<Uuid> {
+        match self {
+            TenantScope::All => None,
+            TenantScope::Tenant(id) => Some(id),
+        }
+    }
+}
+
 /// A tenant named by slug or by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantRef {
@@ -263,6 +284,7 @@ pub trait Store:
     + providers::ProviderStore
     + sessions::SessionStore
     + sandbox::SandboxStore
+    + users::AccessStore
     + Send
     + Sync
     + std::fmt::Debug

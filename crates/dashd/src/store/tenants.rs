@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::flows::version_of;
 use super::sql::{Exec, Row, sql};
-use super::{SqlStore, StoreError, StoreResult, TenantRef, now, parse_status};
+use super::{SqlStore, StoreError, StoreResult, TenantRef, TenantScope, now, parse_status};
 
 /// Records of tenants and bots.
 #[async_trait]
@@ -35,6 +35,17 @@ pub trait TenantStore: Send + Sync {
     async fn delete_bot(&self, bot: &BotRef) -> StoreResult<Bot>;
     /// Number of tenants and bots.
     async fn counts(&self) -> StoreResult<(u64, u64)>;
+
+    /// A bot within `scope`: by id, or by name within the scope's tenant. Another
+    /// tenant's bot is not found.
+    async fn scoped_bot(&self, scope: TenantScope, bot: &str) -> StoreResult<Bot>;
+    /// Bots within `scope` in creation order, after the bot `after`, at most `limit`.
+    async fn bots_page(
+        &self,
+        scope: TenantScope,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Bot>>;
 }
 
 /// The columns of a bot with its tenant's slug; every bot query starts with this.
@@ -52,6 +63,9 @@ fn tenant_from_row(row: &Row) -> StoreResult<Tenant> {
         slug: row.try_get("slug")?,
         name: row.try_get("name")?,
         status: parse_status(&row.try_get::<String>("status")?)?,
+        api_rate_per_minute: row
+            .try_get::<Option<i64>>("api_rate_per_minute")?
+            .and_then(|rate| u32::try_from(rate).ok()),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -74,7 +88,10 @@ fn bot_from_row(row: &Row) -> StoreResult<Bot> {
 }
 
 /// A tenant by id or slug; in a transaction, its row is locked until the end.
-async fn find_tenant<'c>(exec: impl Into<Exec<'c>>, tenant: &TenantRef) -> StoreResult<Tenant> {
+pub(crate) async fn find_tenant<'c>(
+    exec: impl Into<Exec<'c>>,
+    tenant: &TenantRef,
+) -> StoreResult<Tenant> {
     let query = match tenant {
         TenantRef::Id(id) => sql("SELECT * FROM tenants WHERE id = $1").bind(*id),
         TenantRef::Slug(slug) => sql("SELECT * FROM tenants WHERE slug = $1").bind(slug),
@@ -150,13 +167,17 @@ impl TenantStore for SqlStore {
         let mut tx = self.write().await?;
         let mut record = find_tenant(&mut tx, tenant).await?;
         apply_tenant_update(&mut record, changes);
-        sql("UPDATE tenants SET name = $1, status = $2, updated_at = $3 WHERE id = $4")
-            .bind(&record.name)
-            .bind(record.status.as_str())
-            .bind(record.updated_at)
-            .bind(record.id)
-            .execute(&mut tx)
-            .await?;
+        sql(
+            "UPDATE tenants SET name = $1, status = $2, api_rate_per_minute = $3, updated_at = $4 \
+             WHERE id = $5",
+        )
+        .bind(&record.name)
+        .bind(record.status.as_str())
+        .bind(record.api_rate_per_minute.map(i64::from))
+        .bind(record.updated_at)
+        .bind(record.id)
+        .execute(&mut tx)
+        .await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -278,6 +299,56 @@ impl TenantStore for SqlStore {
         };
         Ok((count("tenants")?, count("bots")?))
     }
+
+    async fn scoped_bot(&self, scope: TenantScope, bot: &str) -> StoreResult<Bot> {
+        let query = match (Uuid::parse_str(bot), scope) {
+            (Ok(id), _) => sql(concat!(
+                select_bot!(),
+                "WHERE b.id = $1 AND ($2 IS NULL OR b.tenant_id = $2)"
+            ))
+            .bind(id)
+            .bind(scope.tenant()),
+            (Err(_), TenantScope::Tenant(tenant)) => sql(concat!(
+                select_bot!(),
+                "WHERE b.name = $1 AND b.tenant_id = $2"
+            ))
+            .bind(bot)
+            .bind(tenant),
+            (Err(_), TenantScope::All) => {
+                return Err(StoreError::NotFound {
+                    what: format!("bot {bot} (platform admins name bots by id)"),
+                });
+            }
+        };
+        query
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(bot_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound {
+                what: format!("bot {bot}"),
+            })
+    }
+
+    async fn bots_page(
+        &self,
+        scope: TenantScope,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<Bot>> {
+        let rows = sql(concat!(
+            select_bot!(),
+            "WHERE ($1 IS NULL OR b.tenant_id = $1) AND ($2 IS NULL OR b.id > $2) \
+             ORDER BY b.id LIMIT $3"
+        ))
+        .bind(scope.tenant())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(bot_from_row).collect()
+    }
 }
 
 /// Maps a unique-constraint violation to a conflict naming the field, by constraint name.
@@ -330,6 +401,7 @@ fn new_tenant(req: &CreateTenant) -> Tenant {
         slug: req.slug.clone(),
         name: req.name.clone().unwrap_or_else(|| req.slug.clone()),
         status: dash_core::TenantStatus::Active,
+        api_rate_per_minute: None,
         created_at: now,
         updated_at: now,
     }
@@ -342,6 +414,9 @@ fn apply_tenant_update(tenant: &mut Tenant, changes: &UpdateTenant) {
     }
     if let Some(status) = changes.status {
         tenant.status = status;
+    }
+    if let Some(rate) = changes.api_rate_per_minute {
+        tenant.api_rate_per_minute = (rate > 0).then_some(rate);
     }
     tenant.updated_at = now();
 }

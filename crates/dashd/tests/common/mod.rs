@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
 
 pub mod loopback;
+pub mod rest;
 
 use std::path::Path;
 
