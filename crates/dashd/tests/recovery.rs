@@ -525,3 +525,70 @@ steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The REST API's idempotent send: the same request under one `Idempotency-Key` queues
+/// one message, also when dashd is killed with -9 between the two calls; a different
+/// request under the key is refused.
+#[tokio::test]
+async fn an_idempotent_send_survives_kill_9_between_its_two_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), &[]);
+    let admin = Admin::new(dir.path());
+    admin
+        .call("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
+        .await;
+    let bot = admin
+        .call(
+            "POST",
+            "/v1/tenants/acme/bots",
+            Some(json!({"name": "shop"})),
+        )
+        .await;
+    let bot_id = bot["id"].as_str().unwrap().to_owned();
+    let key = admin
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(json!({"tenant": "acme", "name": "erp", "scopes": ["messages:send"]})),
+        )
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = |body: Value| {
+        let key = key.clone();
+        let bot_id = bot_id.clone();
+        let dir = dir.path().to_owned();
+        async move {
+            let admin = Admin::new(&dir);
+            let status = admin.call("GET", "/v1/status", None).await;
+            let listen = status["listen"].as_str().unwrap().to_owned();
+            reqwest::Client::new()
+                .post(format!("http://{listen}/api/v1/bots/{bot_id}/messages"))
+                .bearer_auth(&key)
+                .header("idempotency-key", "order-1001-confirmation")
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let body = json!({"to": "+5491100000001", "text": "Your order 1001 is confirmed"});
+    let created = send(body.clone()).await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    kill_9(first);
+
+    let _second = start(dir.path(), &[]);
+    let again = send(body).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], created["id"]);
+    let other = send(json!({"to": "+5491100000001", "text": "something else"})).await;
+    assert_eq!(other.status(), 409);
+    let queued = admin
+        .call("GET", &format!("/v1/queue?bot={bot_id}&limit=100"), None)
+        .await;
+    assert_eq!(queued.as_array().unwrap().len(), 1, "{queued}");
+}

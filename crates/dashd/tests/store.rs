@@ -155,6 +155,95 @@ fn assert_not_found(err: StoreError) {
 mod cases {
     use super::*;
 
+    pub async fn idempotent_sends_queue_once_per_tenant_and_key(
+        store: Arc<dyn Store>,
+        _: Arc<TestDb>,
+    ) {
+        use dashd::store::outbox::Outbound;
+        store.create_tenant(&tenant("acme")).await.unwrap();
+        store.create_tenant(&tenant("beta")).await.unwrap();
+        let a = store
+            .create_bot(&slug("acme"), &bot("shop", None))
+            .await
+            .unwrap();
+        let b = store
+            .create_bot(&slug("beta"), &bot("shop", None))
+            .await
+            .unwrap();
+        let body = MessageBody {
+            text: "confirmed".into(),
+            ..Default::default()
+        };
+        let outbound = |bot: &dash_core::Bot| Outbound {
+            bot_id: bot.id,
+            tenant_id: bot.tenant_id,
+            contact: "+15550001",
+            body: &body,
+            now: chrono::Utc::now(),
+        };
+        let (first, replayed) = store
+            .enqueue_once(&outbound(&a), "k-1", "fp-1")
+            .await
+            .unwrap();
+        assert!(!replayed);
+        let (again, replayed) = store
+            .enqueue_once(&outbound(&a), "k-1", "fp-1")
+            .await
+            .unwrap();
+        assert!(replayed);
+        assert_eq!(again.id, first.id);
+        let other = store.enqueue_once(&outbound(&a), "k-1", "fp-2").await;
+        assert!(
+            matches!(other, Err(StoreError::Conflict { .. })),
+            "{other:?}"
+        );
+        // Keys belong to their tenant: another tenant's same key is a new message.
+        let (theirs, replayed) = store
+            .enqueue_once(&outbound(&b), "k-1", "fp-1")
+            .await
+            .unwrap();
+        assert!(!replayed);
+        assert_ne!(theirs.id, first.id);
+        // Concurrent first requests under one key still queue one message.
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let a = a.clone();
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let outbound = Outbound {
+                        bot_id: a.id,
+                        tenant_id: a.tenant_id,
+                        contact: "+15550002",
+                        body: &body,
+                        now: chrono::Utc::now(),
+                    };
+                    store
+                        .enqueue_once(&outbound, "k-race", "fp")
+                        .await
+                        .unwrap()
+                        .0
+                        .id
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for racer in racers {
+            ids.push(racer.await.unwrap());
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{ids:?}");
+        let queued = store
+            .queue(&QueueQuery {
+                bot_id: Some(a.id),
+                state: None,
+                limit: 100,
+            })
+            .await
+            .unwrap();
+        assert_eq!(queued.len(), 2, "{queued:?}");
+    }
+
     pub async fn providers_contacts_and_attempts(store: Arc<dyn Store>, _: Arc<TestDb>) {
         use dashd::store::contacts::ContactIdentity;
         use dashd::store::outbox::SendAttempt;
@@ -2377,7 +2466,8 @@ macro_rules! suite {
                 failing_inbound_is_retried_then_failed, failing_timers_back_off,
                 pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts,
                 sessions_keep_state_qr_phone_and_history,
-                users_sessions_and_keys_stay_in_their_tenant);
+                users_sessions_and_keys_stay_in_their_tenant,
+                idempotent_sends_queue_once_per_tenant_and_key);
 
             #[tokio::test]
             #[$attr]

@@ -28,11 +28,24 @@ pub async fn send(
     BotPath(bot): BotPath,
     Json(req): Json<SendMessage>,
 ) -> Result<(StatusCode, axum::Json<MessageRecord>), ApiError> {
-    let req = req.validated()?;
     let bot = state.store.bot(&bot).await?;
-    answering(&state, &bot).await?;
+    let (record, _) = queue_text(&state, &bot, req, None).await?;
+    Ok((StatusCode::CREATED, axum::Json(record)))
+}
+
+/// Queues a text for a contact in the bot's outbox, once per idempotency key when one is
+/// given (`true`: an earlier request's message, answered again). The admin socket and
+/// the REST API both send through here.
+pub(crate) async fn queue_text(
+    state: &AppState,
+    bot: &Bot,
+    req: SendMessage,
+    idempotency_key: Option<&str>,
+) -> Result<(MessageRecord, bool), ApiError> {
+    let req = req.validated()?;
+    answering(state, bot).await?;
     let body = MessageBody {
-        text: req.text,
+        text: req.text.clone(),
         ..MessageBody::default()
     };
     // A contact known by several identifiers is reached under its one key.
@@ -40,13 +53,37 @@ pub async fn send(
         Some(identity) => identity.contact,
         None => req.to.clone(),
     };
-    let record = state
-        .store
-        .enqueue(bot.id, bot.tenant_id, &to, &body, chrono::Utc::now())
-        .await?;
-    state.pipeline.outbox_changed();
-    tracing::info!(bot = %bot.path(), message = %record.id, "message queued");
-    Ok((StatusCode::CREATED, axum::Json(record)))
+    let outbound = crate::store::outbox::Outbound {
+        bot_id: bot.id,
+        tenant_id: bot.tenant_id,
+        contact: &to,
+        body: &body,
+        now: chrono::Utc::now(),
+    };
+    let (record, replayed) = match idempotency_key {
+        Some(key) => {
+            let request =
+                serde_json::to_string(&req).map_err(|err| ApiError::Internal(err.into()))?;
+            let fingerprint =
+                crate::adapter::signature::sha256_hex(format!("{}\n{request}", bot.id).as_bytes());
+            state
+                .store
+                .enqueue_once(&outbound, key, &fingerprint)
+                .await?
+        }
+        None => (
+            state
+                .store
+                .enqueue(bot.id, bot.tenant_id, &to, &body, outbound.now)
+                .await?,
+            false,
+        ),
+    };
+    if !replayed {
+        state.pipeline.outbox_changed();
+        tracing::info!(bot = %bot.path(), message = %record.id, "message queued");
+    }
+    Ok((record, replayed))
 }
 
 /// A message from a pretend customer, through the real inbound pipeline.

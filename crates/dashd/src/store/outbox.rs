@@ -75,6 +75,44 @@ macro_rules! message_columns {
 
 pub(super) use message_columns;
 
+/// A message to queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    pub bot_id: Uuid,
+    pub tenant_id: Uuid,
+    pub contact: &'a str,
+    pub body: &'a MessageBody,
+    pub now: DateTime<Utc>,
+}
+
+/// Writes an outbound message (`pending`) and its first history row.
+async fn insert_outbound(tx: &mut Tx, message: &Outbound<'_>) -> StoreResult<Row> {
+    let id = Uuid::now_v7();
+    let row = sql(concat!(
+        "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, next_attempt_ms, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'out', $5, 'pending', $6, $7, $7) RETURNING ",
+        message_columns!()
+    ))
+    .bind(id)
+    .bind(message.bot_id)
+    .bind(message.tenant_id)
+    .bind(message.contact)
+    .bind(Json(message.body))
+    .bind(message.now.timestamp_millis())
+    .bind(message.now)
+    .fetch_one(&mut *tx)
+    .await?;
+    add_event(
+        &mut *tx,
+        id,
+        "pending",
+        Some("queued by an operator or the API"),
+        message.now,
+    )
+    .await?;
+    Ok(row)
+}
+
 /// Storage of the outbox.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
@@ -87,6 +125,16 @@ pub trait OutboxStore: Send + Sync {
         body: &MessageBody,
         now: DateTime<Utc>,
     ) -> StoreResult<MessageRecord>;
+    /// [`enqueue`](Self::enqueue) under an idempotency key of the tenant: the first
+    /// request with `key` writes the message and the key together; a repeat with the same
+    /// `fingerprint` gets the first message back (`true`: replayed); a different
+    /// fingerprint is a conflict.
+    async fn enqueue_once(
+        &self,
+        outbound: &Outbound<'_>,
+        key: &str,
+        fingerprint: &str,
+    ) -> StoreResult<(MessageRecord, bool)>;
     /// Entries due by `now_ms` whose contact has no earlier unfinished entry.
     async fn due_outbound(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxItem>>;
     /// The earliest due time after `now_ms` among pending and failed entries.
@@ -326,31 +374,75 @@ impl OutboxStore for SqlStore {
         now: DateTime<Utc>,
     ) -> StoreResult<MessageRecord> {
         let mut tx = self.write().await?;
-        let id = Uuid::now_v7();
-        let row = sql(concat!(
-            "INSERT INTO messages (id, bot_id, tenant_id, contact, direction, body, state, next_attempt_ms, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'out', $5, 'pending', $6, $7, $7) RETURNING ",
-            message_columns!()
-        ))
-        .bind(id)
-        .bind(bot_id)
-        .bind(tenant_id)
-        .bind(contact)
-        .bind(Json(body))
-        .bind(now.timestamp_millis())
-        .bind(now)
-        .fetch_one(&mut tx)
-        .await?;
-        add_event(
-            &mut tx,
-            id,
-            "pending",
-            Some("queued by an operator or the API"),
+        let outbound = Outbound {
+            bot_id,
+            tenant_id,
+            contact,
+            body,
             now,
-        )
-        .await?;
+        };
+        let row = insert_outbound(&mut tx, &outbound).await?;
         tx.commit().await?;
         message_from_row(&row)
+    }
+
+    async fn enqueue_once(
+        &self,
+        outbound: &Outbound<'_>,
+        key: &str,
+        fingerprint: &str,
+    ) -> StoreResult<(MessageRecord, bool)> {
+        // Two tries: on PostgreSQL a concurrent first request may insert the key between
+        // this transaction's read and its insert; the second try then finds it.
+        for _ in 0..2 {
+            let mut tx = self.write().await?;
+            let seen = sql("SELECT fingerprint, message_id FROM idempotency_keys \
+                 WHERE tenant_id = $1 AND key = $2")
+            .bind(outbound.tenant_id)
+            .bind(key)
+            .fetch_optional(&mut tx)
+            .await?;
+            if let Some(seen) = seen {
+                let first: String = seen.try_get("fingerprint")?;
+                if first != fingerprint {
+                    return Err(StoreError::Conflict {
+                        message: "this Idempotency-Key was used with a different request: use a new key for a new message".into(),
+                        field: Some("Idempotency-Key"),
+                    });
+                }
+                let row = sql(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE id = $1"
+                ))
+                .bind(seen.try_get::<Uuid>("message_id")?)
+                .fetch_one(&mut tx)
+                .await?;
+                return Ok((message_from_row(&row)?, true));
+            }
+            let row = insert_outbound(&mut tx, outbound).await?;
+            let record = message_from_row(&row)?;
+            let inserted = sql(
+                "INSERT INTO idempotency_keys (tenant_id, key, fingerprint, message_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(outbound.tenant_id)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(record.id)
+            .bind(outbound.now)
+            .execute(&mut tx)
+            .await?;
+            if inserted == 1 {
+                tx.commit().await?;
+                return Ok((record, false));
+            }
+            drop(tx); // rolls back: the message goes with it
+        }
+        Err(StoreError::Conflict {
+            message: "a request with this Idempotency-Key is being handled: retry".into(),
+            field: Some("Idempotency-Key"),
+        })
     }
 
     async fn due_outbound(&self, now_ms: i64, limit: u32) -> StoreResult<Vec<OutboxItem>> {

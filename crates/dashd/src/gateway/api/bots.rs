@@ -177,3 +177,45 @@ pub async fn activate_flow(
     tracing::info!(bot = %bot.path(), version = number, "flow version activated");
     Ok(axum::Json(info(&stored)))
 }
+
+/// `POST /api/v1/bots/{bot}/messages`: queues a text. With an `Idempotency-Key` header
+/// (1 to 255 visible characters), the same key and body answer the first message again
+/// (200, `Idempotent-Replayed: true`), and another body under the same key is 409.
+pub async fn send(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<dash_core::api::SendMessage>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|key| {
+                    (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+                })
+                .ok_or_else(|| {
+                    ApiError::from(dash_core::ValidationError::new(
+                        "Idempotency-Key",
+                        "an idempotency key is 1 to 255 visible ASCII characters (a UUID is a good one)",
+                    ))
+                })?,
+        ),
+    };
+    let (record, replayed) = crate::admin::messages::queue_text(&state, &bot, req, key).await?;
+    let mut response = if replayed {
+        (StatusCode::OK, axum::Json(record)).into_response()
+    } else {
+        (StatusCode::CREATED, axum::Json(record)).into_response()
+    };
+    if replayed {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}

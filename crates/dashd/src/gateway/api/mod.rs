@@ -240,6 +240,13 @@ fn routes() -> Table {
         bots::delete,
     );
     t.add(
+        M::POST,
+        &["/api/v1/bots/{bot}/messages", "/api/bots/{bot}/send"],
+        A::Needs(S::MessagesSend),
+        "Send a text (an Idempotency-Key makes a repeat harmless)",
+        bots::send,
+    );
+    t.add(
         M::GET,
         &["/api/v1/bots/{bot}/flows"],
         A::Needs(S::BotsRead),
