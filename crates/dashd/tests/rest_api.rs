@@ -524,6 +524,23 @@ async fn each_tenant_has_its_own_request_budget_and_headers() {
         200
     );
 
+    // A suspended tenant's users and keys can do nothing.
+    admin
+        .call(
+            "PATCH",
+            "/v1/tenants/tenant-a",
+            json!({"status": "suspended"}),
+        )
+        .await;
+    let suspended = api.call("GET", "/api/v1/me", Some(&a.agent), None).await;
+    assert_eq!(suspended.status, 403, "{suspended:?}");
+    assert_eq!(
+        api.call("GET", "/api/v1/me", Some(&a.key), None)
+            .await
+            .status,
+        403
+    );
+
     // CORS: the configured origin only.
     let preflight = |origin: &'static str| {
         let api = &api;

@@ -120,8 +120,6 @@ pub trait AccessStore: Send + Sync {
     async fn api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<(ApiKey, String)>>;
     /// Records that a key was used.
     async fn touch_api_key(&self, id: Uuid, at: DateTime<Utc>) -> StoreResult<()>;
-    /// A tenant's own API request rate, if it has one.
-    async fn tenant_api_rate(&self, tenant: Uuid) -> StoreResult<Option<u32>>;
 }
 
 /// A user's columns with its tenant's slug.
@@ -636,14 +634,5 @@ impl AccessStore for SqlStore {
             .write(&self.pool)
             .await?;
         Ok(())
-    }
-
-    async fn tenant_api_rate(&self, tenant: Uuid) -> StoreResult<Option<u32>> {
-        let rate: Option<i64> = sql("SELECT api_rate_per_minute FROM tenants WHERE id = $1")
-            .bind(tenant)
-            .fetch_optional_scalar::<Option<i64>>(&self.pool)
-            .await?
-            .flatten();
-        Ok(rate.and_then(|rate| u32::try_from(rate).ok()))
     }
 }

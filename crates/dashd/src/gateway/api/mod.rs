@@ -403,11 +403,28 @@ async fn guard(
     }
     let budget = match caller.tenant {
         Some(tenant) => {
-            let limit = match state.store.tenant_api_rate(tenant).await {
-                Ok(Some(rate)) => rate,
-                Ok(None) => state.config.api.rate_per_minute,
+            let record = match state
+                .store
+                .tenant(&crate::store::TenantRef::Id(tenant))
+                .await
+            {
+                Ok(record) => record,
+                Err(crate::store::StoreError::NotFound { .. }) => {
+                    return ApiError::Unauthorized("this caller's tenant no longer exists".into())
+                        .into_response();
+                }
                 Err(err) => return ApiError::from(err).into_response(),
             };
+            if record.status != dash_core::TenantStatus::Active {
+                return ApiError::Forbidden(format!(
+                    "tenant {} is suspended: its users and keys can do nothing until the operator reactivates it",
+                    record.slug
+                ))
+                .into_response();
+            }
+            let limit = record
+                .api_rate_per_minute
+                .unwrap_or(state.config.api.rate_per_minute);
             match state.auth.take_request(tenant, limit) {
                 Ok((remaining, reset)) => Some((limit, remaining, reset)),
                 Err(retry_after_s) => {
