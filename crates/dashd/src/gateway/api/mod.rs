@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
-use dash_core::access::{Role, Scope};
+use dash_core::access::{ApiKey, Role, Scope, User};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -327,10 +327,14 @@ pub struct Caller {
 }
 
 /// A person in a login session, or a program with a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Principal {
-    User { id: Uuid, session: Uuid },
-    Key { id: Uuid },
+    /// The user as its session read it, this request.
+    User {
+        user: Box<User>,
+        session: Uuid,
+    },
+    Key(Box<ApiKey>),
 }
 
 /// What the caller may do: a user's role, or a key's scopes.
@@ -495,9 +499,9 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, A
             tracing::warn!(error = %err, "cannot record an API key's last use");
         }
         return Ok(Caller {
-            principal: Principal::Key { id: key.id },
             tenant: Some(key.tenant_id),
-            grants: Grants::Scopes(key.scopes),
+            grants: Grants::Scopes(key.scopes.clone()),
+            principal: Principal::Key(Box::new(key)),
         });
     }
     let claims = state.auth.check_access_token(token).ok_or_else(|| {
@@ -512,12 +516,12 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, A
         .filter(|user| user.id == claims.sub)
         .ok_or_else(|| unauthorized("this login session has ended: log in again"))?;
     Ok(Caller {
-        principal: Principal::User {
-            id: user.id,
-            session: claims.jti,
-        },
         tenant: user.tenant_id,
         grants: Grants::Role(user.role),
+        principal: Principal::User {
+            user: Box::new(user),
+            session: claims.jti,
+        },
     })
 }
 
