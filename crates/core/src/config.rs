@@ -246,6 +246,8 @@ pub struct ApiConfig {
     /// Client addresses of reverse proxies whose `X-Forwarded-For` is believed (for the
     /// login limit per address). Empty: the connection's own address counts.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Events kept per tenant for `GET /api/v1/events` to replay after `Last-Event-ID`.
+    pub events_retained: u32,
 }
 
 impl Default for ApiConfig {
@@ -261,6 +263,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             behind_tls: false,
             trusted_proxies: Vec::new(),
+            events_retained: 10_000,
         }
     }
 }
@@ -485,6 +488,7 @@ impl Config {
             ("api.rate_per_minute", u64::from(self.api.rate_per_minute)),
             ("api.login_attempts", u64::from(self.api.login_attempts)),
             ("api.login_window_s", self.api.login_window_s),
+            ("api.events_retained", u64::from(self.api.events_retained)),
         ] {
             if value == 0 {
                 return Err(ConfigError {

@@ -8,6 +8,7 @@ pub mod access;
 pub mod api;
 pub mod bot;
 pub mod breaker;
+pub mod commerce;
 pub mod config;
 pub mod flow;
 pub mod provider;

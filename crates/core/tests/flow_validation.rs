@@ -61,12 +61,21 @@ steps = [
   { id = "done", kind = "end", text = "ok" },
 ]
 "#;
-    assert!(Bundle::from_text(doc, 1, Capabilities::CURRENT).is_err());
+    // create_order is run by this release; notify is not, and is refused until a
+    // daemon declares it.
+    let notify = doc.replace("create_order = ", "notify = ");
+    assert!(Bundle::from_text(&notify, 1, Capabilities::CURRENT).is_err());
     let caps = Capabilities {
-        create_order: true,
+        notify: true,
         ..Capabilities::CURRENT
     };
-    let bundle = Bundle::from_text(doc, 1, caps).unwrap();
+    assert!(Bundle::from_text(&notify, 1, caps).is_ok());
+    let without = Capabilities {
+        create_order: false,
+        ..Capabilities::CURRENT
+    };
+    assert!(Bundle::from_text(doc, 1, without).is_err());
+    let bundle = Bundle::from_text(doc, 1, Capabilities::CURRENT).unwrap();
     // The engine hands the rendered action to dashd and goes on.
     struct One(Bundle);
     impl dash_core::flow::Versions for One {

@@ -130,6 +130,11 @@ pub async fn start_with_clock(
         admin_socket: admin_socket.clone(),
     };
     let mut servers = JoinSet::new();
+    tokio::spawn(trim_event_log(
+        state.store.clone(),
+        state.config.api.events_retained,
+        shutdown.child_token(),
+    ));
 
     // Each listener has its own limits: a flood on the public port never takes the
     // admin socket's connections, and descriptors stay in reserve for it and the database.
@@ -423,6 +428,23 @@ impl Drop for SocketFile {
     fn drop(&mut self) {
         if let Some(path) = &self.0 {
             remove_socket(path);
+        }
+    }
+}
+
+/// Keeps the REST API's event log to the newest `keep` events of each tenant, once a
+/// minute, until shutdown.
+async fn trim_event_log(store: Arc<dyn store::Store>, keep: u32, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.trim_events(keep).await {
+            Ok(0) => {}
+            Ok(trimmed) => tracing::debug!(trimmed, "event log trimmed"),
+            Err(err) => tracing::warn!(error = %err, "cannot trim the event log"),
         }
     }
 }

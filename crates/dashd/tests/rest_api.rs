@@ -24,6 +24,10 @@ fn fill(route: &ApiRoute, world: &rest::TenantWorld, made_up: bool) -> String {
             ("bot", false) => world.bot_id.clone(),
             ("user", false) => world.owner_id.clone(),
             ("key", false) => world.key_id.clone(),
+            ("product", false) => world.product_id.clone(),
+            ("customer", false) => world.customer_id.clone(),
+            ("seller", false) => world.seller_id.clone(),
+            ("order", false) => world.order_id.clone(),
             (other, _) => panic!(
                 "{} {} has a parameter {{{other}}} this test does not know: say here which of tenant A's resources it names",
                 route.method, route.path
@@ -491,8 +495,8 @@ async fn each_tenant_has_its_own_request_budget_and_headers() {
     .await;
     let admin = common::Admin::new(dir.path());
     let api = Rest::new(daemon.http_addr);
-    let a = rest::tenant(&admin, &api, "tenant-a").await;
-    let b = rest::tenant(&admin, &api, "tenant-b").await;
+    let a = rest::tenant_without_data(&admin, &api, "tenant-a").await;
+    let b = rest::tenant_without_data(&admin, &api, "tenant-b").await;
     for remaining in (0..5).rev() {
         let answer = api.call("GET", "/api/v1/bots", Some(&a.key), None).await;
         assert_eq!(answer.status, 200);

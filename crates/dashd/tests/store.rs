@@ -244,6 +244,150 @@ mod cases {
         assert_eq!(queued.len(), 2, "{queued:?}");
     }
 
+    pub async fn business_data_stays_in_its_tenant(store: Arc<dyn Store>, _: Arc<TestDb>) {
+        use dash_core::commerce::{
+            NewOrder, NewOrderItem, OrderChange, OrderStatus, ProductInput, SellerInput,
+        };
+        use dashd::store::TenantScope;
+        use dashd::store::commerce::OrderFilter;
+        let a = store.create_tenant(&tenant("acme")).await.unwrap();
+        let b = store.create_tenant(&tenant("beta")).await.unwrap();
+        let (acme, beta) = (TenantScope::Tenant(a.id), TenantScope::Tenant(b.id));
+        let product = ProductInput {
+            sku: Some("ALF-12".into()),
+            name: Some("Alfajores".into()),
+            price_cents: Some(450_000),
+            currency: Some("ARS".into()),
+            stock: Some(Some(3)),
+            ..Default::default()
+        };
+        let p = store.create_product(a.id, &product).await.unwrap();
+        assert!(matches!(
+            store.create_product(a.id, &product).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        // The same SKU in another tenant is another product.
+        store.create_product(b.id, &product).await.unwrap();
+        let theirs = store
+            .create_seller(
+                b.id,
+                &SellerInput {
+                    name: Some("Bo".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let order = |quantity: i64, seller: Option<uuid::Uuid>| NewOrder {
+            contact: "+5491100000001".into(),
+            customer_name: Some("Ana".into()),
+            items: vec![NewOrderItem {
+                sku: Some("ALF-12".into()),
+                name: None,
+                unit_price_cents: None,
+                quantity,
+            }],
+            currency: None,
+            seller_id: seller,
+            notes: None,
+        };
+        let first = store.create_order(a.id, &order(2, None)).await.unwrap();
+        assert_eq!(
+            (first.total_cents, first.currency.as_str()),
+            (900_000, "ARS")
+        );
+        assert_eq!(store.product(acme, p.id).await.unwrap().stock, Some(1));
+        // Short stock and another tenant's seller are refused, and change nothing.
+        assert!(matches!(
+            store.create_order(a.id, &order(2, None)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(matches!(
+            store.create_order(a.id, &order(1, Some(theirs.id))).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(store.product(acme, p.id).await.unwrap().stock, Some(1));
+        // Scopes: beta sees none of it.
+        assert!(matches!(
+            store.order(beta, first.id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.product(beta, p.id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.customer(beta, first.customer_id).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(
+            store
+                .orders_page(beta, None, 10, &OrderFilter::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let change = OrderChange {
+            status: Some(OrderStatus::Cancelled),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.change_order(beta, first.id, &change).await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // States move forward only; cancelling gives the stock back.
+        let skip = OrderChange {
+            status: Some(OrderStatus::Shipped),
+            ..Default::default()
+        };
+        assert!(matches!(
+            store.change_order(acme, first.id, &skip).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        let cancelled = store.change_order(acme, first.id, &change).await.unwrap();
+        assert_eq!(cancelled.status, OrderStatus::Cancelled);
+        assert_eq!(cancelled.items.len(), 1);
+        assert_eq!(store.product(acme, p.id).await.unwrap().stock, Some(3));
+        // Events: acme's stream has its two, beta's none; trimming keeps the newest.
+        let events = store.events_after(a.id, 0, 100).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["order.created", "order.updated"]);
+        assert!(store.events_after(b.id, 0, 100).await.unwrap().is_empty());
+        assert_eq!(store.last_event(a.id).await.unwrap(), events[1].seq);
+        assert_eq!(store.trim_events(1).await.unwrap(), 1);
+        assert_eq!(store.events_after(a.id, 0, 100).await.unwrap().len(), 1);
+
+        // A step's order the catalogue refuses is left out; the step still commits.
+        let shop = store
+            .create_bot(&slug("acme"), &bot("shop", None))
+            .await
+            .unwrap();
+        let mut step = commit(&shop, "+5491100000002");
+        let vars =
+            serde_json::Map::from_iter([("email".to_owned(), serde_json::json!("x@y.example"))]);
+        step.orders.push((order(1, None), vars.clone()));
+        let mut unknown = order(1, None);
+        unknown.items[0].sku = Some("NOPE".into());
+        step.orders.push((unknown, vars));
+        assert!(store.commit_step(&step).await.unwrap().is_some());
+        let orders = store
+            .orders_page(acme, None, 10, &OrderFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(orders.len(), 2, "{orders:?}");
+        assert_eq!(orders[1].source, "flow");
+        assert_eq!(orders[1].bot_id, Some(shop.id));
+        let customer = store.customer(acme, orders[1].customer_id).await.unwrap();
+        assert_eq!(customer.vars["email"], "x@y.example");
+        assert!(
+            store
+                .conversation_row(shop.id, "+5491100000002")
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
     pub async fn providers_contacts_and_attempts(store: Arc<dyn Store>, _: Arc<TestDb>) {
         use dashd::store::contacts::ContactIdentity;
         use dashd::store::outbox::SendAttempt;
@@ -1384,6 +1528,8 @@ mod cases {
             outbound: Vec::new(),
             timers_add: Vec::new(),
             timers_remove: Vec::new(),
+            orders: Vec::new(),
+            events: Vec::new(),
             now: chrono::Utc::now(),
         }
     }
@@ -2467,7 +2613,8 @@ macro_rules! suite {
                 pipeline_records_are_isolated_per_bot, providers_contacts_and_attempts,
                 sessions_keep_state_qr_phone_and_history,
                 users_sessions_and_keys_stay_in_their_tenant,
-                idempotent_sends_queue_once_per_tenant_and_key);
+                idempotent_sends_queue_once_per_tenant_and_key,
+                business_data_stays_in_its_tenant);
 
             #[tokio::test]
             #[$attr]

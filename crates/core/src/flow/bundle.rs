@@ -26,9 +26,9 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// What this release executes: `set` and `http` only.
+    /// What this release executes: `set`, `http` and `create_order`.
     pub const CURRENT: Capabilities = Capabilities {
-        create_order: false,
+        create_order: true,
         notify: false,
         llm: false,
     };

@@ -225,6 +225,9 @@ pub enum Effect {
         payload: Value,
         flow: String,
         step: String,
+        /// The conversation's variables when the action ran (a flow that ends right
+        /// after forgets them): a `create_order` keeps them on the customer.
+        vars: Map<String, Value>,
     },
     /// Something went wrong that the document author should know about (logged).
     Warning {
@@ -1010,6 +1013,7 @@ impl<'a> Run<'a> {
                     payload,
                     flow: bundle.doc.flows[pos.0].id.clone(),
                     step: step.id().to_owned(),
+                    vars: self.state.vars.clone(),
                 });
                 self.continue_after(bundle, pos);
             }

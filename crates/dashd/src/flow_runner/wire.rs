@@ -312,6 +312,8 @@ pub(crate) enum EffectWire {
         payload: Value,
         flow: String,
         step: String,
+        #[serde(default)]
+        vars: serde_json::Map<String, Value>,
     },
     Warning {
         message: String,
@@ -441,6 +443,7 @@ impl From<EffectWire> for Effect {
                 payload,
                 flow,
                 step,
+                vars,
             } => Effect::Action {
                 action: match action {
                     ExternalActionWire::CreateOrder => ExternalAction::CreateOrder,
@@ -450,6 +453,7 @@ impl From<EffectWire> for Effect {
                 payload,
                 flow,
                 step,
+                vars,
             },
             EffectWire::Warning { message } => Effect::Warning { message },
         }

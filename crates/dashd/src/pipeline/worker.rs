@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use dash_core::api::{Choice, MessageBody};
-use dash_core::flow::engine::{ConversationState, Effect, Event, Waiting};
+use dash_core::flow::engine::{ConversationState, Effect, Event, ExternalAction, Waiting};
 use dash_core::ratelimit::backoff;
 use dash_core::{Bot, BotRef, BotStatus};
 use futures_util::FutureExt;
@@ -597,6 +597,8 @@ async fn try_step(
         outbound: Vec::new(),
         timers_add: Vec::new(),
         timers_remove: Vec::new(),
+        orders: Vec::new(),
+        events: Vec::new(),
         now,
     };
     let mut requests = Vec::new();
@@ -627,6 +629,10 @@ async fn try_step(
             Effect::Http(request) => requests.push(request),
             Effect::Handoff { flow, step } => {
                 tracing::info!(bot = %bot.path(), flow, step, "conversation handed off to a person");
+                commit.events.push((
+                    "handoff.requested",
+                    serde_json::json!({"bot_id": bot.id, "contact": contact, "flow": flow, "step": step}),
+                ));
             }
             Effect::ConversationStarted {
                 flow,
@@ -638,6 +644,18 @@ async fn try_step(
             Effect::ConversationEnded { reason } => {
                 tracing::debug!(bot = %bot.path(), ?reason, "conversation ended");
             }
+            Effect::Action {
+                action: ExternalAction::CreateOrder,
+                payload,
+                flow,
+                step,
+                vars,
+            } => match flow_order(contact, &payload) {
+                Ok(order) => commit.orders.push((order, vars)),
+                Err(reason) => {
+                    tracing::warn!(bot = %bot.path(), flow, step, reason, "a flow's create_order is invalid; no order");
+                }
+            },
             Effect::Action {
                 action, flow, step, ..
             } => {
@@ -731,4 +749,51 @@ fn spawn_http(
 
 async fn tenant_active(inner: &Inner, bot: &Bot) -> bool {
     matches!(inner.cached_bot(bot.id).await, Ok(Some((_, true))))
+}
+
+/// The order a flow's `create_order` payload describes, for `contact`. Templates render
+/// to text, so quantities and prices may come as numbers or as numeric strings.
+fn flow_order(
+    contact: &str,
+    payload: &serde_json::Value,
+) -> Result<dash_core::commerce::NewOrder, String> {
+    use serde_json::Value;
+    fn number(value: &Value) -> Option<i64> {
+        match value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+    fn text(value: Option<&Value>) -> Option<String> {
+        value
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    }
+    let items = payload
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or("create_order needs items = [{ sku = ..., quantity = ... }]")?;
+    let items = items
+        .iter()
+        .map(|item| dash_core::commerce::NewOrderItem {
+            sku: text(item.get("sku")),
+            name: text(item.get("name")),
+            unit_price_cents: item.get("unit_price_cents").and_then(number),
+            quantity: item.get("quantity").map_or(Some(1), number).unwrap_or(0),
+        })
+        .collect();
+    let order = dash_core::commerce::NewOrder {
+        contact: contact.to_owned(),
+        customer_name: text(payload.get("customer_name")),
+        items,
+        currency: text(payload.get("currency")),
+        seller_id: None,
+        notes: text(payload.get("notes")),
+    };
+    order
+        .validated()
+        .map_err(|err| format!("{}: {}", err.field, err.message))
 }

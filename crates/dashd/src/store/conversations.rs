@@ -60,6 +60,15 @@ pub struct StepCommit {
     pub outbound: Vec<NewOutbound>,
     pub timers_add: Vec<TimerRow>,
     pub timers_remove: Vec<u64>,
+    /// Orders the step's `create_order` actions asked for, with the conversation's
+    /// variables for the customer record. One that the catalogue refuses (an unknown
+    /// SKU, short stock) is left out with a warning; the step still commits.
+    pub orders: Vec<(
+        dash_core::commerce::NewOrder,
+        serde_json::Map<String, serde_json::Value>,
+    )>,
+    /// Events for the tenant's stream (`handoff.requested`...), written with the step.
+    pub events: Vec<(&'static str, serde_json::Value)>,
     pub now: DateTime<Utc>,
 }
 
@@ -254,6 +263,14 @@ async fn write_steps(tx: &mut Tx, commits: &[StepCommit]) -> StoreResult<Option<
         )
         .collect();
     add_events(tx, &events).await?;
+    for c in commits {
+        for (kind, data) in &c.events {
+            super::events::append_event(tx, c.tenant_id, kind, data, c.now).await?;
+        }
+        for (order, vars) in &c.orders {
+            write_flow_order(tx, c, order, vars).await?;
+        }
+    }
     Ok(Some(ids))
 }
 
@@ -451,5 +468,38 @@ impl ConversationStore for SqlStore {
         .fetch_scalar(&self.pool)
         .await?;
         Ok(busy == 0)
+    }
+}
+
+/// Writes an order a step asked for, inside a savepoint: a refusal by the catalogue
+/// (unknown SKU, short stock) undoes only the order, and the step commits without it.
+async fn write_flow_order(
+    tx: &mut Tx,
+    c: &StepCommit,
+    order: &dash_core::commerce::NewOrder,
+    vars: &serde_json::Map<String, serde_json::Value>,
+) -> StoreResult<()> {
+    sql("SAVEPOINT flow_order").execute(&mut *tx).await?;
+    match super::commerce::insert_order(tx, c.tenant_id, Some(c.bot_id), "flow", order, vars, c.now)
+        .await
+    {
+        Ok(written) => {
+            sql("RELEASE SAVEPOINT flow_order")
+                .execute(&mut *tx)
+                .await?;
+            tracing::info!(bot_id = %c.bot_id, order = %written.id, "order created by a flow");
+            Ok(())
+        }
+        Err(super::StoreError::Conflict { message, .. }) => {
+            sql("ROLLBACK TO SAVEPOINT flow_order")
+                .execute(&mut *tx)
+                .await?;
+            sql("RELEASE SAVEPOINT flow_order")
+                .execute(&mut *tx)
+                .await?;
+            tracing::warn!(bot_id = %c.bot_id, reason = message, "a flow's order was refused");
+            Ok(())
+        }
+        Err(err) => Err(err),
     }
 }

@@ -3,11 +3,13 @@
 //! database URL's scheme. Its SQL is written once (see [`sql`]); the interface is split
 //! by aggregate into one trait per file ([`tenants`], [`flows`], [`inbound`],
 //! [`conversations`], [`outbox`], [`timers`], [`contacts`], [`providers`], [`sessions`],
-//! [`sandbox`], [`users`]), gathered by [`Store`]. Each backend has its own migrations under
+//! [`sandbox`], [`users`], [`commerce`], [`events`]), gathered by [`Store`]. Each backend has its own migrations under
 //! `migrations/<backend>/`; both pass the same conformance suite (`tests/store.rs`).
 
+pub mod commerce;
 pub mod contacts;
 pub mod conversations;
+pub mod events;
 pub mod flows;
 pub mod inbound;
 pub mod outbox;
@@ -285,6 +287,8 @@ pub trait Store:
     + sessions::SessionStore
     + sandbox::SandboxStore
     + users::AccessStore
+    + commerce::CommerceStore
+    + events::EventStore
     + Send
     + Sync
     + std::fmt::Debug

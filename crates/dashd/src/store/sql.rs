@@ -101,6 +101,12 @@ impl From<bool> for Value {
     }
 }
 
+impl From<Option<bool>> for Value {
+    fn from(value: Option<bool>) -> Self {
+        Value::Bool(value)
+    }
+}
+
 impl From<DateTime<Utc>> for Value {
     fn from(at: DateTime<Utc>) -> Self {
         Value::Time(Some(at))

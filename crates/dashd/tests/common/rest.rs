@@ -74,10 +74,28 @@ impl Rest {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.unwrap();
+        let mut response = request.send().await.unwrap();
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
+        let streaming = headers
+            .get("content-type")
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+        let text = if streaming {
+            // An event stream never ends: what arrives within half a second.
+            let mut text = String::new();
+            while let Ok(Ok(Some(chunk))) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), response.chunk()).await
+            {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            return Answer {
+                status,
+                headers,
+                body: Value::String(text),
+            };
+        } else {
+            response.text().await.unwrap()
+        };
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Answer {
             status,
@@ -110,6 +128,10 @@ pub struct TenantWorld {
     pub owner_id: String,
     pub key_id: String,
     pub key_prefix: String,
+    pub product_id: String,
+    pub customer_id: String,
+    pub seller_id: String,
+    pub order_id: String,
     /// Access tokens by role.
     pub owner: String,
     pub agent: String,
@@ -121,20 +143,60 @@ pub struct TenantWorld {
 impl TenantWorld {
     /// Every identifier of this tenant that must never reach another tenant.
     pub fn secrets(&self) -> Vec<String> {
-        vec![
+        let all = vec![
             self.tenant_id.clone(),
             self.bot_id.clone(),
             self.owner_id.clone(),
             self.key_id.clone(),
             self.key_prefix.clone(),
+            self.product_id.clone(),
+            self.customer_id.clone(),
+            self.seller_id.clone(),
+            self.order_id.clone(),
             format!("owner@{}.example.com", self.slug),
-        ]
+        ];
+        all.into_iter().filter(|s| !s.is_empty()).collect()
     }
 }
 
-/// Creates a tenant with its bot (sandbox, echo flow), users and a key, through the
-/// admin socket, and logs its users in through the REST API.
+/// [`tenant_without_data`], plus a seller, a product, a customer and an order made by
+/// the owner through the API (four requests of the tenant's budget).
 pub async fn tenant(admin: &Admin, rest: &Rest, slug: &str) -> TenantWorld {
+    let mut world = tenant_without_data(admin, rest, slug).await;
+    let made = |path: &'static str, body: Value| {
+        let owner = world.owner.clone();
+        async move {
+            let answer = rest.call("POST", path, Some(&owner), Some(body)).await;
+            assert_eq!(answer.status, 201, "POST {path}: {answer:?}");
+            answer.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let seller_id = made("/api/v1/sellers", json!({"name": "Lucía"})).await;
+    let product_id = made(
+        "/api/v1/products",
+        json!({"sku": "ALF-12", "name": "Alfajores x12", "price_cents": 450000, "currency": "ARS", "stock": 50}),
+    )
+    .await;
+    let customer_id = made(
+        "/api/v1/customers",
+        json!({"contact": format!("+5491100000{}", slug.len()), "name": "Ana", "seller_id": seller_id}),
+    )
+    .await;
+    let order_id = made(
+        "/api/v1/orders",
+        json!({"contact": "+5491199999999", "items": [{"sku": "ALF-12", "quantity": 2}], "seller_id": seller_id}),
+    )
+    .await;
+    world.seller_id = seller_id;
+    world.product_id = product_id;
+    world.customer_id = customer_id;
+    world.order_id = order_id;
+    world
+}
+
+/// Creates a tenant with its bot (sandbox, echo flow), users and a key, through the
+/// admin socket, and logs its users in through the REST API (no request of its budget).
+pub async fn tenant_without_data(admin: &Admin, rest: &Rest, slug: &str) -> TenantWorld {
     let tenant = admin
         .call("POST", "/v1/tenants", json!({"slug": slug}))
         .await;
@@ -184,6 +246,10 @@ pub async fn tenant(admin: &Admin, rest: &Rest, slug: &str) -> TenantWorld {
         .await;
     TenantWorld {
         slug: slug.to_owned(),
+        product_id: String::new(),
+        customer_id: String::new(),
+        seller_id: String::new(),
+        order_id: String::new(),
         tenant_id: tenant["id"].as_str().unwrap().to_owned(),
         bot_id,
         owner_id,

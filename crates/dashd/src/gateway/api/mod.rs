@@ -10,6 +10,7 @@
 
 mod auth;
 mod bots;
+mod business;
 mod team;
 
 pub(crate) use team::{add_user, change_password, create_api_key};
@@ -280,6 +281,132 @@ fn routes() -> Table {
         A::Needs(S::BotsWrite),
         "Make a flow version the active one",
         bots::activate_flow,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/products", "/api/products"],
+        A::Needs(S::ProductsRead),
+        "The catalogue",
+        business::list_products,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/products", "/api/products"],
+        A::Needs(S::ProductsWrite),
+        "Add a product",
+        business::create_product,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/products/{product}", "/api/products/{product}"],
+        A::Needs(S::ProductsRead),
+        "A product",
+        business::show_product,
+    );
+    t.add(
+        M::PATCH,
+        &["/api/v1/products/{product}"],
+        A::Needs(S::ProductsWrite),
+        "Change a product (price, stock, active...)",
+        business::update_product,
+    );
+    t.add(
+        M::DELETE,
+        &["/api/v1/products/{product}"],
+        A::Needs(S::ProductsWrite),
+        "Remove a product",
+        business::delete_product,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/customers"],
+        A::Needs(S::CustomersRead),
+        "Customers",
+        business::list_customers,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/customers"],
+        A::Needs(S::CustomersWrite),
+        "Add a customer",
+        business::create_customer,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/customers/{customer}"],
+        A::Needs(S::CustomersRead),
+        "A customer with its captured variables",
+        business::show_customer,
+    );
+    t.add(
+        M::PATCH,
+        &["/api/v1/customers/{customer}"],
+        A::Needs(S::CustomersWrite),
+        "Change a customer",
+        business::update_customer,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/sellers", "/api/sellers"],
+        A::Needs(S::SellersRead),
+        "Sellers",
+        business::list_sellers,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/sellers", "/api/sellers"],
+        A::Needs(S::SellersWrite),
+        "Add a seller",
+        business::create_seller,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/sellers/{seller}"],
+        A::Needs(S::SellersRead),
+        "A seller",
+        business::show_seller,
+    );
+    t.add(
+        M::PATCH,
+        &["/api/v1/sellers/{seller}"],
+        A::Needs(S::SellersWrite),
+        "Change a seller",
+        business::update_seller,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/orders", "/api/orders"],
+        A::Needs(S::OrdersRead),
+        "Orders, newest last (filters: status, customer_id)",
+        business::list_orders,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/orders", "/api/orders"],
+        A::Needs(S::OrdersWrite),
+        "Create an order",
+        business::create_order,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/orders/{order}", "/api/orders/{order}"],
+        A::Needs(S::OrdersRead),
+        "An order with its items",
+        business::show_order,
+    );
+    t.add(
+        M::PATCH,
+        &["/api/v1/orders/{order}"],
+        A::Needs(S::OrdersWrite),
+        "Move an order along its states, or change its seller or notes",
+        business::change_order,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/events"],
+        A::Needs(S::EventsRead),
+        "Server-Sent Events of the caller's tenant (Last-Event-ID resumes)",
+        business::events,
     );
     t
 }
