@@ -20,6 +20,7 @@ fn fill(route: &ApiRoute, world: &rest::TenantWorld, made_up: bool) -> String {
         let name = &path[start + 1..end];
         let value = match (name, made_up) {
             ("version", _) => "1".to_owned(),
+            ("contact", _) => "+5491100000001".to_owned(),
             (_, true) => unknown.clone(),
             ("bot", false) => world.bot_id.clone(),
             ("user", false) => world.owner_id.clone(),
@@ -576,4 +577,146 @@ async fn each_tenant_has_its_own_request_budget_and_headers() {
             .contains_key("access-control-allow-origin")
     );
     daemon.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_agent_takes_answers_and_resumes_a_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = rest::daemon(dir.path(), |_| {}).await;
+    let admin = common::Admin::new(dir.path());
+    let api = Rest::new(daemon.http_addr);
+    let a = rest::tenant_without_data(&admin, &api, "tenant-a").await;
+    let customer = "+5491100000001";
+    let base = format!("/api/v1/bots/{}/conversations", a.bot_id);
+    let path = format!("{base}/{customer}");
+    admin.say("tenant-a", "shop", customer, "hola").await;
+    assert_eq!(replies(&api, &path, &a.agent, 1).await.0, 1);
+    let listed = api
+        .call(
+            "GET",
+            &format!("{base}?contact=%2B54911"),
+            Some(&a.viewer),
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["data"][0]["contact"], customer, "{listed:?}");
+
+    // The agent takes it: the bot stays silent.
+    let taken = api
+        .call(
+            "POST",
+            &format!("{base}/{customer}/take"),
+            Some(&a.agent),
+            None,
+        )
+        .await;
+    assert_eq!(taken.status, 200, "{taken:?}");
+    let handoff = api
+        .call(
+            "GET",
+            &format!("{base}?status=handoff"),
+            Some(&a.agent),
+            None,
+        )
+        .await;
+    assert_eq!(
+        handoff.body["data"].as_array().unwrap().len(),
+        1,
+        "{handoff:?}"
+    );
+    admin
+        .say("tenant-a", "shop", customer, "are you there?")
+        .await;
+    // Handled (not merely stored) before the agent answers, so that a reply from the bot
+    // would come first.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let body = api.call("GET", &path, Some(&a.agent), None).await.body;
+        let handled = body["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "in" && m["state"] == "processed")
+            .count();
+        if handled == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The agent answers from the API.
+    let sent = api
+        .call(
+            "POST",
+            &format!("{base}/{customer}/messages"),
+            Some(&a.agent),
+            Some(json!({"text": "Hi, Lucía here"})),
+        )
+        .await;
+    assert_eq!(sent.status, 201, "{sent:?}");
+    let (out, body) = replies(&api, &path, &a.agent, 2).await;
+    assert_eq!(out, 2, "{body}");
+    let texts: Vec<&str> = body["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "out")
+        .map(|m| m["body"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["hola", "Hi, Lucía here"],
+        "the bot said nothing in between"
+    );
+
+    // Resumed, the bot answers again; a second resume has nothing to resume.
+    let resumed = api
+        .call(
+            "POST",
+            &format!("{base}/{customer}/resume"),
+            Some(&a.agent),
+            None,
+        )
+        .await;
+    assert_eq!(resumed.status, 200, "{resumed:?}");
+    let again = api
+        .call(
+            "POST",
+            &format!("{base}/{customer}/resume"),
+            Some(&a.agent),
+            None,
+        )
+        .await;
+    assert_eq!(again.status, 409);
+    admin.say("tenant-a", "shop", customer, "back").await;
+    assert_eq!(replies(&api, &path, &a.agent, 3).await.0, 3);
+
+    // The tenant's stream tells the story.
+    let events = api
+        .call("GET", "/api/v1/events?after=0", Some(&a.viewer), None)
+        .await;
+    let text = events.body.as_str().unwrap();
+    assert!(text.contains("event: handoff.taken"), "{text}");
+    assert!(text.contains("event: handoff.resumed"), "{text}");
+    daemon.shutdown().await.unwrap();
+}
+
+/// Waits until a conversation's transcript holds `want` messages from the bot (10 s at
+/// most); how many it holds, and the conversation.
+async fn replies(api: &Rest, path: &str, token: &str, want: usize) -> (usize, Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let answer = api.call("GET", path, Some(token), None).await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let out = answer.body["transcript"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["direction"] == "out")
+            .count();
+        if out >= want || std::time::Instant::now() > deadline {
+            return (out, answer.body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -186,6 +186,9 @@ pub enum Event {
     },
     /// An operator handed the conversation back to the bot.
     Resume,
+    /// A person takes the conversation over: the bot stays silent for this contact until
+    /// [`Event::Resume`] (as after a `handoff` step). Ignored when no flow is active.
+    Takeover,
 }
 
 /// How an HTTP request ended.
@@ -378,6 +381,7 @@ pub fn step_within(
             outcome,
         } => run.on_http(*request_id, outcome),
         Event::Resume => run.on_resume(),
+        Event::Takeover => run.on_takeover(),
     }
     let mut state = run.state;
     // The counts only matter while the event's HTTP request is pending.
@@ -752,11 +756,39 @@ impl<'a> Run<'a> {
         }
     }
 
+    fn on_takeover(&mut self) {
+        self.cancel_timers(|kind| matches!(kind, TimerKind::IdleReminder | TimerKind::IdleEnd));
+        match self.state.active.as_mut() {
+            Some(active) => active.waiting = Waiting::Handoff,
+            None => {
+                let Some(bundle) = self.versions.active() else {
+                    return;
+                };
+                self.bundle = Some(bundle);
+                // No flow step to go back to: resuming ends it (see `on_resume`).
+                self.state.active = Some(Active {
+                    version: bundle.version,
+                    flow: String::new(),
+                    step: String::new(),
+                    waiting: Waiting::Handoff,
+                    retries: 0,
+                    started_at: self.ctx.now,
+                });
+            }
+        }
+        self.reschedule_expiry();
+    }
+
     fn on_resume(&mut self) {
         let Some(active) = self.state.active.clone() else {
             return;
         };
         if active.waiting != Waiting::Handoff {
+            return;
+        }
+        if active.flow.is_empty() {
+            // Taken over outside any flow: nothing to go back to.
+            self.end(EndReason::Resumed);
             return;
         }
         let Some(bundle) = self.conversation_bundle() else {

@@ -338,7 +338,7 @@ pub async fn resume(
 
 /// What went wrong with a resume or reset, as it is: a deleted bot is 404, a step that
 /// kept failing or a stopping dashd is 503 with the reason.
-fn operator_error(err: OperatorError) -> ApiError {
+pub(crate) fn operator_error(err: OperatorError) -> ApiError {
     match err {
         OperatorError::BotGone => ApiError::NotFound(err.to_string()),
         OperatorError::Failed(_) | OperatorError::Stopping => {
@@ -367,7 +367,7 @@ pub async fn reset(
 
 /// The contact key of a path's `{contact}`: any identifier the contact is known by
 /// (phone, BSUID, LID, username) finds it; one not known yet is taken as given.
-async fn contact_of(
+pub(crate) async fn contact_of(
     state: &AppState,
     bot_id: Uuid,
     path: &std::collections::HashMap<String, String>,

@@ -225,6 +225,7 @@ pub(crate) enum EventWire {
         outcome: HttpOutcomeWire,
     },
     Resume,
+    Takeover,
 }
 
 /// [`HttpOutcome`] on the wire.
@@ -259,6 +260,7 @@ impl From<&Event> for EventWire {
                 },
             },
             Event::Resume => EventWire::Resume,
+            Event::Takeover => EventWire::Takeover,
         }
     }
 }
@@ -281,6 +283,7 @@ impl From<EventWire> for Event {
                 },
             },
             EventWire::Resume => Event::Resume,
+            EventWire::Takeover => Event::Takeover,
         }
     }
 }

@@ -94,6 +94,12 @@ pub enum Work {
         contact: String,
         done: oneshot::Sender<Result<bool, OperatorError>>,
     },
+    /// A person takes the conversation over (the bot stays silent until resumed).
+    Takeover {
+        bot_id: Uuid,
+        contact: String,
+        done: oneshot::Sender<Result<bool, OperatorError>>,
+    },
     /// An operator clears the conversation's state.
     Reset {
         bot_id: Uuid,
@@ -113,6 +119,9 @@ impl Work {
                 bot_id, contact, ..
             }
             | Work::Resume {
+                bot_id, contact, ..
+            }
+            | Work::Takeover {
                 bot_id, contact, ..
             }
             | Work::Reset {
@@ -744,6 +753,19 @@ impl Pipeline {
     pub async fn resume(&self, bot_id: Uuid, contact: &str) -> Result<bool, OperatorError> {
         let (done, rx) = oneshot::channel();
         self.inner.submit(Work::Resume {
+            bot_id,
+            contact: contact.to_owned(),
+            done,
+        });
+        rx.await.map_err(|_| OperatorError::Stopping)?
+    }
+
+    /// Hands a conversation to a person: the bot stays silent for the contact until
+    /// [`resume`](Self::resume). True when it is handed off now (also when it already
+    /// was); false when the bot has no active flow to silence.
+    pub async fn take_over(&self, bot_id: Uuid, contact: &str) -> Result<bool, OperatorError> {
+        let (done, rx) = oneshot::channel();
+        self.inner.submit(Work::Takeover {
             bot_id,
             contact: contact.to_owned(),
             done,

@@ -117,6 +117,31 @@ async fn handle(inner: &Arc<Inner>, work: Work) {
             .await;
             let _ = done.send(result);
         }
+        Work::Takeover {
+            bot_id,
+            contact,
+            done,
+        } => {
+            let result = operator_retries(inner, "takeover", || async {
+                let Some(bot) = load_bot(inner, bot_id).await? else {
+                    return Ok(None);
+                };
+                let handed_off = |state: &ConversationState| {
+                    matches!(
+                        state.active.as_ref().map(|a| &a.waiting),
+                        Some(Waiting::Handoff)
+                    )
+                };
+                if !handed_off(&load_state(inner, bot_id, &contact).await?) {
+                    run_step(inner, &bot, &contact, &Event::Takeover, Step::default()).await?;
+                }
+                Ok(Some(handed_off(
+                    &load_state(inner, bot_id, &contact).await?,
+                )))
+            })
+            .await;
+            let _ = done.send(result);
+        }
         Work::Reset {
             bot_id,
             contact,
@@ -587,8 +612,17 @@ async fn try_step(
             Some(Waiting::Http { .. }) => "waiting_http",
             Some(_) => "active",
         },
-        flow: state.active.as_ref().map(|a| a.flow.clone()),
-        step: state.active.as_ref().map(|a| a.step.clone()),
+        // A conversation taken over outside any flow has none to show.
+        flow: state
+            .active
+            .as_ref()
+            .map(|a| a.flow.clone())
+            .filter(|flow| !flow.is_empty()),
+        step: state
+            .active
+            .as_ref()
+            .map(|a| a.step.clone())
+            .filter(|step| !step.is_empty()),
         flow_version: state.active.as_ref().map(|a| a.version),
         last_message_at: extra.last_message_at,
         expected_version,

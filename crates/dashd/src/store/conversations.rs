@@ -72,6 +72,26 @@ pub struct StepCommit {
     pub now: DateTime<Utc>,
 }
 
+/// What a conversation search matches: every field given.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationFilter {
+    /// `idle`, `active`, `handoff` or `waiting_http`.
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub flow: Option<String>,
+    /// Contacts starting with this (e.g. a number's first digits).
+    #[serde(default)]
+    pub contact: Option<String>,
+    /// Changed at or after this time.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Changed before this time.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// Storage of conversations and the results of their steps.
 #[async_trait]
 pub trait ConversationStore: Send + Sync {
@@ -91,6 +111,14 @@ pub trait ConversationStore: Send + Sync {
     /// Forgets a conversation's state and timers; true if there was one.
     async fn reset_conversation(&self, bot_id: Uuid, contact: &str) -> StoreResult<bool>;
     async fn list_conversations(&self, bot_id: Uuid) -> StoreResult<Vec<ConversationSummary>>;
+    /// A bot's conversations matching `filter`, by contact, after the contact `after`.
+    async fn conversations_page(
+        &self,
+        bot_id: Uuid,
+        filter: &ConversationFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>>;
     async fn conversation(
         &self,
         bot_id: Uuid,
@@ -372,6 +400,33 @@ impl ConversationStore for SqlStore {
             .await?;
         tx.commit().await?;
         Ok(deleted > 0)
+    }
+
+    async fn conversations_page(
+        &self,
+        bot_id: Uuid,
+        filter: &ConversationFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<ConversationSummary>> {
+        let rows = sql(
+            "SELECT contact, contact_name, status, flow, step, flow_version, last_message_at, updated_at \
+             FROM conversations WHERE bot_id = $1 AND ($2 IS NULL OR status = $2) \
+             AND ($3 IS NULL OR flow = $3) AND ($4 IS NULL OR substr(contact, 1, length($4)) = $4) \
+             AND ($5 IS NULL OR updated_at >= $5) AND ($6 IS NULL OR updated_at < $6) \
+             AND ($7 IS NULL OR contact > $7) ORDER BY contact LIMIT $8",
+        )
+        .bind(bot_id)
+        .bind(filter.status.as_deref())
+        .bind(filter.flow.as_deref())
+        .bind(filter.contact.as_deref())
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
     }
 
     async fn list_conversations(&self, bot_id: Uuid) -> StoreResult<Vec<ConversationSummary>> {

@@ -11,6 +11,7 @@
 mod auth;
 mod bots;
 mod business;
+mod conversations;
 mod team;
 
 pub(crate) use team::{add_user, change_password, create_api_key};
@@ -407,6 +408,41 @@ fn routes() -> Table {
         A::Needs(S::EventsRead),
         "Server-Sent Events of the caller's tenant (Last-Event-ID resumes)",
         business::events,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/bots/{bot}/conversations"],
+        A::Needs(S::ConversationsRead),
+        "A bot's conversations (filters: status, flow, contact prefix, since, until)",
+        conversations::list,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/bots/{bot}/conversations/{contact}"],
+        A::Needs(S::ConversationsRead),
+        "A conversation with its flow state and transcript",
+        conversations::show,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/bots/{bot}/conversations/{contact}/take"],
+        A::Needs(S::ConversationsWrite),
+        "Take a conversation over: the bot goes silent for the contact",
+        conversations::take,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/bots/{bot}/conversations/{contact}/messages"],
+        A::Needs(S::ConversationsWrite),
+        "Answer the contact as a person",
+        conversations::reply,
+    );
+    t.add(
+        M::POST,
+        &["/api/v1/bots/{bot}/conversations/{contact}/resume"],
+        A::Needs(S::ConversationsWrite),
+        "Hand the conversation back to the bot",
+        conversations::resume,
     );
     t
 }
