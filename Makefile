@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: help run test lint bench fmt build release clean
+.PHONY: help run test lint bench fuzz-api fmt build release clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ lint: ## What CI checks: formatting and clippy with warnings as errors
 bench: ## Benchmarks: the message pipeline (writes docs/performance.md), then trigger matching
 	$(CARGO) bench -p dashd --bench pipeline
 	$(CARGO) bench -p dash-core --bench triggers
+
+fuzz-api: ## Schema-driven fuzzing of the REST API (schemathesis from PyPI; FUZZ_EXAMPLES per operation, default 50)
+	scripts/fuzz-api
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

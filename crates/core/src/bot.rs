@@ -214,7 +214,7 @@ fn rate_setting(value: &serde_json::Value) -> Result<u32, ValidationError> {
 }
 
 /// Whether a bot answers messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BotStatus {
     Active,

@@ -35,7 +35,7 @@ pub struct Product {
 }
 
 /// Creating a product, or (every field optional) changing one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,14 +43,22 @@ pub struct ProductInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `null` clears it on a change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub description: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_cents: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
     /// `null`: not counted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub stock: Option<Option<i64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
@@ -162,17 +170,25 @@ pub struct Customer {
 }
 
 /// Creating a customer, or changing one (every field optional).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<Option<String>>,
     /// Merged into the stored variables (`null` values remove a variable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vars: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seller_id: Option<Option<Uuid>>,
 }
 
@@ -225,14 +241,22 @@ pub struct Seller {
 }
 
 /// Creating a seller, or changing one.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SellerInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub email: Option<Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub phone: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active: Option<bool>,
@@ -260,7 +284,7 @@ impl SellerInput {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Pending,
@@ -360,7 +384,7 @@ pub struct OrderItem {
 }
 
 /// Creating an order (`POST /api/v1/orders`, or a flow's `create_order` action).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
     /// The customer's contact; the customer is created if new.
@@ -379,7 +403,7 @@ pub struct NewOrder {
 
 /// An order line: a catalogue product by `sku` (its price), or a free line with `name`
 /// and `unit_price_cents`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrderItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -478,14 +502,22 @@ impl NewOrder {
 }
 
 /// Changing an order: its status (along [`OrderStatus::can_become`]), seller or notes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<OrderStatus>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub seller_id: Option<Option<Uuid>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::api::present_or_null",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub notes: Option<Option<String>>,
 }
 
@@ -568,5 +600,20 @@ mod tests {
             ..input
         };
         assert!(negative.validated(true).is_err());
+    }
+}
+
+#[cfg(test)]
+mod null_tests {
+    use super::*;
+
+    #[test]
+    fn null_clears_and_absence_keeps() {
+        let cleared: ProductInput = serde_json::from_str(r#"{"stock": null}"#).unwrap();
+        assert_eq!(cleared.stock, Some(None));
+        let kept: ProductInput = serde_json::from_str(r#"{"name": "x"}"#).unwrap();
+        assert_eq!(kept.stock, None);
+        let unassigned: OrderChange = serde_json::from_str(r#"{"seller_id": null}"#).unwrap();
+        assert_eq!(unassigned.seller_id, Some(None));
     }
 }

@@ -137,6 +137,18 @@ async fn another_tenants_records_are_not_found_on_every_route() {
         .map(|bot| bot["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [b.bot_id.as_str()]);
+    // The published interface is open to read; it names no tenant's data.
+    let document = api.call("GET", "/api/openapi.json", None, None).await;
+    assert_eq!(document.status, 200);
+    assert_eq!(document.body["openapi"], "3.1.0");
+    let page = api.call("GET", "/api/docs", None, None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
     daemon.shutdown().await.unwrap();
 }
 

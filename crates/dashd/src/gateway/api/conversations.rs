@@ -139,7 +139,7 @@ pub async fn take(
 }
 
 /// `POST .../conversations/{contact}/messages` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reply {
     pub text: String,

@@ -12,6 +12,7 @@ mod auth;
 mod bots;
 mod business;
 mod conversations;
+pub mod openapi;
 mod team;
 
 pub(crate) use team::{add_user, change_password, create_api_key};
@@ -34,14 +35,16 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::TenantScope;
 
-/// One route of the REST API, as the router and the tests see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One route of the REST API, as the router, the tests and the OpenAPI document see it.
+#[derive(Debug, Clone)]
 pub struct ApiRoute {
     pub method: Method,
-    /// In axum's syntax: `/api/v1/bots/{bot}`.
+    /// In axum's syntax: `/api/v1/bots/{bot}` (also OpenAPI's).
     pub path: &'static str,
     pub access: Access,
     pub summary: &'static str,
+    /// The JSON body it takes, if any.
+    pub body: Option<openapi::Body>,
 }
 
 /// Who may call a route.
@@ -66,7 +69,7 @@ impl Table {
         access: Access,
         summary: &'static str,
         handler: H,
-    ) {
+    ) -> Added<'_> {
         let filter = match method {
             Method::POST => MethodFilter::POST,
             Method::PUT => MethodFilter::PUT,
@@ -75,6 +78,7 @@ impl Table {
             _ => MethodFilter::GET,
         };
         let handler = on(filter, handler);
+        let first = self.0.len();
         for path in paths {
             self.0.push((
                 ApiRoute {
@@ -82,9 +86,26 @@ impl Table {
                     path,
                     access,
                     summary,
+                    body: None,
                 },
                 handler.clone(),
             ));
+        }
+        Added { table: self, first }
+    }
+}
+
+/// The routes one [`Table::add`] made, to declare their body.
+struct Added<'t> {
+    table: &'t mut Table,
+    first: usize,
+}
+
+impl Added<'_> {
+    /// The JSON body the routes take (for the OpenAPI document).
+    fn body<B: utoipa::ToSchema>(self) {
+        for (route, _) in &mut self.table.0[self.first..] {
+            route.body = Some(openapi::Body::of::<B>());
         }
     }
 }
@@ -102,28 +123,32 @@ fn routes() -> Table {
         A::Open,
         "Log in: access and refresh tokens",
         auth::login,
-    );
+    )
+    .body::<dash_core::access::Login>();
     t.add(
         M::POST,
         &["/api/auth/refresh", "/api/v1/auth/refresh"],
         A::Open,
         "Trade a refresh token for new tokens",
         auth::refresh,
-    );
+    )
+    .body::<dash_core::access::RefreshRequest>();
     t.add(
         M::POST,
         &["/api/auth/logout", "/api/v1/auth/logout"],
         A::Open,
         "End the login session of a refresh token",
         auth::logout,
-    );
+    )
+    .body::<dash_core::access::RefreshRequest>();
     t.add(
         M::POST,
         &["/api/auth/register", "/api/v1/auth/register"],
         A::Open,
         "Create a tenant and its owner (when sign-up is open)",
         auth::register,
-    );
+    )
+    .body::<dash_core::access::Register>();
 
     t.add(M::GET, &["/api/v1/me"], A::Caller, "The caller", auth::me);
     t.add(
@@ -147,7 +172,8 @@ fn routes() -> Table {
         A::Needs(S::TeamManage),
         "Add a user",
         team::create_user,
-    );
+    )
+    .body::<dash_core::access::CreateUser>();
     t.add(
         M::GET,
         &["/api/v1/users/{user}"],
@@ -161,7 +187,8 @@ fn routes() -> Table {
         A::Needs(S::TeamManage),
         "Change a user's name, role or status",
         team::update_user,
-    );
+    )
+    .body::<dash_core::access::UpdateUser>();
     t.add(
         M::DELETE,
         &["/api/v1/users/{user}"],
@@ -175,7 +202,8 @@ fn routes() -> Table {
         A::Needs(S::TeamManage),
         "Set a user's password (ends its sessions)",
         team::set_password,
-    );
+    )
+    .body::<dash_core::access::SetPassword>();
 
     t.add(
         M::GET,
@@ -190,7 +218,8 @@ fn routes() -> Table {
         A::Needs(S::TeamManage),
         "Create an API key (shown once)",
         team::create_key,
-    );
+    )
+    .body::<dash_core::access::CreateApiKey>();
     t.add(
         M::DELETE,
         &["/api/v1/keys/{key}", "/api/keys/{key}"],
@@ -212,7 +241,8 @@ fn routes() -> Table {
         A::Needs(S::BotsWrite),
         "Create a bot",
         bots::create,
-    );
+    )
+    .body::<dash_core::api::CreateBot>();
     t.add(
         M::GET,
         &["/api/v1/bots/{bot}", "/api/bots/{bot}"],
@@ -226,14 +256,16 @@ fn routes() -> Table {
         A::Needs(S::BotsWrite),
         "Change a bot",
         bots::update,
-    );
+    )
+    .body::<dash_core::api::UpdateBot>();
     t.add(
         M::PUT,
         &["/api/v1/bots/{bot}", "/api/bots/{bot}"],
         A::Needs(S::BotsWrite),
         "Change a bot",
         bots::update,
-    );
+    )
+    .body::<dash_core::api::UpdateBot>();
     t.add(
         M::DELETE,
         &["/api/v1/bots/{bot}", "/api/bots/{bot}"],
@@ -247,7 +279,8 @@ fn routes() -> Table {
         A::Needs(S::MessagesSend),
         "Send a text (an Idempotency-Key makes a repeat harmless)",
         bots::send,
-    );
+    )
+    .body::<dash_core::api::SendMessage>();
     t.add(
         M::GET,
         &["/api/v1/bots/{bot}/flows"],
@@ -261,14 +294,16 @@ fn routes() -> Table {
         A::Needs(S::BotsWrite),
         "Import a flow version",
         bots::import_flows,
-    );
+    )
+    .body::<dash_core::api::ImportFlows>();
     t.add(
         M::POST,
         &["/api/v1/bots/{bot}/flows/validate"],
         A::Needs(S::BotsRead),
         "Validate a flow document without keeping it",
         bots::validate_flows,
-    );
+    )
+    .body::<dash_core::api::ImportFlows>();
     t.add(
         M::GET,
         &["/api/v1/bots/{bot}/flows/{version}"],
@@ -296,7 +331,8 @@ fn routes() -> Table {
         A::Needs(S::ProductsWrite),
         "Add a product",
         business::create_product,
-    );
+    )
+    .body::<dash_core::commerce::ProductInput>();
     t.add(
         M::GET,
         &["/api/v1/products/{product}", "/api/products/{product}"],
@@ -310,7 +346,8 @@ fn routes() -> Table {
         A::Needs(S::ProductsWrite),
         "Change a product (price, stock, active...)",
         business::update_product,
-    );
+    )
+    .body::<dash_core::commerce::ProductInput>();
     t.add(
         M::DELETE,
         &["/api/v1/products/{product}"],
@@ -331,7 +368,8 @@ fn routes() -> Table {
         A::Needs(S::CustomersWrite),
         "Add a customer",
         business::create_customer,
-    );
+    )
+    .body::<dash_core::commerce::CustomerInput>();
     t.add(
         M::GET,
         &["/api/v1/customers/{customer}"],
@@ -345,7 +383,8 @@ fn routes() -> Table {
         A::Needs(S::CustomersWrite),
         "Change a customer",
         business::update_customer,
-    );
+    )
+    .body::<dash_core::commerce::CustomerInput>();
     t.add(
         M::GET,
         &["/api/v1/sellers", "/api/sellers"],
@@ -359,7 +398,8 @@ fn routes() -> Table {
         A::Needs(S::SellersWrite),
         "Add a seller",
         business::create_seller,
-    );
+    )
+    .body::<dash_core::commerce::SellerInput>();
     t.add(
         M::GET,
         &["/api/v1/sellers/{seller}"],
@@ -373,7 +413,8 @@ fn routes() -> Table {
         A::Needs(S::SellersWrite),
         "Change a seller",
         business::update_seller,
-    );
+    )
+    .body::<dash_core::commerce::SellerInput>();
     t.add(
         M::GET,
         &["/api/v1/orders", "/api/orders"],
@@ -387,7 +428,8 @@ fn routes() -> Table {
         A::Needs(S::OrdersWrite),
         "Create an order",
         business::create_order,
-    );
+    )
+    .body::<dash_core::commerce::NewOrder>();
     t.add(
         M::GET,
         &["/api/v1/orders/{order}", "/api/orders/{order}"],
@@ -401,7 +443,8 @@ fn routes() -> Table {
         A::Needs(S::OrdersWrite),
         "Move an order along its states, or change its seller or notes",
         business::change_order,
-    );
+    )
+    .body::<dash_core::commerce::OrderChange>();
     t.add(
         M::GET,
         &["/api/v1/events"],
@@ -436,13 +479,28 @@ fn routes() -> Table {
         A::Needs(S::ConversationsWrite),
         "Answer the contact as a person",
         conversations::reply,
-    );
+    )
+    .body::<conversations::Reply>();
     t.add(
         M::POST,
         &["/api/v1/bots/{bot}/conversations/{contact}/resume"],
         A::Needs(S::ConversationsWrite),
         "Hand the conversation back to the bot",
         conversations::resume,
+    );
+    t.add(
+        M::GET,
+        &["/api/openapi.json", "/api/v1/openapi.json"],
+        A::Open,
+        "This API's OpenAPI 3.1 document",
+        openapi::json,
+    );
+    t.add(
+        M::GET,
+        &["/api/docs"],
+        A::Open,
+        "This API's endpoints, as a page",
+        openapi::page,
     );
     t
 }
