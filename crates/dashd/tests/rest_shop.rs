@@ -226,10 +226,22 @@ async fn a_shop_order_through_meta_reaches_the_api_and_only_its_tenants_stream()
         .unwrap_or_else(|| panic!("no order.created on acme's stream: {seen:?}"));
     let data: Value = serde_json::from_str(&created.1).unwrap();
     assert_eq!(data["data"]["order_id"], order["id"]);
+    // The conversation is on the stream too: the customer's messages and the bot's.
+    let customer_said: Vec<Value> = seen
+        .iter()
+        .filter(|(event, _)| event == "message.in")
+        .map(|(_, data)| serde_json::from_str::<Value>(data).unwrap())
+        .collect();
+    assert_eq!(customer_said.len(), 8, "{seen:?}");
+    assert_eq!(customer_said[0]["data"]["text"], "hola");
+    assert!(
+        seen.iter().any(|(event, _)| event == "message.out"),
+        "{seen:?}"
+    );
     let elsewhere = collect(other_stream, "order.created", Duration::from_secs(1)).await;
     assert!(
-        elsewhere.iter().all(|(event, _)| event != "order.created"),
-        "{elsewhere:?}"
+        elsewhere.is_empty(),
+        "another tenant's stream got {elsewhere:?}"
     );
     // A client that reconnects from the start gets it again from the log.
     let resumed = collect(

@@ -388,6 +388,74 @@ mod cases {
         );
     }
 
+    pub async fn the_event_stream_merges_its_records_per_tenant(
+        store: Arc<dyn Store>,
+        _: Arc<TestDb>,
+    ) {
+        use dashd::store::events::StreamCursor;
+        let a = store.create_tenant(&tenant("acme")).await.unwrap();
+        let b = store.create_tenant(&tenant("beta")).await.unwrap();
+        let bot_a = store
+            .create_bot(&slug("acme"), &bot("shop", None))
+            .await
+            .unwrap();
+        let bot_b = store
+            .create_bot(&slug("beta"), &bot("shop", None))
+            .await
+            .unwrap();
+        let start_a = store.stream_position(a.id).await.unwrap();
+        let start_b = store.stream_position(b.id).await.unwrap();
+        store
+            .ingest(&inbound(&bot_a, "+1555", Some("w1"), "hola"))
+            .await
+            .unwrap();
+        store
+            .ingest(&inbound(&bot_b, "+1666", Some("w2"), "hi"))
+            .await
+            .unwrap();
+        let body = MessageBody {
+            text: "welcome".into(),
+            ..MessageBody::default()
+        };
+        store
+            .enqueue(bot_a.id, a.id, "+1555", &body, chrono::Utc::now())
+            .await
+            .unwrap();
+        store
+            .record_event(a.id, "order.created", &serde_json::json!({"n": 1}))
+            .await
+            .unwrap();
+        let events = store.stream_after(a.id, start_a, 100).await.unwrap();
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["message.in", "message.out", "order.created"],
+            "{events:?}"
+        );
+        assert_eq!(events[0].data["text"], "hola");
+        assert_eq!(events[1].data["text"], "welcome");
+        // Resuming after any event gives exactly what followed it.
+        let after_first = store
+            .stream_after(a.id, events[0].cursor, 100)
+            .await
+            .unwrap();
+        assert_eq!(after_first.len(), 2);
+        let last = events[2].cursor;
+        assert!(
+            store
+                .stream_after(a.id, last, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(StreamCursor::parse(&last.to_string()), Some(last));
+        // The other tenant sees its own message only.
+        let theirs = store.stream_after(b.id, start_b, 100).await.unwrap();
+        let kinds: Vec<&str> = theirs.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["message.in"], "{theirs:?}");
+        assert_eq!(theirs[0].data["text"], "hi");
+    }
+
     pub async fn providers_contacts_and_attempts(store: Arc<dyn Store>, _: Arc<TestDb>) {
         use dashd::store::contacts::ContactIdentity;
         use dashd::store::outbox::SendAttempt;
@@ -2614,7 +2682,8 @@ macro_rules! suite {
                 sessions_keep_state_qr_phone_and_history,
                 users_sessions_and_keys_stay_in_their_tenant,
                 idempotent_sends_queue_once_per_tenant_and_key,
-                business_data_stays_in_its_tenant);
+                business_data_stays_in_its_tenant,
+                the_event_stream_merges_its_records_per_tenant);
 
             #[tokio::test]
             #[$attr]

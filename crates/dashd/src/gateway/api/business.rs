@@ -20,6 +20,7 @@ use crate::error::{ApiError, Json, Path, Query};
 use crate::state::AppState;
 use crate::store::TenantRef;
 use crate::store::commerce::OrderFilter;
+use crate::store::events::StreamCursor;
 
 /// An id in a path: anything that is not a UUID names nothing.
 fn id(value: &str, what: &str) -> Result<Uuid, ApiError> {
@@ -320,9 +321,10 @@ pub async fn change_order(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
-    /// Start after this event id (as `Last-Event-ID`); absent: only new events.
+    /// Start after this event id (as `Last-Event-ID`; `0` is the start of what is kept);
+    /// absent: only new events.
     #[serde(default)]
-    after: Option<i64>,
+    after: Option<String>,
     #[serde(default)]
     tenant: Option<String>,
 }
@@ -354,11 +356,16 @@ pub async fn events(
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(str::to_owned)
         .or(query.after);
     let start = match resume {
-        Some(after) => after,
-        None => state.store.last_event(tenant).await?,
+        Some(text) => StreamCursor::parse(&text).ok_or_else(|| {
+            ApiError::from(dash_core::ValidationError::new(
+                "Last-Event-ID",
+                "pass back the id of the last event received",
+            ))
+        })?,
+        None => state.store.stream_position(tenant).await?,
     };
     let store = state.store.clone();
     let stop = state.pipeline.shutdown_token();
@@ -372,16 +379,16 @@ pub async fn events(
                     if let Some(event) = ready.pop_front() {
                         return Some((Ok(event), (last, ready)));
                     }
-                    match store.events_after(tenant, last, 100).await {
+                    match store.stream_after(tenant, last, 100).await {
                         Ok(batch) if !batch.is_empty() => {
                             for item in batch {
-                                last = item.seq;
+                                last = item.cursor;
                                 let data = serde_json::json!({
                                     "kind": item.kind, "at": item.at, "data": item.data,
                                 });
                                 ready.push_back(
                                     Event::default()
-                                        .id(item.seq.to_string())
+                                        .id(item.cursor.to_string())
                                         .event(item.kind)
                                         .data(data.to_string()),
                                 );
@@ -389,7 +396,7 @@ pub async fn events(
                             continue;
                         }
                         Ok(_) => {}
-                        Err(err) => tracing::warn!(error = %err, "cannot read the event log"),
+                        Err(err) => tracing::warn!(error = %err, "cannot read the event stream"),
                     }
                     tokio::select! {
                         () = stop.cancelled() => return None,
