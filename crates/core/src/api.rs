@@ -660,6 +660,9 @@ pub struct MessageBody {
     /// Contact cards shared by the customer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub contacts: Vec<SharedContact>,
+    /// A pre-approved template (Cloud API, Twilio), sent instead of text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateMessage>,
 }
 
 /// Media the provider holds, by its own reference.
@@ -776,12 +779,31 @@ pub struct QueueFilter {
     pub limit: Option<u32>,
 }
 
-/// `POST .../messages`: send a text to a contact through the bot's chain.
+/// A pre-approved WhatsApp template: its name, language and body parameters ({{1}}...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateMessage {
+    pub name: String,
+    /// A language code as the template was approved in, e.g. `es_AR`.
+    pub language: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<String>,
+}
+
+/// `POST .../messages`: send a text, a media file by link, or a template to a contact
+/// through the bot's chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     pub to: String,
+    /// The text; with `media`, its caption.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub media: Option<crate::flow::document::Media>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateMessage>,
 }
 
 /// Longest text accepted for one WhatsApp message.
@@ -789,17 +811,76 @@ pub const MAX_TEXT: usize = 4096;
 
 impl SendMessage {
     /// Checks the recipient (an E.164 number or another contact identifier, see
-    /// [`validate::contact_id`]) and the text (1 to 4096 characters).
+    /// [`validate::contact_id`]) and the content: a text (1 to 4096 characters), a media
+    /// link (`https://`, with an optional caption), or a template (name, language, at
+    /// most 20 parameters), one of them.
     pub fn validated(&self) -> Result<SendMessage, ValidationError> {
         let to = validate::contact_id("to", &self.to)?;
         let count = self.text.chars().count();
-        if self.text.trim().is_empty() || count > MAX_TEXT {
+        if count > MAX_TEXT {
             return Err(ValidationError::new("text", "must be 1 to 4096 characters"));
         }
-        Ok(SendMessage {
-            to,
+        match (&self.media, &self.template) {
+            (Some(_), Some(_)) => {
+                return Err(ValidationError::new(
+                    "template",
+                    "send media or a template, not both",
+                ));
+            }
+            (Some(media), None) => {
+                if !(media.url.starts_with("https://") || media.url.starts_with("http://"))
+                    || media.url.len() > 2048
+                {
+                    return Err(ValidationError::new(
+                        "media.url",
+                        "a media link is an https:// URL of at most 2048 characters",
+                    ));
+                }
+            }
+            (None, Some(template)) => {
+                if !self.text.is_empty() {
+                    return Err(ValidationError::new(
+                        "text",
+                        "a template carries its own text: give parameters instead",
+                    ));
+                }
+                if template.name.trim().is_empty() || template.language.trim().is_empty() {
+                    return Err(ValidationError::new(
+                        "template",
+                        "a template needs its name and language",
+                    ));
+                }
+                validate::token("template.name", &template.name, 512)?;
+                validate::token("template.language", &template.language, 20)?;
+                if template.parameters.len() > 20
+                    || template
+                        .parameters
+                        .iter()
+                        .any(|p| p.is_empty() || p.chars().count() > 1024)
+                {
+                    return Err(ValidationError::new(
+                        "template.parameters",
+                        "at most 20 parameters of 1 to 1024 characters",
+                    ));
+                }
+            }
+            (None, None) => {
+                if self.text.trim().is_empty() {
+                    return Err(ValidationError::new("text", "must be 1 to 4096 characters"));
+                }
+            }
+        }
+        Ok(SendMessage { to, ..self.clone() })
+    }
+
+    /// The body to queue.
+    pub fn body(&self) -> MessageBody {
+        MessageBody {
             text: self.text.clone(),
-        })
+            media: self.media.clone(),
+            template: self.template.clone(),
+            ..MessageBody::default()
+        }
     }
 }
 

@@ -187,6 +187,7 @@ pub async fn send(client: &Client, out: Output, bot: &BotRef, to: &str, text: &s
     let request = SendMessage {
         to: to.to_owned(),
         text: text.to_owned(),
+        ..SendMessage::default()
     };
     let record: MessageRecord = client
         .post(&format!("{}/messages", bot_path(bot)), &request)

@@ -732,3 +732,61 @@ async fn replies(api: &Rest, path: &str, token: &str, want: usize) -> (usize, Va
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn self_service_sign_up_opens_only_when_the_operator_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = rest::daemon(dir.path(), |_| {}).await;
+    let api = Rest::new(closed.http_addr);
+    let body =
+        json!({"tenant": "panaderia", "email": "eva@panaderia.example", "password": PASSWORD});
+    let refused = api
+        .call("POST", "/api/auth/register", None, Some(body.clone()))
+        .await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    closed.shutdown().await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let open = rest::daemon(dir.path(), |config| config.api.self_signup = true).await;
+    let api = Rest::new(open.http_addr);
+    let made = api
+        .call("POST", "/api/auth/register", None, Some(body.clone()))
+        .await;
+    assert_eq!(made.status, 201, "{made:?}");
+    assert_eq!(made.body["user"]["role"], "owner");
+    assert_eq!(made.body["user"]["tenant"], "panaderia");
+    let token = made.body["access_token"].as_str().unwrap();
+    let bot = api
+        .call(
+            "POST",
+            "/api/v1/bots",
+            Some(token),
+            Some(json!({"name": "ventas"})),
+        )
+        .await;
+    assert_eq!(bot.status, 201, "{bot:?}");
+    // The slug is taken now; a weak password is refused before anything is made.
+    let again = api
+        .call("POST", "/api/auth/register", None, Some(body))
+        .await;
+    assert_eq!(again.status, 409, "{again:?}");
+    let weak = api
+        .call(
+            "POST",
+            "/api/auth/register",
+            None,
+            Some(json!({"tenant": "kiosco", "email": "kiosco@example.com", "password": "password123"})),
+        )
+        .await;
+    assert_eq!(weak.status, 422, "{weak:?}");
+    let ghost = api
+        .call(
+            "POST",
+            "/api/auth/login",
+            None,
+            Some(json!({"email": "kiosco@example.com", "password": "password123"})),
+        )
+        .await;
+    assert_eq!(ghost.status, 401);
+    open.shutdown().await.unwrap();
+}

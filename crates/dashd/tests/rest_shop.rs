@@ -73,6 +73,13 @@ async fn a_shop_order_through_meta_reaches_the_api_and_only_its_tenants_stream()
     let admin = common::Admin::new(dir.path());
     let api = Rest::new(daemon.http_addr);
     let graph = loopback::Server::start().await;
+    // Graph accepts every send, as the Cloud API answers one.
+    for n in 0..100 {
+        graph.answer(
+            200,
+            format!(r#"{{"messaging_product":"whatsapp","contacts":[{{"input":"+5491122334455","wa_id":"5491122334455"}}],"messages":[{{"id":"wamid.out{n}"}}]}}"#),
+        );
+    }
 
     // Tenant acme: the shop bot on the Cloud API, and its owner.
     admin
@@ -254,5 +261,38 @@ async fn a_shop_order_through_meta_reaches_the_api_and_only_its_tenants_stream()
         resumed.iter().any(|(event, _)| event == "order.created"),
         "{resumed:?}"
     );
+
+    // The API sends templates and media too, as the Cloud API documents them.
+    let send = |body: Value| {
+        let api = &api;
+        let owner = owner.clone();
+        let path = format!("/api/v1/bots/{bot_id}/messages");
+        async move { api.call("POST", &path, Some(&owner), Some(body)).await }
+    };
+    let template = send(json!({"to": "+5491122334455", "template": {"name": "pedido_listo", "language": "es_AR", "parameters": ["Ana", "1001"]}})).await;
+    assert_eq!(template.status, 201, "{template:?}");
+    let media = send(json!({"to": "+5491122334455", "text": "Tu factura", "media": {"url": "https://example.com/f.pdf", "type": "document"}})).await;
+    assert_eq!(media.status, 201, "{media:?}");
+    let both = send(json!({"to": "+5491122334455", "template": {"name": "x", "language": "es"}, "media": {"url": "https://example.com/a.png", "type": "image"}})).await;
+    assert_eq!(both.status, 422, "{both:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sent: Vec<Value> = graph.requests().into_iter().map(|r| r.body).collect();
+        let template = sent.iter().find(|b| b["type"] == "template");
+        let document = sent.iter().find(|b| b["type"] == "document");
+        if let (Some(template), Some(document)) = (template, document) {
+            assert_eq!(template["template"]["name"], "pedido_listo");
+            assert_eq!(template["template"]["language"]["code"], "es_AR");
+            assert_eq!(
+                template["template"]["components"][0]["parameters"][1]["text"],
+                "1001"
+            );
+            assert_eq!(document["document"]["link"], "https://example.com/f.pdf");
+            assert_eq!(document["document"]["caption"], "Tu factura");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{sent:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     daemon.shutdown().await.unwrap();
 }

@@ -163,6 +163,13 @@ impl Content {
     /// The content of a flow's or an operator's message body: media (with the text as
     /// caption), a location, a menu, or text.
     pub fn from_body(body: &MessageBody) -> Content {
+        if let Some(template) = &body.template {
+            return Content::Template {
+                name: template.name.clone(),
+                language: template.language.clone(),
+                parameters: template.parameters.clone(),
+            };
+        }
         if let Some(media) = &body.media {
             let caption = media
                 .caption

@@ -44,10 +44,7 @@ pub(crate) async fn queue_text(
 ) -> Result<(MessageRecord, bool), ApiError> {
     let req = req.validated()?;
     answering(state, bot).await?;
-    let body = MessageBody {
-        text: req.text.clone(),
-        ..MessageBody::default()
-    };
+    let body = req.body();
     // A contact known by several identifiers is reached under its one key.
     let to = match state.store.find_contact(bot.id, &req.to).await? {
         Some(identity) => identity.contact,

@@ -156,6 +156,7 @@ pub async fn reply(
     let request = SendMessage {
         to: contact,
         text: reply.text,
+        ..SendMessage::default()
     };
     let (record, _) = queue_text(&state, &bot, request, None).await?;
     Ok((StatusCode::CREATED, axum::Json(record)))
