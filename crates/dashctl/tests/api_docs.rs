@@ -1,6 +1,6 @@
-//! The walkthrough of docs/api.md ("A first session, step by step"), run as written:
-//! every `sh` block of that section, in order, in one bash session, against a fresh dashd
-//! with `BASE` set to its address and this build's `dashctl` first on the `PATH`.
+//! docs/api.md run as written: every `sh` block of the page, in order, in one bash
+//! session, against a fresh dashd, with `BASE` set to its address, `PASSWORD` and
+//! `ROOT_PASSWORD` set, and this build's `dashctl` first on the `PATH`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
@@ -10,15 +10,9 @@ use std::process::Stdio;
 
 const API_DOC: &str = include_str!("../../../docs/api.md");
 
-/// The `sh` blocks of the walkthrough section.
-fn walkthrough() -> Vec<String> {
-    let start = API_DOC
-        .find("## A first session, step by step")
-        .expect("docs/api.md has the walkthrough");
-    let rest = &API_DOC[start..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
-    let section = &rest[..end];
-    section
+/// The `sh` blocks of the page, in order.
+fn blocks() -> Vec<String> {
+    API_DOC
         .split("```sh\n")
         .skip(1)
         .map(|block| block.split("```").next().unwrap().to_owned())
@@ -26,9 +20,9 @@ fn walkthrough() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn the_api_walkthrough_runs_as_written() {
-    let blocks = walkthrough();
-    assert!(blocks.len() >= 6, "{blocks:?}");
+async fn every_example_of_the_api_page_runs_as_written() {
+    let blocks = blocks();
+    assert!(blocks.len() >= 10, "{blocks:?}");
     let env = common::Env::start().await;
     // `dashctl` of this build, found by name as the docs call it.
     let bin = tempfile::tempdir().unwrap();
@@ -47,6 +41,8 @@ async fn the_api_walkthrough_runs_as_written() {
         .arg(&script)
         .env("PATH", path)
         .env("BASE", format!("http://{}", env.daemon().http_addr))
+        .env("PASSWORD", "Horno-Martes-77")
+        .env("ROOT_PASSWORD", "Consola-Raiz-2026")
         .env("DASHCTL_SOCKET", env.socket())
         .current_dir(env.dir.path())
         .stdin(Stdio::null())
