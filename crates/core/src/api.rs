@@ -1030,7 +1030,7 @@ pub struct ChainView {
 }
 
 /// `PUT /v1/bots/{tenant}/{bot}/chain`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetChain {
     pub chain: Vec<String>,
@@ -1042,7 +1042,7 @@ pub struct SetChain {
 
 /// `PUT /v1/bots/{tenant}/{bot}/providers/{provider}`: settings and secrets to set
 /// (merged into what is stored), and names to unset.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetProvider {
     #[serde(default)]

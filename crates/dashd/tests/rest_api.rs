@@ -21,6 +21,7 @@ fn fill(route: &ApiRoute, world: &rest::TenantWorld, made_up: bool) -> String {
         let value = match (name, made_up) {
             ("version", _) => "1".to_owned(),
             ("contact", _) => "+5491100000001".to_owned(),
+            ("provider", _) => "meta".to_owned(),
             (_, true) => unknown.clone(),
             ("bot", false) => world.bot_id.clone(),
             ("user", false) => world.owner_id.clone(),
@@ -789,4 +790,66 @@ async fn self_service_sign_up_opens_only_when_the_operator_says() {
         .await;
     assert_eq!(ghost.status, 401);
     open.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn provider_secrets_are_write_only_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = rest::daemon(dir.path(), |_| {}).await;
+    let admin = common::Admin::new(dir.path());
+    let api = Rest::new(daemon.http_addr);
+    let a = rest::tenant_without_data(&admin, &api, "tenant-a").await;
+    let path = format!("/api/v1/bots/{}/providers/meta", a.bot_id);
+    let set = api
+        .call(
+            "PUT",
+            &path,
+            Some(&a.owner),
+            Some(json!({"settings": {"phone_number_id": "106540352242922"},
+                        "secrets": {"access_token": "EAAG-very-secret", "app_secret": "app-secret-value"}})),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{set:?}");
+    for answer in [
+        set,
+        api.call("GET", &path, Some(&a.viewer), None).await,
+        api.call(
+            "GET",
+            &format!("/api/v1/bots/{}/providers", a.bot_id),
+            Some(&a.viewer),
+            None,
+        )
+        .await,
+    ] {
+        let text = answer.body.to_string();
+        assert!(text.contains("106540352242922"), "{text}");
+        assert!(
+            !text.contains("EAAG-very-secret") && !text.contains("app-secret-value"),
+            "{text}"
+        );
+    }
+    // A secret given as a setting is refused, and so is an agent.
+    let misplaced = api
+        .call(
+            "PUT",
+            &path,
+            Some(&a.owner),
+            Some(json!({"settings": {"access_token": "x"}})),
+        )
+        .await;
+    assert_eq!(misplaced.status, 422, "{misplaced:?}");
+    let agent = api
+        .call("PUT", &path, Some(&a.agent), Some(json!({"settings": {}})))
+        .await;
+    assert_eq!(agent.status, 403);
+    let chain = api
+        .call(
+            "PUT",
+            &format!("/api/v1/bots/{}/chain", a.bot_id),
+            Some(&a.owner),
+            Some(json!({"chain": ["meta", "sandbox"]})),
+        )
+        .await;
+    assert_eq!(chain.status, 200, "{chain:?}");
+    daemon.shutdown().await.unwrap();
 }

@@ -219,3 +219,59 @@ pub async fn send(
     }
     Ok(response)
 }
+
+/// The admin socket's bot path for a bot already found in the caller's scope.
+fn by_id(bot: &Bot) -> crate::admin::paths::BotPath {
+    crate::admin::paths::BotPath(BotRef::Id(bot.id))
+}
+
+/// `GET .../chain`: the providers in order, with their breakers.
+pub async fn show_chain(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+) -> Result<axum::Json<dash_core::api::ChainView>, ApiError> {
+    crate::admin::providers::show_chain(State(state), by_id(&bot)).await
+}
+
+/// `PUT .../chain`.
+pub async fn set_chain(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+    body: Json<dash_core::api::SetChain>,
+) -> Result<axum::Json<dash_core::api::ChainView>, ApiError> {
+    crate::admin::providers::set_chain(State(state), by_id(&bot), body).await
+}
+
+/// `GET .../providers`: settings, and secrets only as set or not.
+pub async fn list_providers(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+) -> Result<axum::Json<Vec<dash_core::api::ProviderView>>, ApiError> {
+    crate::admin::providers::list(State(state), by_id(&bot)).await
+}
+
+pub async fn show_provider(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+    params: Path<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<dash_core::api::ProviderView>, ApiError> {
+    crate::admin::providers::show(State(state), by_id(&bot), params).await
+}
+
+/// `PUT .../providers/{provider}`: settings and secrets (write-only: never shown back).
+pub async fn set_provider(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+    params: Path<std::collections::HashMap<String, String>>,
+    body: Json<dash_core::api::SetProvider>,
+) -> Result<axum::Json<dash_core::api::ProviderView>, ApiError> {
+    crate::admin::providers::set(State(state), by_id(&bot), params, body).await
+}
+
+pub async fn delete_provider(
+    State(state): State<AppState>,
+    ScopedBot(bot): ScopedBot,
+    params: Path<std::collections::HashMap<String, String>>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    crate::admin::providers::delete(State(state), by_id(&bot), params).await
+}

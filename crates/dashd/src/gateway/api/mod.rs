@@ -502,6 +502,50 @@ fn routes() -> Table {
         "This API's endpoints, as a page",
         openapi::page,
     );
+    t.add(
+        M::GET,
+        &["/api/v1/bots/{bot}/chain"],
+        A::Needs(S::BotsRead),
+        "A bot's provider chain, with each provider's breaker",
+        bots::show_chain,
+    );
+    t.add(
+        M::PUT,
+        &["/api/v1/bots/{bot}/chain"],
+        A::Needs(S::BotsWrite),
+        "Set a bot's provider chain and fallback thresholds",
+        bots::set_chain,
+    )
+    .body::<dash_core::api::SetChain>();
+    t.add(
+        M::GET,
+        &["/api/v1/bots/{bot}/providers"],
+        A::Needs(S::BotsRead),
+        "A bot's provider settings (secrets shown only as set or not)",
+        bots::list_providers,
+    );
+    t.add(
+        M::GET,
+        &["/api/v1/bots/{bot}/providers/{provider}"],
+        A::Needs(S::BotsRead),
+        "One provider's settings and the webhook to configure",
+        bots::show_provider,
+    );
+    t.add(
+        M::PUT,
+        &["/api/v1/bots/{bot}/providers/{provider}"],
+        A::Needs(S::BotsWrite),
+        "Set a provider's settings and secrets (secrets are write-only)",
+        bots::set_provider,
+    )
+    .body::<dash_core::api::SetProvider>();
+    t.add(
+        M::DELETE,
+        &["/api/v1/bots/{bot}/providers/{provider}"],
+        A::Needs(S::BotsWrite),
+        "Remove a provider's settings",
+        bots::delete_provider,
+    );
     t
 }
 
