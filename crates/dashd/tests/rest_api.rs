@@ -172,7 +172,9 @@ async fn every_role_and_scope_meets_the_permission_table() {
             .await;
         keys.push((*scope, key["key"].as_str().unwrap().to_owned()));
     }
+    let root = rest::platform_admin(&admin, &api).await;
     let roles = [
+        (Role::Admin, root),
         (Role::Owner, a.owner.clone()),
         (Role::Agent, a.agent.clone()),
         (Role::Viewer, a.viewer.clone()),
