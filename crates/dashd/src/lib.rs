@@ -10,6 +10,7 @@
 pub mod adapter;
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -274,6 +275,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         token.cancel();
     });
     notify_systemd(&[sd_notify::NotifyState::Ready]);
+    spawn_watchdog(daemon.shutdown_token());
     let failure = daemon.wait().await;
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     daemon.shutdown().await?;
@@ -281,6 +283,37 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         Some(err) => Err(err),
         None => Ok(()),
     }
+}
+
+/// Pings systemd's watchdog (`WatchdogSec=` in the unit) at half its timeout, as long as
+/// the runtime is alive: each ping waits for a probe task spawned on the runtime's queues,
+/// so a runtime whose worker threads are all stuck misses its pings and systemd restarts
+/// dashd. A no-op when the watchdog is off.
+fn spawn_watchdog(shutdown: CancellationToken) {
+    let Some(timeout) = sd_notify::watchdog_enabled() else {
+        return;
+    };
+    let every = (timeout / 2).max(Duration::from_millis(10));
+    tracing::info!(
+        timeout_ms = timeout.as_millis() as u64,
+        "systemd watchdog on"
+    );
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match tokio::time::timeout(every / 2, tokio::spawn(async {})).await {
+                Ok(Ok(())) => notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+                _ => tracing::error!(
+                    "the runtime did not run a probe task in time: watchdog ping skipped"
+                ),
+            }
+        }
+    });
 }
 
 /// Sends a state to systemd when `NOTIFY_SOCKET` is set (a no-op otherwise).

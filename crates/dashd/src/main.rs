@@ -61,7 +61,30 @@ enum Command {
     CheckConfig,
     /// Apply pending database migrations (needed before starting on PostgreSQL; the
     /// embedded SQLite database is migrated at start-up).
-    Migrate,
+    Migrate {
+        /// Only print the schema version and the migrations that would be applied.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write a consistent backup while dashd runs: the SQLite database (through SQLite's
+    /// backup API) and the data directory's other files, in one .tar.gz, mode 0600. The
+    /// master key is left out on purpose: back it up separately. On PostgreSQL, prints
+    /// the pg_dump command for the database.
+    Backup {
+        /// The archive to write (e.g. /var/backups/dashd-2026-01-31.tar.gz).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into the configured data directory. Refuses while dashd runs;
+    /// an existing database is replaced only with --force (and kept, renamed).
+    Restore {
+        /// The archive written by `dashd backup`.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace an existing database (it is kept beside, as dashd.db.before-restore-TIME).
+        #[arg(long)]
+        force: bool,
+    },
     /// Internal: serve flow engine steps on stdin/stdout for a running dashd.
     #[command(hide = true)]
     FlowWorker {
@@ -110,7 +133,15 @@ fn main() -> ExitCode {
             dashd::cancel_on_signals(shutdown.clone())?;
             dashd::run(config, shutdown).await
         }),
-        Command::Migrate => with_runtime(&loaded, |config| async move {
+        Command::Migrate { dry_run: true } => {
+            with_runtime(
+                &loaded,
+                |config| async move { migrate_dry_run(&config).await },
+            )
+        }
+        Command::Backup { out } => backup(&loaded, &out),
+        Command::Restore { file, force } => restore(&loaded, &file, force),
+        Command::Migrate { dry_run: false } => with_runtime(&loaded, |config| async move {
             if config.backend()? == dash_core::config::Backend::Sqlite {
                 dashd::create_private_dir(&config.data_dir)?;
             }
@@ -126,6 +157,130 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::FlowWorker { .. } => ExitCode::FAILURE, // handled before loading the config
+    }
+}
+
+/// `dashd migrate --dry-run`: what `dashd migrate` (or, on SQLite, the next start) would
+/// apply. Creates nothing.
+async fn migrate_dry_run(config: &dash_core::config::Config) -> anyhow::Result<()> {
+    use dashd::store::SchemaState;
+    let all = store::latest_migration();
+    if config.backend()? == dash_core::config::Backend::Sqlite {
+        let path = dashd::backup::sqlite_path(config)?;
+        if !path.exists() {
+            #[allow(clippy::print_stdout)] // command output
+            {
+                println!(
+                    "{}: no database yet; migrations 1 to {all} would create it",
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
+    }
+    let store = store::open(config, Some(MigrationPolicy::Inspect))
+        .await
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let plan = store.migration_plan().await;
+    store.close().await;
+    let (state, pending) = plan?;
+    let location = store.location();
+    #[allow(clippy::print_stdout)] // command output
+    match state {
+        SchemaState::UpToDate { version } => {
+            println!("{location}: schema at version {version}, up to date: nothing to apply");
+        }
+        SchemaState::Behind { current, expected } => {
+            println!(
+                "{location}: schema at version {current}; `dashd migrate` would bring it to {expected} by applying:"
+            );
+            for (version, description) in pending {
+                println!("  {version:04} {description}");
+            }
+        }
+        SchemaState::Ahead { current, expected } => anyhow::bail!(
+            "{location}: schema at version {current}, newer than this dashd understands ({expected}): upgrade dashd"
+        ),
+        SchemaState::Damaged { version, reason } => anyhow::bail!(
+            "{location}: migration {version} is damaged ({reason}): restore the database from a backup"
+        ),
+    }
+    Ok(())
+}
+
+/// `dashd backup --out FILE`.
+fn backup(loaded: &Loaded, out: &std::path::Path) -> ExitCode {
+    match dashd::backup::backup(&loaded.config, out) {
+        Ok(report) => {
+            #[allow(clippy::print_stdout)] // command output
+            {
+                let m = &report.manifest;
+                println!(
+                    "wrote {} ({} bytes): {}{} and {} other file(s) of {}",
+                    out.display(),
+                    report.bytes,
+                    m.backend,
+                    m.schema_version
+                        .map(|v| format!(" database at schema version {v}"))
+                        .unwrap_or_default(),
+                    m.files.len(),
+                    loaded.config.data_dir.display()
+                );
+                println!(
+                    "not included, on purpose: the master key ({}); back it up separately",
+                    dashd::backup::master_key_path(&loaded.config).display()
+                );
+                if let Some(command) = report.pg_dump {
+                    println!(
+                        "the database is on PostgreSQL: dump it with (the password from PGPASSWORD or ~/.pgpass):"
+                    );
+                    println!("  {command}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("dashd: backup failed: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dashd restore FILE`.
+fn restore(loaded: &Loaded, file: &std::path::Path, force: bool) -> ExitCode {
+    match dashd::backup::restore(&loaded.config, file, force) {
+        Ok(report) => {
+            #[allow(clippy::print_stdout)] // command output
+            {
+                let m = &report.manifest;
+                println!(
+                    "restored the {} backup of {} (dashd {}) into {}",
+                    m.backend,
+                    m.created_at.to_rfc3339(),
+                    m.dashd_version,
+                    loaded.config.data_dir.display()
+                );
+                if let Some(aside) = &report.moved_aside {
+                    println!("the database that was there is kept as {}", aside.display());
+                }
+                if m.backend == "postgres" {
+                    println!(
+                        "the database is on PostgreSQL: restore its dump with pg_restore --clean --dbname=URL FILE.pgdump, then run dashd migrate"
+                    );
+                }
+            }
+            if !report.master_key_present {
+                eprintln!(
+                    "dashd: warning: no master key at {}: put the key backed up with this data there (or point secrets.master_key_file at it) before starting dashd",
+                    dashd::backup::master_key_path(&loaded.config).display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("dashd: restore failed: {err:#}");
+            ExitCode::from(2)
+        }
     }
 }
 

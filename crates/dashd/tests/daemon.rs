@@ -252,6 +252,69 @@ fn zero_config_start_notifies_systemd_and_stops_cleanly_on_sigterm() {
 }
 
 #[test]
+fn the_systemd_watchdog_is_pinged_while_the_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut running = Running(
+        dashd(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(receive(&notify).unwrap().contains("READY=1"));
+    // Pings every 100 ms: a handful arrive within a second, and nothing else in between.
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 4 {
+        let message = receive(&notify).expect("no watchdog ping");
+        assert_eq!(message.trim_end(), "WATCHDOG=1");
+        pings += 1;
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    signal(&running.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut running.0, Duration::from_secs(15)).success());
+    // After the pings, STOPPING=1 (a ping may slip in first), then nothing more.
+    loop {
+        let message = receive(&notify).unwrap();
+        if message.contains("STOPPING=1") {
+            break;
+        }
+        assert_eq!(message.trim_end(), "WATCHDOG=1");
+    }
+
+    // A watchdog meant for another process (WATCHDOG_PID) is not this one's to ping.
+    let mut other = Running(
+        dashd(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "200000")
+            .env("WATCHDOG_PID", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(receive(&notify).unwrap().contains("READY=1"));
+    notify
+        .set_read_timeout(Some(Duration::from_millis(600)))
+        .unwrap();
+    assert!(
+        receive(&notify).is_err(),
+        "pinged a watchdog that is not its own"
+    );
+    signal(&other.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut other.0, Duration::from_secs(15)).success());
+}
+
+#[test]
 fn a_stale_socket_after_kill_9_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let (mut running, _notify) = start_with_notify(dir.path());
@@ -368,20 +431,39 @@ fn postgres_needs_migrate_before_start() {
     assert_eq!(code, 1);
     assert!(stderr.contains("run `dashd migrate`"), "{stderr}");
 
+    // The dry run lists every migration, changes nothing, and hides the password.
+    let migrations =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres"))
+            .unwrap()
+            .count();
+    let dry_run = || {
+        output(
+            dashd(dir.path())
+                .args(["migrate", "--dry-run"])
+                .env("DASHD_DATABASE_URL", &url),
+        )
+    };
+    let (code, stdout, stderr) = dry_run();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!("would bring it to {migrations}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0001 tenants bots"), "{stdout}");
+    assert_eq!(stdout.lines().count(), migrations + 1, "{stdout}");
+    assert_eq!(dry_run().1, stdout, "the dry run changed the schema");
+
     let (code, stdout, stderr) = output(
         dashd(dir.path())
             .arg("migrate")
             .env("DASHD_DATABASE_URL", &url),
     );
     assert_eq!(code, 0, "{stderr}");
-    let migrations =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../migrations/postgres"))
-            .unwrap()
-            .count();
     assert!(
         stdout.contains(&format!("schema at version {migrations}")),
         "{stdout}"
     );
+    assert!(dry_run().1.contains("up to date: nothing to apply"));
     // Running it again is harmless.
     assert_eq!(
         output(

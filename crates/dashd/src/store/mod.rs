@@ -302,6 +302,9 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
     /// The latest applied migration.
     async fn schema_version(&self) -> StoreResult<i64>;
+    /// How the schema compares with this binary's migrations, and the migrations
+    /// `dashd migrate` would apply, as (version, description).
+    async fn migration_plan(&self) -> StoreResult<(SchemaState, Vec<(i64, String)>)>;
     /// Closes the pool, waiting for connections to be returned.
     async fn close(&self);
     /// Whether the database can do its work now: it answers, and writes go through
@@ -385,6 +388,21 @@ impl Store for SqlStore {
         }
     }
 
+    async fn migration_plan(&self) -> StoreResult<(SchemaState, Vec<(i64, String)>)> {
+        let (applied, all) = match &self.pool {
+            sql::Pool::Sqlite(db) => (db.applied().await?, sqlite::migrations()),
+            sql::Pool::Postgres(pool) => (postgres::applied(pool).await?, postgres::migrations()),
+        };
+        let embedded: Vec<(i64, Vec<u8>)> = all.iter().map(|(v, _, c)| (*v, c.clone())).collect();
+        let state = compare_schema(&embedded, &applied);
+        let pending = all
+            .into_iter()
+            .filter(|(v, _, _)| !applied.iter().any(|(a, _, _)| a == v))
+            .map(|(v, description, _)| (v, description))
+            .collect();
+        Ok((state, pending))
+    }
+
     async fn close(&self) {
         match &self.pool {
             sql::Pool::Sqlite(db) => db.close().await,
@@ -415,6 +433,17 @@ pub enum MigrationPolicy {
     /// Refuse to open a database whose schema is not exactly what this binary expects
     /// (PostgreSQL at start-up: migrations are an explicit operator step).
     Require,
+    /// Neither check nor change the schema (`dashd migrate --dry-run` reports it).
+    Inspect,
+}
+
+/// The latest migration this binary carries (the same numbering on both backends).
+pub fn latest_migration() -> i64 {
+    sqlite::migrations()
+        .iter()
+        .map(|(v, _, _)| *v)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Opens the backend the configuration selects.

@@ -29,6 +29,7 @@ pub(crate) async fn prepare(pool: &PgPool, policy: MigrationPolicy) -> StoreResu
     let state = compare_schema(&embedded(), &applied(pool).await?);
     match (&state, policy) {
         // The migrator holds an advisory lock, so two `dashd migrate` never race.
+        (_, MigrationPolicy::Inspect) => Ok(()),
         (SchemaState::Behind { .. }, MigrationPolicy::Apply) => Ok(MIGRATOR.run(pool).await?),
         _ => schema_error(&state).map_or(Ok(()), Err),
     }
@@ -44,7 +45,7 @@ pub(crate) async fn schema_version(pool: &PgPool) -> StoreResult<i64> {
         .unwrap_or(0))
 }
 
-async fn applied(pool: &PgPool) -> StoreResult<Vec<MigrationRecord>> {
+pub(crate) async fn applied(pool: &PgPool) -> StoreResult<Vec<MigrationRecord>> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(pool)
         .await?;
@@ -91,5 +92,13 @@ fn embedded() -> Vec<(i64, Vec<u8>)> {
     MIGRATOR
         .iter()
         .map(|m| (m.version, m.checksum.to_vec()))
+        .collect()
+}
+
+/// This binary's migrations, as (version, description, checksum).
+pub(crate) fn migrations() -> Vec<(i64, String, Vec<u8>)> {
+    MIGRATOR
+        .iter()
+        .map(|m| (m.version, m.description.to_string(), m.checksum.to_vec()))
         .collect()
 }

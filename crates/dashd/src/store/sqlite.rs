@@ -200,6 +200,7 @@ impl SqliteDb {
         // Compare first, so a newer or damaged schema gets its own message.
         let state = compare_schema(&embedded(), &self.applied().await?);
         match (&state, policy) {
+            (_, MigrationPolicy::Inspect) => Ok(()),
             (SchemaState::Behind { .. }, MigrationPolicy::Apply) => {
                 Ok(MIGRATOR.run(&self.pool).await?)
             }
@@ -207,7 +208,7 @@ impl SqliteDb {
         }
     }
 
-    async fn applied(&self) -> StoreResult<Vec<MigrationRecord>> {
+    pub(crate) async fn applied(&self) -> StoreResult<Vec<MigrationRecord>> {
         let exists: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
         )
@@ -323,5 +324,13 @@ fn embedded() -> Vec<(i64, Vec<u8>)> {
     MIGRATOR
         .iter()
         .map(|m| (m.version, m.checksum.to_vec()))
+        .collect()
+}
+
+/// This binary's migrations, as (version, description, checksum).
+pub(crate) fn migrations() -> Vec<(i64, String, Vec<u8>)> {
+    MIGRATOR
+        .iter()
+        .map(|m| (m.version, m.description.to_string(), m.checksum.to_vec()))
         .collect()
 }
