@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: help run test lint bench fuzz-api fmt build release clean
+.PHONY: help run test lint bench fuzz-api fmt build release deb test-packaging clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -10,7 +10,7 @@ help: ## List the targets
 run: ## Build and run dashd on the embedded default (data in ./dashd-data, http://127.0.0.1:3009)
 	$(CARGO) run -p dashd --
 
-test: ## Run the whole test suite: Rust (PostgreSQL suite too when DASHD_TEST_DATABASE_URL is set) and the bridges (Node 20)
+test: ## Run the whole test suite: Rust (PostgreSQL suite too when DASHD_TEST_DATABASE_URL is set), the bridges (Node 20), the container files, and as root the Debian package
 	@if [ -z "$$DASHD_TEST_DATABASE_URL" ]; then \
 	  if [ "$$CI" = "true" ]; then \
 	    echo "error: CI=true needs DASHD_TEST_DATABASE_URL (a PostgreSQL server URL); .ci/run sets it" >&2; exit 1; \
@@ -23,6 +23,14 @@ test: ## Run the whole test suite: Rust (PostgreSQL suite too when DASHD_TEST_DA
 	for bridge in bridges/common bridges/baileys-http bridges/venom-http bridges/wwebjs-http; do \
 	  (cd $$bridge && npm ci --no-audit --no-fund --loglevel=error && npm test) || exit 1; \
 	done
+	packaging/docker/check
+	@if [ "$$(id -u)" = 0 ]; then \
+	  $(MAKE) --no-print-directory test-packaging; \
+	elif [ "$$CI" = "true" ]; then \
+	  echo "error: CI=true needs root for the packaging tests (debootstrap, chroot)" >&2; exit 1; \
+	else \
+	  echo "notice: not root: the package tests are skipped (sudo make test-packaging runs them)"; \
+	fi
 
 lint: ## What CI checks: formatting and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
@@ -43,6 +51,12 @@ build: ## Debug build of dashd and dashctl
 
 release: ## Optimised binaries in target/release/
 	$(CARGO) build --workspace --release --locked
+
+deb: release ## Debian package in target/debian/ (needs dpkg-dev): dashd, dashctl, units, man pages
+	packaging/debian/build-deb
+
+test-packaging: deb ## As root: lintian, install in a debootstrap Debian 12 root, the VPS walkthrough, unit checks
+	packaging/tests/vps-walkthrough
 
 clean: ## Remove build output (not ./dashd-data)
 	$(CARGO) clean

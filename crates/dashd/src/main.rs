@@ -85,6 +85,12 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Write man pages (dashd.1 and one per command) into a directory (packaging).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
     /// Internal: serve flow engine steps on stdin/stdout for a running dashd.
     #[command(hide = true)]
     FlowWorker {
@@ -112,6 +118,10 @@ fn main() -> ExitCode {
             memory_mb,
             cache_mb,
         });
+    }
+    if let Some(Command::Man { dir }) = &cli.command {
+        // Needs no configuration either: the pages come from the flags' definitions.
+        return write_man_pages(dir);
     }
     let loaded = match dashd::config::load(cli.config.as_deref(), std::env::vars(), &flags(&cli)) {
         Ok(loaded) => loaded,
@@ -156,7 +166,8 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::FlowWorker { .. } => ExitCode::FAILURE, // handled before loading the config
+        // Handled before loading the configuration.
+        Command::FlowWorker { .. } | Command::Man { .. } => ExitCode::FAILURE,
     }
 }
 
@@ -206,6 +217,20 @@ async fn migrate_dry_run(config: &dash_core::config::Config) -> anyhow::Result<(
         ),
     }
     Ok(())
+}
+
+/// `dashd man DIR`.
+fn write_man_pages(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    let written =
+        std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(Cli::command(), dir));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dashd: cannot write man pages to {}: {err}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `dashd backup --out FILE`.
