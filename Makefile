@@ -36,8 +36,9 @@ lint: ## What CI checks: formatting and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-bench: ## Benchmarks: the message pipeline (writes docs/performance.md), then trigger matching
+bench: ## Benchmarks: the message pipeline (writes docs/performance.md), start-up and size (docs/startup.md), trigger matching
 	$(CARGO) bench -p dashd --bench pipeline
+	$(CARGO) bench -p dashd --bench startup
 	$(CARGO) bench -p dash-core --bench triggers
 
 fuzz-api: ## Schema-driven fuzzing of the REST API (schemathesis from PyPI; FUZZ_EXAMPLES per operation, default 50)

@@ -464,6 +464,19 @@ fn postgres_needs_migrate_before_start() {
         "{stdout}"
     );
     assert!(dry_run().1.contains("up to date: nothing to apply"));
+
+    // A backup on PostgreSQL: the data directory's files, and the pg_dump command to run.
+    let archive = dir.path().join("backup.tar.gz");
+    let (code, stdout, stderr) = output(
+        dashd(dir.path())
+            .args(["backup", "--out"])
+            .arg(&archive)
+            .env("DASHD_DATABASE_URL", &url),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("pg_dump --format=custom"), "{stdout}");
+    assert!(stdout.contains(&name), "{stdout}");
+    assert!(archive.is_file());
     // Running it again is harmless.
     assert_eq!(
         output(
