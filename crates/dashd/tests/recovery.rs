@@ -669,6 +669,29 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_resumes_the
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
+    // A restore over a running daemon's data is refused, and changes nothing.
+    let refused = Command::new(env!("CARGO_BIN_EXE_dashd"))
+        .current_dir(dir.path())
+        .args(["restore", "--force"])
+        .arg(&archive)
+        .env_remove("DASHD_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("a dashd is running"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(
+        !std::fs::read_dir(dir.path().join("dashd-data"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("before-restore"))
+    );
     // The load goes on a little after the backup, then the first daemon goes away.
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.cancel();
