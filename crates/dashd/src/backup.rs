@@ -17,7 +17,6 @@
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
 
 use anyhow::{Context, bail};
 use dash_core::config::{Backend, Config};
@@ -70,10 +69,17 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<BackupReport> {
         bail!("no database at {}: nothing to back up", db.display());
     }
     let partial = with_suffix(out, ".partial");
+    // A stale partial file (or a link planted in its place) goes; the new one is created
+    // afresh, never followed or reused with another mode.
+    match std::fs::remove_file(&partial) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            return Err(err).with_context(|| format!("cannot remove {}", partial.display()));
+        }
+        _ => {}
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
@@ -82,7 +88,8 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<BackupReport> {
             file,
             flate2::Compression::default(),
         ));
-        let files = data_files(config, database.as_deref())?;
+        // The archive itself may be written inside the data directory: never into itself.
+        let files = data_files(config, database.as_deref(), &[out, &partial])?;
         let mut schema_version = None;
         // The copy goes to a private temporary directory first: the backup API writes a
         // database file, and tar needs its size before its bytes.
@@ -133,7 +140,7 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<BackupReport> {
         format!(
             "pg_dump --format=custom --file={}.pgdump '{}'",
             out.display(),
-            dash_core::config::redact_url(&config.database_url())
+            without_password(&config.database_url())
         )
     });
     Ok(BackupReport {
@@ -147,33 +154,39 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<BackupReport> {
 #[derive(Debug)]
 pub struct RestoreReport {
     pub manifest: Manifest,
-    /// Where the database that was there before went, if there was one.
-    pub moved_aside: Option<PathBuf>,
+    /// What was there before and was replaced, kept beside under a new name.
+    pub moved_aside: Vec<PathBuf>,
     /// Whether a master key is where the restored daemon will look for it.
     pub master_key_present: bool,
 }
 
 /// Restores an archive into the configured data directory. Refuses while a dashd runs on
-/// it, and refuses to replace an existing database unless `replace` is set (then the old
-/// database is kept beside it as `dashd.db.before-restore-<time>`). Restored files get the
-/// data directory's owner, so a restore run as root leaves files the daemon's user owns.
+/// it, and refuses to replace anything (the database, or a file the archive holds) unless
+/// `replace` is set; then what was there is kept beside it, renamed
+/// `NAME.before-restore-TIME`. Everything is checked and staged before the first rename,
+/// so a failure leaves the data as it was, or says where the old files went. Restored
+/// files get the data directory's owner, so a restore run as root leaves files the
+/// daemon's user can open.
 pub fn restore(config: &Config, archive: &Path, replace: bool) -> anyhow::Result<RestoreReport> {
     let backend = config.backend()?;
-    let staging_parent = &config.data_dir;
-    crate::create_private_dir(staging_parent)?;
-    let owner = std::fs::metadata(staging_parent)?;
+    crate::create_private_dir(&config.data_dir)?;
+    let owner = std::fs::metadata(&config.data_dir)?;
     let (uid, gid) = (owner.uid(), owner.gid());
+    let database = match backend {
+        Backend::Sqlite => Some(sqlite_path(config)?),
+        Backend::Postgres => None,
+    };
 
     // A running daemon holds the database file's lock (SQLite) or dashd.lock (PostgreSQL).
-    let lock_path = match backend {
-        Backend::Sqlite => sqlite_path(config)?,
-        Backend::Postgres => config.data_dir.join("dashd.lock"),
+    let lock_path = match &database {
+        Some(db) => db.clone(),
+        None => config.data_dir.join("dashd.lock"),
     };
     let _lock = lock_if_present(&lock_path)?;
 
     let staging = tempfile::Builder::new()
         .prefix(".dashd-restore-")
-        .tempdir_in(staging_parent)
+        .tempdir_in(&config.data_dir)
         .context("cannot create a temporary directory in the data directory")?;
     let manifest = unpack(archive, staging.path())?;
     if manifest.backend != backend.as_str() {
@@ -183,51 +196,107 @@ pub fn restore(config: &Config, archive: &Path, replace: bool) -> anyhow::Result
             backend.as_str()
         );
     }
-
-    let mut moved_aside = None;
-    if backend == Backend::Sqlite {
-        let db = sqlite_path(config)?;
-        let restored = staging.path().join(DATABASE);
-        check_database(&restored, manifest.schema_version)?;
-        if db.exists() && std::fs::metadata(&db)?.len() > 0 {
-            if !replace {
-                bail!(
-                    "{} already exists: pass --force to replace it (it is kept beside, renamed)",
-                    db.display()
-                );
-            }
-            let aside = with_suffix(
-                &db,
-                &format!(
-                    ".before-restore-{}",
-                    chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-                ),
-            );
-            for suffix in ["", "-wal", "-shm"] {
-                let from = with_suffix(&db, suffix);
-                if from.exists() {
-                    std::fs::rename(&from, with_suffix(&aside, suffix))
-                        .with_context(|| format!("cannot move {} aside", from.display()))?;
-                }
-            }
-            moved_aside = Some(aside);
-        }
-        if let Some(dir) = db.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        chown(&restored, uid, gid)?;
-        std::fs::rename(&restored, &db)
-            .with_context(|| format!("cannot move the restored database to {}", db.display()))?;
+    let files = manifest
+        .files
+        .iter()
+        .map(|f| safe_relative(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(_db) = &database {
+        check_database(&staging.path().join(DATABASE), manifest.schema_version)?;
     }
-    for relative in &manifest.files {
-        let relative = safe_relative(relative)?;
-        let from = staging.path().join(DATA).join(&relative);
-        let to = config.data_dir.join(&relative);
-        if let Some(dir) = to.parent() {
-            std::fs::create_dir_all(dir)?;
+
+    // What would be replaced: all of it is known before anything moves.
+    let mut existing: Vec<PathBuf> = Vec::new();
+    if let Some(db) = &database
+        && std::fs::metadata(db).is_ok_and(|m| m.len() > 0)
+    {
+        existing.push(db.clone());
+    }
+    existing.extend(
+        files
+            .iter()
+            .map(|f| config.data_dir.join(f))
+            .filter(|p| p.exists()),
+    );
+    if !existing.is_empty() && !replace {
+        bail!(
+            "{} already exist(s): pass --force to replace (what is there is kept beside, renamed)",
+            existing
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    // Staged beside their targets, so each final step is a rename within one directory.
+    let incoming = match &database {
+        Some(db) => {
+            if let Some(dir) = db.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let incoming = with_suffix(db, ".restoring");
+            move_file(&staging.path().join(DATABASE), &incoming)?;
+            own_privately(&incoming, uid, gid)?;
+            Some(incoming)
         }
-        chown(&from, uid, gid)?;
-        std::fs::rename(&from, &to).with_context(|| format!("cannot restore {}", to.display()))?;
+        None => None,
+    };
+    for relative in &files {
+        own_privately(&staging.path().join(DATA).join(relative), uid, gid)?;
+    }
+
+    let stamp = format!(
+        ".before-restore-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    );
+    let mut moved_aside = Vec::new();
+    let mut set_aside = |path: &Path| -> anyhow::Result<()> {
+        if std::fs::symlink_metadata(path).is_ok() {
+            let aside = with_suffix(path, &stamp);
+            std::fs::rename(path, &aside)
+                .with_context(|| format!("cannot move {} aside", path.display()))?;
+            moved_aside.push(aside);
+        }
+        Ok(())
+    };
+    let done = (|| -> anyhow::Result<()> {
+        if let (Some(db), Some(incoming)) = (&database, &incoming) {
+            // The old log files go too: SQLite would replay a stale WAL onto the new file.
+            for suffix in ["", "-wal", "-shm"] {
+                set_aside(&with_suffix(db, suffix))?;
+            }
+            std::fs::rename(incoming, db).with_context(|| {
+                format!("cannot move the restored database to {}", db.display())
+            })?;
+        }
+        for relative in &files {
+            let to = config.data_dir.join(relative);
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            set_aside(&to)?;
+            std::fs::rename(staging.path().join(DATA).join(relative), &to)
+                .with_context(|| format!("cannot restore {}", to.display()))?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = done {
+        if let Some(incoming) = &incoming {
+            let _ = std::fs::remove_file(incoming);
+        }
+        return Err(err.context(format!(
+            "the restore stopped half-way; what it replaced is kept with the suffix {stamp}: {}",
+            if moved_aside.is_empty() {
+                "nothing yet".to_owned()
+            } else {
+                moved_aside
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
     }
     let master_key_present = master_key_path(config).is_file();
     Ok(RestoreReport {
@@ -247,14 +316,7 @@ pub fn master_key_path(config: &Config) -> PathBuf {
 
 /// The SQLite database's path from the configuration.
 pub fn sqlite_path(config: &Config) -> anyhow::Result<PathBuf> {
-    match &config.database.url {
-        None => Ok(config.data_dir.join("dashd.db")),
-        Some(url) => {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url.expose())
-                .context("database.url is not a valid SQLite URL")?;
-            Ok(options.get_filename().to_owned())
-        }
-    }
+    crate::store::sqlite_path(config).map_err(|err| anyhow::anyhow!("database.url: {err}"))
 }
 
 /// Copies the live database to `to` through SQLite's backup API, in one step, then checks
@@ -324,8 +386,13 @@ fn check_connection(conn: &rusqlite::Connection) -> anyhow::Result<i64> {
 }
 
 /// The data directory's regular files to archive, relative to it: everything but the
-/// database and its WAL files, the master key, sockets and the lock file.
-fn data_files(config: &Config, database: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
+/// database and its WAL files, the master key, sockets, the lock file, the archive being
+/// written, and what restores set aside (`*.before-restore-*`).
+fn data_files(
+    config: &Config,
+    database: Option<&Path>,
+    archives: &[&Path],
+) -> anyhow::Result<Vec<PathBuf>> {
     let mut skip: Vec<PathBuf> = vec![
         config.data_dir.join("master.key"),
         config.data_dir.join("dashd.lock"),
@@ -336,6 +403,7 @@ fn data_files(config: &Config, database: Option<&Path>) -> anyhow::Result<Vec<Pa
         }
     }
     skip.push(master_key_path(config));
+    let archives: Vec<PathBuf> = archives.iter().filter_map(|p| canonical(p)).collect();
     let mut found = Vec::new();
     if !config.data_dir.is_dir() {
         return Ok(found);
@@ -347,12 +415,14 @@ fn data_files(config: &Config, database: Option<&Path>) -> anyhow::Result<Vec<Pa
             let path = entry.path();
             let kind = entry.file_type()?;
             let name = entry.file_name();
-            let hidden_scratch = name.to_string_lossy().starts_with(".dashd-");
+            let name = name.to_string_lossy();
+            let hidden_scratch = name.starts_with(".dashd-") || name.contains(".before-restore-");
             if kind.is_dir() && !hidden_scratch {
                 pending.push(path);
             } else if kind.is_file()
                 && !hidden_scratch
                 && !skip.contains(&path)
+                && !canonical(&path).is_some_and(|p| archives.contains(&p))
                 && let Ok(relative) = path.strip_prefix(&config.data_dir)
             {
                 found.push(relative.to_owned());
@@ -468,8 +538,8 @@ fn append_bytes<W: Write>(
 }
 
 /// Gives `path` to `uid:gid` when they differ from its owner (a no-op unless run as root
-/// for another user).
-fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+/// for another user), mode 0600.
+fn own_privately(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     let meta = std::fs::metadata(path)?;
     if (meta.uid(), meta.gid()) != (uid, gid) {
         nix::unistd::chown(
@@ -481,6 +551,40 @@ fn chown(path: &Path, uid: u32, gid: u32) -> anyhow::Result<()> {
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(())
+}
+
+/// Moves a file, also across file systems (copied and synced, then removed).
+fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(err) if err.kind() == std::io::ErrorKind::CrossesDevices => std::fs::copy(from, to)
+            .and_then(|_| std::fs::File::open(to)?.sync_all())
+            .and_then(|()| std::fs::remove_file(from))
+            .with_context(|| format!("cannot copy {} to {}", from.display(), to.display())),
+        moved => {
+            moved.with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
+        }
+    }
+}
+
+/// The path with `.`/`..` and links resolved: of the file, or of its folder when the file
+/// does not exist yet.
+fn canonical(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok().or_else(|| {
+        let name = path.file_name()?;
+        Some(std::fs::canonicalize(parent_of(path)).ok()?.join(name))
+    })
+}
+
+/// A database URL for a command line: the password removed (the tool asks, or reads
+/// PGPASSWORD or ~/.pgpass), never replaced by a mask the tool would take literally.
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => dash_core::config::redact_url(url),
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -499,6 +603,18 @@ fn parent_of(path: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_database_url_has_no_password_at_all() {
+        assert_eq!(
+            without_password("postgres://dashd:s3cret@db.example.com:5432/dashd"),
+            "postgres://dashd@db.example.com:5432/dashd"
+        );
+        assert_eq!(
+            without_password("postgres://dashd@127.0.0.1/dashd"),
+            "postgres://dashd@127.0.0.1/dashd"
+        );
+    }
 
     #[test]
     fn archive_paths_cannot_leave_their_folder() {

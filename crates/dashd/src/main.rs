@@ -172,47 +172,34 @@ fn main() -> ExitCode {
 }
 
 /// `dashd migrate --dry-run`: what `dashd migrate` (or, on SQLite, the next start) would
-/// apply. Creates nothing.
+/// apply. Changes nothing.
 async fn migrate_dry_run(config: &dash_core::config::Config) -> anyhow::Result<()> {
     use dashd::store::SchemaState;
-    let all = store::latest_migration();
-    if config.backend()? == dash_core::config::Backend::Sqlite {
-        let path = dashd::backup::sqlite_path(config)?;
-        if !path.exists() {
-            #[allow(clippy::print_stdout)] // command output
-            {
-                println!(
-                    "{}: no database yet; migrations 1 to {all} would create it",
-                    path.display()
-                );
-            }
-            return Ok(());
-        }
-    }
-    let store = store::open(config, Some(MigrationPolicy::Inspect))
+    let plan = store::migration_plan(config)
         .await
         .map_err(|err| anyhow::anyhow!("{err}"))?;
-    let plan = store.migration_plan().await;
-    store.close().await;
-    let (state, pending) = plan?;
-    let location = store.location();
+    let location = &plan.location;
     #[allow(clippy::print_stdout)] // command output
-    match state {
-        SchemaState::UpToDate { version } => {
+    match plan.state {
+        None => println!(
+            "{location}: no database yet; migrations 1 to {} would create it",
+            store::latest_migration()
+        ),
+        Some(SchemaState::UpToDate { version }) => {
             println!("{location}: schema at version {version}, up to date: nothing to apply");
         }
-        SchemaState::Behind { current, expected } => {
+        Some(SchemaState::Behind { current, expected }) => {
             println!(
                 "{location}: schema at version {current}; `dashd migrate` would bring it to {expected} by applying:"
             );
-            for (version, description) in pending {
+            for (version, description) in &plan.pending {
                 println!("  {version:04} {description}");
             }
         }
-        SchemaState::Ahead { current, expected } => anyhow::bail!(
+        Some(SchemaState::Ahead { current, expected }) => anyhow::bail!(
             "{location}: schema at version {current}, newer than this dashd understands ({expected}): upgrade dashd"
         ),
-        SchemaState::Damaged { version, reason } => anyhow::bail!(
+        Some(SchemaState::Damaged { version, reason }) => anyhow::bail!(
             "{location}: migration {version} is damaged ({reason}): restore the database from a backup"
         ),
     }
@@ -285,8 +272,8 @@ fn restore(loaded: &Loaded, file: &std::path::Path, force: bool) -> ExitCode {
                     m.dashd_version,
                     loaded.config.data_dir.display()
                 );
-                if let Some(aside) = &report.moved_aside {
-                    println!("the database that was there is kept as {}", aside.display());
+                for aside in &report.moved_aside {
+                    println!("what was there is kept as {}", aside.display());
                 }
                 if m.backend == "postgres" {
                     println!(
@@ -304,7 +291,7 @@ fn restore(loaded: &Loaded, file: &std::path::Path, force: bool) -> ExitCode {
         }
         Err(err) => {
             eprintln!("dashd: restore failed: {err:#}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }

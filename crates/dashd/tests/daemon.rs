@@ -315,6 +315,23 @@ fn the_systemd_watchdog_is_pinged_while_the_daemon_runs() {
 }
 
 #[test]
+fn migrate_dry_run_creates_nothing_and_reads_a_running_daemons_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = output(dashd(dir.path()).args(["migrate", "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("no database yet"), "{stdout}");
+    assert!(!dir.path().join("dashd-data").exists());
+
+    // Beside a running daemon (which holds the database's lock): answered, not refused.
+    let (mut running, _notify) = start_with_notify(dir.path());
+    let (code, stdout, stderr) = output(dashd(dir.path()).args(["migrate", "--dry-run"]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("up to date: nothing to apply"), "{stdout}");
+    signal(&running.0, nix::sys::signal::Signal::SIGTERM);
+    assert!(wait_exit(&mut running.0, Duration::from_secs(15)).success());
+}
+
+#[test]
 fn a_stale_socket_after_kill_9_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let (mut running, _notify) = start_with_notify(dir.path());
@@ -475,6 +492,10 @@ fn postgres_needs_migrate_before_start() {
     );
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("pg_dump --format=custom"), "{stdout}");
+    assert!(
+        !stdout.contains("***"),
+        "a masked password would be taken literally: {stdout}"
+    );
     assert!(stdout.contains(&name), "{stdout}");
     assert!(archive.is_file());
     // Running it again is harmless.

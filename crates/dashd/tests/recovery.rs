@@ -677,7 +677,7 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_resumes_the
         .env_remove("DASHD_CONFIG")
         .output()
         .unwrap();
-    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(refused.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("a dashd is running"),
         "{}",

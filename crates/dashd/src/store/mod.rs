@@ -389,18 +389,12 @@ impl Store for SqlStore {
     }
 
     async fn migration_plan(&self) -> StoreResult<(SchemaState, Vec<(i64, String)>)> {
-        let (applied, all) = match &self.pool {
-            sql::Pool::Sqlite(db) => (db.applied().await?, sqlite::migrations()),
-            sql::Pool::Postgres(pool) => (postgres::applied(pool).await?, postgres::migrations()),
-        };
-        let embedded: Vec<(i64, Vec<u8>)> = all.iter().map(|(v, _, c)| (*v, c.clone())).collect();
-        let state = compare_schema(&embedded, &applied);
-        let pending = all
-            .into_iter()
-            .filter(|(v, _, _)| !applied.iter().any(|(a, _, _)| a == v))
-            .map(|(v, description, _)| (v, description))
-            .collect();
-        Ok((state, pending))
+        Ok(match &self.pool {
+            sql::Pool::Sqlite(db) => plan(sqlite::migrations(), &db.applied().await?),
+            sql::Pool::Postgres(pool) => {
+                plan(postgres::migrations(), &postgres::applied(pool).await?)
+            }
+        })
     }
 
     async fn close(&self) {
@@ -435,6 +429,79 @@ pub enum MigrationPolicy {
     Require,
     /// Neither check nor change the schema (`dashd migrate --dry-run` reports it).
     Inspect,
+}
+
+/// The schema state and the migrations not applied yet, as (version, description).
+fn plan(
+    all: Vec<(i64, String, Vec<u8>)>,
+    applied: &[MigrationRecord],
+) -> (SchemaState, Vec<(i64, String)>) {
+    let embedded: Vec<(i64, Vec<u8>)> = all.iter().map(|(v, _, c)| (*v, c.clone())).collect();
+    let state = compare_schema(&embedded, applied);
+    let pending = all
+        .into_iter()
+        .filter(|(v, _, _)| !applied.iter().any(|(a, _, _)| a == v))
+        .map(|(v, description, _)| (v, description))
+        .collect();
+    (state, pending)
+}
+
+/// What `dashd migrate` would do to the configured database (`dashd migrate --dry-run`).
+#[derive(Debug)]
+pub struct MigrationPlan {
+    /// The database, with any password removed.
+    pub location: String,
+    /// `None`: the SQLite file does not exist yet.
+    pub state: Option<SchemaState>,
+    /// The migrations to apply, as (version, description).
+    pub pending: Vec<(i64, String)>,
+}
+
+/// Finds what `dashd migrate` (or, on SQLite, the next start) would apply, changing
+/// nothing. The SQLite file is read without the daemon's lock, so this also answers
+/// beside a running dashd.
+pub async fn migration_plan(config: &Config) -> StoreResult<MigrationPlan> {
+    let backend = config
+        .backend()
+        .map_err(|err| StoreError::Schema(err.to_string()))?;
+    let location = dash_core::config::redact_url(&config.database_url());
+    if backend == Backend::Sqlite {
+        let path = sqlite_path(config)?;
+        if !path.exists() {
+            let all = sqlite::migrations();
+            return Ok(MigrationPlan {
+                location: path.display().to_string(),
+                state: None,
+                pending: all.into_iter().map(|(v, d, _)| (v, d)).collect(),
+            });
+        }
+        let (state, pending) = plan(sqlite::migrations(), &sqlite::applied_in_file(&path)?);
+        return Ok(MigrationPlan {
+            location,
+            state: Some(state),
+            pending,
+        });
+    }
+    let store = open(config, Some(MigrationPolicy::Inspect)).await?;
+    let found = store.migration_plan().await;
+    store.close().await;
+    let (state, pending) = found?;
+    Ok(MigrationPlan {
+        location,
+        state: Some(state),
+        pending,
+    })
+}
+
+/// The SQLite database file the configuration names.
+pub fn sqlite_path(config: &Config) -> StoreResult<std::path::PathBuf> {
+    match &config.database.url {
+        None => Ok(config.data_dir.join("dashd.db")),
+        Some(url) => {
+            let options: sqlx::sqlite::SqliteConnectOptions = url.expose().parse()?;
+            Ok(options.get_filename().to_owned())
+        }
+    }
 }
 
 /// The latest migration this binary carries (the same numbering on both backends).

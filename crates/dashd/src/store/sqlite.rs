@@ -15,8 +15,8 @@ use sqlx::{Row, SqliteConnection};
 
 use super::sqlite_file::{self, DatabaseFile};
 use super::{
-    MigrationPolicy, MigrationRecord, SchemaState, StoreHealth, StoreResult, WriteHealth,
-    compare_schema, schema_error,
+    MigrationPolicy, MigrationRecord, SchemaState, StoreError, StoreHealth, StoreResult,
+    WriteHealth, compare_schema, schema_error,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -275,7 +275,7 @@ impl SqliteDb {
         if let Err(err) = sqlx::query("SELECT 1").execute(&self.pool).await {
             return degraded(format!(
                 "the database is not answering: {}",
-                super::StoreError::Database(err)
+                StoreError::Database(err)
             ));
         }
         // An idle daemon makes no writes: after a failure, probe so that health turns
@@ -325,6 +325,36 @@ fn embedded() -> Vec<(i64, Vec<u8>)> {
         .iter()
         .map(|m| (m.version, m.checksum.to_vec()))
         .collect()
+}
+
+/// The migrations applied to the database file at `path`, read through a read-only
+/// connection of its own, without dashd's lock: a running daemon is not disturbed.
+pub(crate) fn applied_in_file(path: &std::path::Path) -> StoreResult<Vec<MigrationRecord>> {
+    let unreadable = |err: rusqlite::Error| {
+        StoreError::Unavailable(format!("cannot read {}: {err}", path.display()))
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(unreadable)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(unreadable)?;
+    let exists: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(unreadable)?;
+    if exists == 0 {
+        return Ok(Vec::new());
+    }
+    let mut statement = conn
+        .prepare("SELECT version, checksum, success FROM _sqlx_migrations")
+        .map_err(unreadable)?;
+    let rows = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .map_err(unreadable)?;
+    rows.collect::<Result<_, _>>().map_err(unreadable)
 }
 
 /// This binary's migrations, as (version, description, checksum).
