@@ -68,6 +68,17 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<BackupReport> {
     {
         bail!("no database at {}: nothing to back up", db.display());
     }
+    // Inside the data directory, the archive would be data: archived by the next backup,
+    // restored as a file of the data directory.
+    if let (Some(target), Ok(data)) = (canonical(out), std::fs::canonicalize(&config.data_dir))
+        && target.starts_with(&data)
+    {
+        bail!(
+            "{} is inside the data directory {}: write the backup elsewhere",
+            out.display(),
+            config.data_dir.display()
+        );
+    }
     let partial = with_suffix(out, ".partial");
     // A stale partial file (or a link planted in its place) goes; the new one is created
     // afresh, never followed or reused with another mode.
@@ -88,8 +99,7 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<BackupReport> {
             file,
             flate2::Compression::default(),
         ));
-        // The archive itself may be written inside the data directory: never into itself.
-        let files = data_files(config, database.as_deref(), &[out, &partial])?;
+        let files = data_files(config, database.as_deref())?;
         let mut schema_version = None;
         // The copy goes to a private temporary directory first: the backup API writes a
         // database file, and tar needs its size before its bytes.
@@ -201,7 +211,7 @@ pub fn restore(config: &Config, archive: &Path, replace: bool) -> anyhow::Result
         .iter()
         .map(|f| safe_relative(f))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(_db) = &database {
+    if database.is_some() {
         check_database(&staging.path().join(DATABASE), manifest.schema_version)?;
     }
 
@@ -386,13 +396,9 @@ fn check_connection(conn: &rusqlite::Connection) -> anyhow::Result<i64> {
 }
 
 /// The data directory's regular files to archive, relative to it: everything but the
-/// database and its WAL files, the master key, sockets, the lock file, the archive being
-/// written, and what restores set aside (`*.before-restore-*`).
-fn data_files(
-    config: &Config,
-    database: Option<&Path>,
-    archives: &[&Path],
-) -> anyhow::Result<Vec<PathBuf>> {
+/// database and its WAL files, the master key, sockets, the lock file, and what restores
+/// set aside (`*.before-restore-*`).
+fn data_files(config: &Config, database: Option<&Path>) -> anyhow::Result<Vec<PathBuf>> {
     let mut skip: Vec<PathBuf> = vec![
         config.data_dir.join("master.key"),
         config.data_dir.join("dashd.lock"),
@@ -403,7 +409,6 @@ fn data_files(
         }
     }
     skip.push(master_key_path(config));
-    let archives: Vec<PathBuf> = archives.iter().filter_map(|p| canonical(p)).collect();
     let mut found = Vec::new();
     if !config.data_dir.is_dir() {
         return Ok(found);
@@ -422,7 +427,6 @@ fn data_files(
             } else if kind.is_file()
                 && !hidden_scratch
                 && !skip.contains(&path)
-                && !canonical(&path).is_some_and(|p| archives.contains(&p))
                 && let Ok(relative) = path.strip_prefix(&config.data_dir)
             {
                 found.push(relative.to_owned());

@@ -669,6 +669,15 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_resumes_the
         "{}",
         String::from_utf8_lossy(&backup.stderr)
     );
+    // An archive inside the data directory would be archived and restored as data: refused.
+    let inside = Command::new(env!("CARGO_BIN_EXE_dashd"))
+        .current_dir(dir.path())
+        .args(["backup", "--out", "dashd-data/backup.tar.gz"])
+        .env_remove("DASHD_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(inside.status.code(), Some(1));
+    assert!(!dir.path().join("dashd-data/backup.tar.gz").exists());
     // A restore over a running daemon's data is refused, and changes nothing.
     let refused = Command::new(env!("CARGO_BIN_EXE_dashd"))
         .current_dir(dir.path())
