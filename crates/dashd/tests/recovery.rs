@@ -424,9 +424,6 @@ async fn a_message_that_keeps_crashing_dashd_is_given_up_at_the_next_start() {
     pool.close().await;
 }
 
-/// `kill -9` while inbound messages are being group-committed under load: every message
-/// whose delivery was acknowledged (202) is answered after the restart, exactly once;
-/// nothing acknowledged is lost in a commit the kill cut short.
 /// A flow that answers every message with its text.
 const ECHO: &str = r#"
 default_flow = "echo"
@@ -435,13 +432,8 @@ id = "echo"
 steps = [{ id = "say", kind = "end", text = "{{ input }}" }]
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_group_commits_loses_no_acknowledged_message() {
-    const SENDERS: usize = 8;
-    let dir = tempfile::tempdir().unwrap();
-    let unlimited = [("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0")];
-    let first = start(dir.path(), &unlimited);
-    let admin = Admin::new(dir.path());
+/// Tenant `acme` with the bot `ventas`, answering through the echo flow.
+async fn echo_bot(admin: &Admin) {
     admin
         .call("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
         .await;
@@ -459,38 +451,83 @@ async fn kill_9_during_group_commits_loses_no_acknowledged_message() {
             Some(json!({"source": ECHO, "activate": true})),
         )
         .await;
-    // Senders deliver as fast as dashd acknowledges, each from its own contact, until
-    // dashd is gone; what was acknowledged is kept.
-    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut senders = Vec::new();
-    for sender in 0..SENDERS {
-        let client = Admin::new(dir.path()).client;
-        let acknowledged = std::sync::Arc::clone(&acknowledged);
-        senders.push(tokio::spawn(async move {
-            for i in 0.. {
-                let text = format!("s{sender}-{i}");
-                let answer = client
-                    .post("http://dashd/v1/tenants/acme/bots/ventas/sandbox/messages")
-                    .json(&json!({"from": format!("+549110000{sender:03}"), "text": text, "message_id": text}))
-                    .send()
-                    .await;
-                match answer {
-                    Ok(answer) if answer.status().as_u16() == 202 => {
-                        acknowledged.lock().unwrap().push(text);
+}
+
+/// Messages acknowledged by dashd (202), with when.
+type Acknowledged = std::sync::Arc<std::sync::Mutex<Vec<(String, Instant)>>>;
+
+/// `count` senders posting to the echo bot through the sandbox, each from its own
+/// contact, `pause` apart, until `stop` is cancelled or dashd is gone. A 503 (busy) is
+/// not an acknowledgement; a sender goes on after it.
+fn spawn_senders(
+    dir: &Path,
+    count: usize,
+    pause: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+) -> (Acknowledged, Vec<tokio::task::JoinHandle<()>>) {
+    let acknowledged = Acknowledged::default();
+    let senders = (0..count)
+        .map(|sender| {
+            let client = Admin::new(dir).client;
+            let acknowledged = std::sync::Arc::clone(&acknowledged);
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.is_cancelled() {
+                        return;
                     }
-                    // Busy (503) is not an acknowledgement; a send may go on.
-                    Ok(_) => {}
-                    Err(_) => return,
+                    let text = format!("s{sender}-{i}");
+                    let answer = client
+                        .post("http://dashd/v1/tenants/acme/bots/ventas/sandbox/messages")
+                        .json(&json!({"from": format!("+549110000{sender:03}"), "text": text, "message_id": text}))
+                        .send()
+                        .await;
+                    match answer {
+                        Ok(answer) if answer.status().as_u16() == 202 => {
+                            acknowledged.lock().unwrap().push((text, Instant::now()));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
-            }
-        }));
-    }
+            })
+        })
+        .collect();
+    (acknowledged, senders)
+}
+
+/// `kill -9` while inbound messages are being group-committed under load: every message
+/// whose delivery was acknowledged (202) is answered after the restart, exactly once;
+/// nothing acknowledged is lost in a commit the kill cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_group_commits_loses_no_acknowledged_message() {
+    const SENDERS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let unlimited = [("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0")];
+    let first = start(dir.path(), &unlimited);
+    echo_bot(&Admin::new(dir.path())).await;
+    // Senders deliver as fast as dashd acknowledges until dashd is gone; what was
+    // acknowledged is kept.
+    let (acknowledged, senders) = spawn_senders(
+        dir.path(),
+        SENDERS,
+        Duration::ZERO,
+        &tokio_util::sync::CancellationToken::new(),
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     kill_9(first);
     for sender in senders {
         sender.await.unwrap();
     }
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged: Vec<String> = acknowledged
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(text, _)| text.clone())
+        .collect();
     assert!(
         acknowledged.len() >= 50,
         "only {} messages acknowledged before the kill",
@@ -610,49 +647,10 @@ async fn a_backup_under_load_restores_every_acknowledged_message_and_resumes_the
         ("DASHD_DISPATCHER_BOT_RATE_PER_MINUTE", "0"),
     ];
     let first = start(dir.path(), &slow);
-    let admin = Admin::new(dir.path());
-    admin
-        .call("POST", "/v1/tenants", Some(json!({"slug": "acme"})))
-        .await;
-    admin
-        .call(
-            "POST",
-            "/v1/tenants/acme/bots",
-            Some(json!({"name": "ventas"})),
-        )
-        .await;
-    admin
-        .call(
-            "POST",
-            "/v1/tenants/acme/bots/ventas/flows",
-            Some(json!({"source": ECHO, "activate": true})),
-        )
-        .await;
-    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, Instant)>::new()));
+    echo_bot(&Admin::new(dir.path())).await;
     let stop = tokio_util::sync::CancellationToken::new();
-    let mut senders = Vec::new();
-    for sender in 0..SENDERS {
-        let client = Admin::new(dir.path()).client;
-        let acknowledged = std::sync::Arc::clone(&acknowledged);
-        let stop = stop.clone();
-        senders.push(tokio::spawn(async move {
-            for i in 0.. {
-                if stop.is_cancelled() {
-                    return;
-                }
-                let text = format!("s{sender}-{i}");
-                let answer = client
-                    .post("http://dashd/v1/tenants/acme/bots/ventas/sandbox/messages")
-                    .json(&json!({"from": format!("+549110000{sender:03}"), "text": text, "message_id": text}))
-                    .send()
-                    .await;
-                if answer.is_ok_and(|a| a.status().as_u16() == 202) {
-                    acknowledged.lock().unwrap().push((text, Instant::now()));
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }));
-    }
+    let (acknowledged, senders) =
+        spawn_senders(dir.path(), SENDERS, Duration::from_millis(5), &stop);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let archive = dir.path().join("backup.tar.gz");
     let began = Instant::now();
